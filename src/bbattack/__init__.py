@@ -1,0 +1,82 @@
+"""bbattack: black-box adversarial attacks with limited queries and information.
+
+    model = bbattack.load_model()                      # ImageNet EfficientNet-Lite0, ONNX Runtime
+    oracle = bbattack.Oracle(model, bbattack.TopK(1), max_queries=20_000)
+    result = bbattack.PIAttack().run(oracle, x, target=967, start=x_start, seed=0)
+"""
+
+from .attacks import (
+    ATTACKS,
+    Attack,
+    AttackConfig,
+    LOAttack,
+    LOConfig,
+    PIAttack,
+    PIConfig,
+    QLAttack,
+    QLConfig,
+    StepInfo,
+)
+from .classes import ClassNames, imagenet_classes
+from .errors import (
+    BBAttackError,
+    BackendUnavailableError,
+    BudgetExhausted,
+    ImageLoadError,
+    OracleError,
+    StartImageError,
+    ThreatModelError,
+    UnknownClassError,
+    UserInputError,
+)
+from .images import bundled_photos, load_image, quantize, save_png
+from .models import CallableClassifier, Classifier, OnnxClassifier, TorchClassifier, load_model
+from .oracle import Label, Labels, Oracle, QueryKind, Scores, TopK, View, view_from_name
+from .results import AttackResult, ImageResult, StepRecord
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackConfig",
+    "AttackResult",
+    "BBAttackError",
+    "BackendUnavailableError",
+    "BudgetExhausted",
+    "CallableClassifier",
+    "ClassNames",
+    "Classifier",
+    "ImageLoadError",
+    "ImageResult",
+    "LOAttack",
+    "LOConfig",
+    "Label",
+    "Labels",
+    "OnnxClassifier",
+    "Oracle",
+    "OracleError",
+    "PIAttack",
+    "PIConfig",
+    "QLAttack",
+    "QLConfig",
+    "QueryKind",
+    "Scores",
+    "StartImageError",
+    "StepInfo",
+    "StepRecord",
+    "ThreatModelError",
+    "TopK",
+    "TorchClassifier",
+    "UnknownClassError",
+    "UserInputError",
+    "View",
+    "__version__",
+    "bundled_photos",
+    "imagenet_classes",
+    "load_image",
+    "load_model",
+    "quantize",
+    "save_png",
+    "view_from_name",
+]

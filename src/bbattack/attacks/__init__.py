@@ -1,0 +1,22 @@
+"""Attacks. Each sees only an Oracle."""
+
+from .base import Attack, AttackConfig, AttackState, StepInfo
+from .partial import LOAttack, LOConfig, PIAttack, PIConfig, find_start_images
+from .ql import QLAttack, QLConfig
+
+ATTACKS: dict[str, type[Attack]] = {"ql": QLAttack, "pi": PIAttack, "lo": LOAttack}  # type: ignore[type-arg]
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackConfig",
+    "AttackState",
+    "LOAttack",
+    "LOConfig",
+    "PIAttack",
+    "PIConfig",
+    "QLAttack",
+    "QLConfig",
+    "StepInfo",
+    "find_start_images",
+]

@@ -1,0 +1,90 @@
+"""Shared pieces of the NES-based attacks: the gradient estimate, momentum and plateau decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .base import AttackState
+
+FloatArray = NDArray[np.float32]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+# (points (M, C, H, W), row of each point) -> (loss (M,), valid (M,)); spends the queries.
+SampleLoss = Callable[[FloatArray, IntArray], tuple[NDArray[np.float64], BoolArray]]
+
+
+def nes_gradient(
+    state: AttackState,
+    rows: IntArray,
+    sigma: float,
+    samples: int,
+    sample_loss: SampleLoss,
+    bounds: tuple[float, float],
+) -> tuple[FloatArray, NDArray[np.float64]]:
+    """Antithetic NES estimate of the loss gradient at ``state.x[rows]``.
+
+    ``samples`` model evaluations per image (samples/2 antithetic pairs, as in the reference
+    code). Samples whose loss is invalid (e.g. target not in the revealed top-k) get zero
+    weight; the mean valid loss is the baseline. Returns (gradient, mean valid loss; inf where
+    no sample was valid).
+    """
+    m = len(rows)
+    shape = state.x.shape[1:]
+    half = samples // 2
+    # One stream per image: draws depend only on that image's own history, not on the batch.
+    u = np.stack([state.rngs[r].standard_normal((half, *shape), dtype=np.float32) for r in rows])
+    u = np.concatenate([u, -u], axis=1)  # (m, samples, C, H, W)
+    pts = np.clip(state.x[rows][:, None] + np.float32(sigma) * u, bounds[0], bounds[1])
+    loss, valid = sample_loss(pts.reshape(m * samples, *shape), np.repeat(rows, samples))
+    loss = loss.reshape(m, samples)
+    valid = valid.reshape(m, samples)
+    nvalid = valid.sum(axis=1)
+    mean = np.where(nvalid > 0, np.where(valid, loss, 0.0).sum(axis=1) / np.maximum(nvalid, 1),
+                    np.inf)
+    w = np.where(valid, loss - mean[:, None], 0.0).astype(np.float32)
+    # Batched (1 x samples) @ (samples x D) per image: a BLAS call, not a Python loop.
+    g = np.matmul(w[:, None, :], u.reshape(m, samples, -1))[:, 0, :]
+    g /= (np.float32(sigma) * np.maximum(nvalid, 1).astype(np.float32))[:, None]
+    return g.reshape(m, *shape), mean
+
+
+def init_momentum_plateau(state: AttackState, plateau_length: int) -> None:
+    n = len(state.x)
+    state.extra["grad"] = np.zeros_like(state.x)
+    state.extra["hist"] = np.zeros((n, plateau_length), dtype=np.float64)
+    state.extra["hcount"] = np.zeros(n, dtype=np.int64)
+
+
+def apply_momentum(state: AttackState, rows: IntArray, g: FloatArray, beta: float) -> FloatArray:
+    gm: FloatArray = state.extra["grad"]
+    gm[rows] = np.float32(beta) * gm[rows] + np.float32(1.0 - beta) * g
+    return gm[rows]
+
+
+def plateau_update(state: AttackState, rows: IntArray, loss: NDArray[np.float64],
+                   drop: float, min_lr: float) -> None:
+    """Keep the last L losses per image; if the window is full and the loss rose, decay lr."""
+    hist: NDArray[np.float64] = state.extra["hist"]
+    hcount: IntArray = state.extra["hcount"]
+    length = hist.shape[1]
+    hist[rows] = np.roll(hist[rows], -1, axis=1)
+    hist[rows, -1] = loss
+    hcount[rows] = np.minimum(hcount[rows] + 1, length)
+    full = hcount[rows] == length
+    decay = rows[full & (hist[rows, -1] > hist[rows, length - hcount[rows]])]
+    state.lr[decay] = np.maximum(state.lr[decay] / drop, min_lr)
+    hcount[decay] = 0
+
+
+def clear_plateau(state: AttackState, rows: IntArray) -> None:
+    state.extra["hcount"][rows] = 0
+
+
+def project(x: FloatArray, x0: FloatArray, eps: NDArray[np.floating],
+            bounds: tuple[float, float]) -> FloatArray:
+    """Project onto the L∞ box of per-image radius ``eps`` around x0, within the bounds."""
+    e = np.asarray(eps, dtype=np.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+    return np.clip(np.clip(x, x0 - e, x0 + e), bounds[0], bounds[1]).astype(np.float32)

@@ -1,0 +1,289 @@
+"""The attack framework: frozen configs, plain-data state, and the one run loop.
+
+An attack is a stepper. ``init`` builds a state dataclass of per-image arrays; ``step`` advances
+every active image by one outer iteration, vectorised across images with masks. ``run`` owns the
+loop, the per-step trace, the 8-bit quantisation and the counted final verification.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ThreatModelError, UserInputError
+from ..images import quantize
+from ..oracle import Observation, Oracle, QueryKind, View
+from ..results import AttackResult, ClassRef, ImageResult, StepRecord, TopKEntry
+
+__all__ = ["Attack", "AttackConfig", "AttackState", "StepInfo"]
+
+FloatArray = NDArray[np.float32]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+
+class AttackConfig(BaseModel):
+    """Hyperparameters shared by every attack. Frozen and validated; data goes to ``run``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    eps: float = Field(0.05, gt=0.0, le=1.0, description="L∞ radius in [0, 1] pixel units")
+    max_steps: int | None = Field(None, ge=1, description="cap on outer iterations per image")
+
+
+@dataclass
+class AttackState:
+    """Per-image attack state as plain arrays (row i = image i), so it can be checkpointed."""
+
+    ids: IntArray  # oracle example ids
+    x0: FloatArray  # originals (N, C, H, W)
+    x: FloatArray  # current iterates (continuous)
+    xq: FloatArray  # last checked 8-bit iterates: what is saved and verified
+    target: IntArray  # target class, -1 for untargeted
+    orig: IntArray  # clean top-1 label
+    seeds: IntArray
+    rngs: list[np.random.Generator]  # one stream per image; bit_generator.state is plain data
+    active: BoolArray
+    success: BoolArray
+    queries_at_success: IntArray  # -1 until the first success
+    steps: IntArray
+    stop_reason: NDArray[np.object_]
+    eps: FloatArray  # current L∞ radius (PI/LO shrink it)
+    lr: FloatArray  # current max learning rate
+    loss: FloatArray
+    target_prob: FloatArray  # NaN where unknown
+    target_rank: IntArray  # -1 where unknown
+    finished_at: NDArray[np.float64]  # wall-clock seconds since the start, when the image stopped
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def targeted(self) -> BoolArray:
+        return np.asarray(self.target >= 0)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Summary passed to ``on_step`` callbacks (progress bars)."""
+
+    step: int
+    active: int
+    succeeded: int
+    total: int
+    queries: IntArray
+    target_prob: FloatArray
+    target_rank: IntArray
+    eps: FloatArray
+
+
+C = TypeVar("C", bound=AttackConfig)
+
+
+class Attack(ABC, Generic[C]):
+    """Base class. Subclasses set ``name``, ``config_class`` and implement init/step."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[AttackConfig]]
+    supports_untargeted: ClassVar[bool] = True
+    needs_start: ClassVar[bool] = False
+    reserve: ClassVar[int] = 1  # queries kept back per image for the final verification
+
+    def __init__(self, config: C | None = None, **overrides: Any) -> None:
+        base = config if config is not None else self.config_class()
+        self.config: C = base.model_copy(update=overrides) if overrides else base  # type: ignore[assignment]
+        if overrides:  # model_copy skips validation; re-validate
+            self.config = type(base).model_validate(self.config.model_dump())  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- subclass interface
+
+    @abstractmethod
+    def check_view(self, view: View) -> None:
+        """Raise ThreatModelError if the view does not reveal what this attack needs."""
+
+    @abstractmethod
+    def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
+        """Spend the initial queries and fill attack-specific state."""
+
+    @abstractmethod
+    def step(self, oracle: Oracle, state: AttackState) -> None:
+        """Advance every active image by one outer iteration, in place."""
+
+    # -- helpers for subclasses
+
+    @staticmethod
+    def mark_success(oracle: Oracle, state: AttackState, rows: IntArray, hit: BoolArray,
+                     t0: float) -> None:
+        """Record first successes among ``rows`` and stop those images."""
+        new = rows[hit & ~state.success[rows]]
+        if len(new):
+            state.success[new] = True
+            state.queries_at_success[new] = oracle.queries(state.ids[new])
+            Attack.stop(state, new, "success", t0)
+
+    @staticmethod
+    def quantized(state: AttackState, rows: IntArray, x: FloatArray,
+                  radius: NDArray[np.floating]) -> FloatArray:
+        """8-bit version of candidate iterates, kept inside their L∞ box: what checks query."""
+        return quantize(x, state.x0[rows], radius)
+
+    @staticmethod
+    def stop(state: AttackState, rows: IntArray, reason: str, t0: float) -> None:
+        rows = rows[state.active[rows]]
+        state.active[rows] = False
+        state.stop_reason[rows] = reason
+        state.finished_at[rows] = time.perf_counter() - t0
+
+    def affordable_rows(self, oracle: Oracle, state: AttackState, cost: int) -> IntArray:
+        """Active rows that can pay ``cost`` and keep the final-check reserve; stop the rest."""
+        rows = np.flatnonzero(state.active)
+        ok = oracle.affordable(state.ids[rows], cost, reserve=self.reserve)
+        self.stop(state, rows[~ok], "budget", state.extra["t0"])
+        return rows[ok]
+
+    # -- the run loop
+
+    def run(
+        self,
+        oracle: Oracle,
+        x: NDArray[np.floating],
+        target: int | Sequence[int] | IntArray | None = None,
+        *,
+        seed: int | Sequence[int] = 0,
+        start: NDArray[np.floating] | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+    ) -> AttackResult:
+        """Attack a batch of images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
+
+        Args:
+            target: target class per image (or one for all); None for an untargeted attack.
+            seed: an int gives image i the seed ``seed + i``; a sequence gives one per image.
+                A batch reproduces single-image runs with the same per-image seeds.
+            start: PI/LO start images of the target class (N, C, H, W); None searches the
+                bundled photos through the oracle (counted queries).
+            on_step: called after every outer iteration.
+        """
+        self.check_view(oracle.view)
+        xb = np.asarray(x, dtype=np.float32)
+        if xb.ndim == 3:
+            xb = xb[None]
+        if xb.ndim != 4 or tuple(xb.shape[1:]) != oracle.input_shape:
+            raise UserInputError(f"images must have shape (N, {oracle.input_shape}), got {xb.shape}")
+        n = len(xb)
+        if target is None:
+            if not self.supports_untargeted:
+                raise UserInputError(f"{self.name} is a targeted attack: give a target class")
+            tgt = np.full(n, -1, dtype=np.int64)
+        else:
+            tgt = np.broadcast_to(np.asarray(target, dtype=np.int64), (n,)).copy()
+            if ((tgt < 0) | (tgt >= oracle.num_classes)).any():
+                raise UserInputError(f"target class out of range 0..{oracle.num_classes - 1}")
+        seeds = (np.arange(n, dtype=np.int64) + seed if isinstance(seed, int)
+                 else np.asarray(seed, dtype=np.int64))
+        if seeds.shape != (n,):
+            raise UserInputError(f"need one seed per image ({n}), got {len(seeds)}")
+        if oracle.max_queries is not None and oracle.max_queries < 1 + self.reserve:
+            raise UserInputError(f"the budget must allow at least {1 + self.reserve} queries "
+                                 "(the clean query and the final verification)")
+        st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
+
+        t0 = time.perf_counter()
+        state = AttackState(
+            ids=oracle.register(n), x0=xb.copy(), x=xb.copy(), xq=xb.copy(), target=tgt,
+            orig=np.full(n, -1, np.int64), seeds=seeds,
+            rngs=[np.random.default_rng(int(s)) for s in seeds],
+            active=np.ones(n, bool), success=np.zeros(n, bool),
+            queries_at_success=np.full(n, -1, np.int64), steps=np.zeros(n, np.int64),
+            stop_reason=np.full(n, "running", dtype=object),
+            eps=np.full(n, self.config.eps, np.float32), lr=np.zeros(n, np.float32),
+            loss=np.full(n, np.nan, np.float32), target_prob=np.full(n, np.nan, np.float32),
+            target_rank=np.full(n, -1, np.int64), finished_at=np.zeros(n), extra={"t0": t0},
+        )
+        self.init(oracle, state, st)
+        trace: list[StepRecord] = []
+        step_no = 0
+        max_steps = self.config.max_steps
+        while state.active.any():
+            was = np.flatnonzero(state.active)
+            self.step(oracle, state)
+            state.steps[was] += 1
+            step_no += 1
+            if max_steps is not None:
+                self.stop(state, was[state.steps[was] >= max_steps], "max_steps", t0)
+            q = oracle.queries(state.ids)
+            for i in was:
+                trace.append(StepRecord(
+                    image=int(i), step=int(state.steps[i]), queries=int(q[i]),
+                    loss=_opt_float(state.loss[i]), target_prob=_opt_float(state.target_prob[i]),
+                    target_rank=int(state.target_rank[i]) if state.target_rank[i] >= 0 else None,
+                    eps=float(state.eps[i]), lr=float(state.lr[i])))
+            if on_step is not None:
+                on_step(StepInfo(step_no, int(state.active.sum()), int(state.success.sum()), n, q,
+                                 state.target_prob.copy(), state.target_rank.copy(),
+                                 state.eps.copy()))
+        return self._finish(oracle, state, trace, t0)
+
+    def _finish(self, oracle: Oracle, state: AttackState, trace: list[StepRecord],
+                t0: float) -> AttackResult:
+        n = len(state.x)
+        # Checks ran on the 8-bit iterates, so the saved image is exactly what was checked.
+        xq = state.xq
+        rows = np.flatnonzero(oracle.affordable(state.ids, 1))
+        final_top1 = np.full(n, -1, np.int64)
+        obs: Observation | None = None
+        if len(rows):
+            obs = oracle.query(xq[rows], state.ids[rows], QueryKind.FINAL)
+            final_top1[rows] = obs.top1()
+        dq = (xq - state.x0).reshape(n, -1).astype(np.float64)
+        linf = np.abs(dq).max(axis=1)
+        l2 = np.sqrt((dq**2).sum(axis=1))
+        targeted = state.targeted
+        ok = np.where(targeted, final_top1 == state.target,
+                      (final_top1 >= 0) & (final_top1 != state.orig))
+        ok &= linf <= self.config.eps + 1e-6
+        names = oracle.class_names
+        q_all = oracle.queries(state.ids)
+        images: list[ImageResult] = []
+        pos = {int(r): j for j, r in enumerate(rows)}
+        for i in range(n):
+            def ref(c: int) -> ClassRef | None:
+                return None if c < 0 else ClassRef(id=c, name=names.name(c) if names else None)
+
+            topk = [] if obs is None or i not in pos else [
+                TopKEntry(id=c, name=names.name(c) if names else None, score=s)
+                for c, s in obs.topk(pos[i])]
+            qs: int | None = None
+            if ok[i]:
+                qs = int(state.queries_at_success[i]) if state.success[i] else int(q_all[i])
+            reason = str(state.stop_reason[i])
+            if state.success[i] and not ok[i]:
+                reason = "lost_in_quantisation"
+            images.append(ImageResult(
+                index=i, success=bool(ok[i]), queries=int(q_all[i]), queries_at_success=qs,
+                queries_by_kind=oracle.queries_by_kind(int(state.ids[i])),
+                linf=float(linf[i]), l2=float(l2[i]), eps=self.config.eps,
+                original=ref(int(state.orig[i])), target=ref(int(state.target[i])),
+                final_topk=topk, steps=int(state.steps[i]), stop_reason=reason,
+                wall_time_s=float(state.finished_at[i] or (time.perf_counter() - t0)),
+                seed=int(state.seeds[i])))
+        return AttackResult(attack=self.name, threat=oracle.view.describe(),
+                            config=self.config.model_dump(mode="json"), images=images,
+                            x_adv=xq, trace=trace)
+
+
+def _opt_float(v: float | np.floating) -> float | None:
+    f = float(v)
+    return None if not np.isfinite(f) else f
+
+
+def require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ThreatModelError(message)

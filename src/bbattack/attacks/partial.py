@@ -1,0 +1,293 @@
+"""PI and LO: the ε-shrinking attacks of Ilyas et al. (2018) for partial and label-only output."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field, model_validator
+
+from ..errors import StartImageError
+from ..images import bundled_photos, load_image
+from ..oracle import LabelsObservation, Observation, Oracle, QueryKind, View
+from ._nes import (
+    apply_momentum,
+    clear_plateau,
+    init_momentum_plateau,
+    nes_gradient,
+    plateau_update,
+    project,
+)
+from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray, require
+
+__all__ = ["LOAttack", "LOConfig", "PIAttack", "PIConfig"]
+
+
+class ShrinkConfig(AttackConfig):
+    sigma: float = Field(1e-3, gt=0.0, description="NES search standard deviation")
+    samples: int = Field(50, ge=2, description="NES samples per estimate (even; antithetic)")
+    max_lr: float = Field(1e-2, gt=0.0)
+    min_lr: float = Field(1e-3, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    plateau_length: int = Field(20, ge=1)
+    plateau_drop: float = Field(2.0, gt=1.0)
+    adv_thresh: float = Field(0.2, description="shrink ε only while the NES loss is below this")
+    starting_eps: float = Field(1.0, gt=0.0, le=1.0)
+    starting_delta_eps: float = Field(0.5, gt=0.0)
+    min_delta_eps: float = Field(0.1, gt=0.0)
+    min_prop_delta_eps: float = Field(2e-3, gt=0.0)
+    conservative: float = Field(2.0, ge=1.0, description="ε moves by δ/conservative on success")
+
+    @model_validator(mode="after")
+    def _check(self) -> ShrinkConfig:
+        if self.samples % 2:
+            raise ValueError("samples must be even (antithetic pairs)")
+        if self.min_lr > self.max_lr:
+            raise ValueError("min_lr must not exceed max_lr")
+        return self
+
+
+class PIConfig(ShrinkConfig):
+    """Defaults: paper appendix (σ, n) and the reference partial-info.sh (thresholds, lr)."""
+
+
+class LOConfig(ShrinkConfig):
+    """Defaults: paper appendix (σ, n, m, μ) and the reference label-only.sh (thresholds)."""
+
+    adv_thresh: float = 0.15
+    min_lr: float = Field(1e-4, gt=0.0)
+    conservative: float = Field(4.0, ge=1.0)
+    noise_samples: int = Field(50, ge=1, description="m: proxy-score samples per NES point")
+    mu: float = Field(1e-3, gt=0.0, description="L∞ radius of the proxy-score noise")
+    points_per_chunk: int = Field(2, ge=1, description="NES points evaluated per oracle batch")
+
+
+class _Shrinking(Attack[ShrinkConfig]):
+    """Start inside the target class, then alternate ε-shrinking and target maximisation."""
+
+    supports_untargeted: ClassVar[bool] = False
+    needs_start: ClassVar[bool] = True
+
+    def sample_loss(self, oracle: Oracle, state: AttackState, pts: FloatArray,
+                    prow: IntArray) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        raise NotImplementedError
+
+    def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
+        cfg = self.config
+        n = len(state.x)
+        rows = np.arange(n)
+        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
+        state.orig[:] = obs.top1()
+        already = state.orig == state.target
+        need = rows[~already]
+        if len(need):
+            starts = (find_start_images(oracle, state, need) if start is None
+                      else self._check_start(oracle, state, need, start[need]))
+            box = np.full(len(need), cfg.starting_eps)
+            state.x[need] = project(starts, state.x0[need], box, oracle.bounds)
+            state.xq[need] = self.quantized(state, need, state.x[need], box)
+        state.eps[:] = np.where(already, cfg.eps, cfg.starting_eps)
+        state.lr[:] = cfg.max_lr
+        state.extra["delta_eps"] = np.full(n, cfg.starting_delta_eps, dtype=np.float64)
+        state.extra["stalls"] = np.zeros(n, dtype=np.int64)
+        init_momentum_plateau(state, cfg.plateau_length)
+        self.mark_success(oracle, state, rows, already, state.extra["t0"])
+
+    def _check_start(self, oracle: Oracle, state: AttackState, rows: IntArray,
+                     start: FloatArray) -> FloatArray:
+        obs = oracle.query(np.clip(start, *oracle.bounds), state.ids[rows], QueryKind.INIT)
+        bad = obs.rank_of(state.target[rows]) < 0
+        if bad.any():
+            k = oracle.view.k or oracle.num_classes
+            raise StartImageError(
+                f"the start image is not in the model's top-{k} for the target class "
+                f"(image {int(rows[bad][0])}); give a start image the model labels as the target")
+        self.record(obs, state, rows)
+        return start
+
+    def step(self, oracle: Oracle, state: AttackState) -> None:
+        cfg = self.config
+        t0 = state.extra["t0"]
+        rows = self.affordable_rows(oracle, state, self.gradient_cost() + 1)
+        if not len(rows):
+            return
+
+        def sample_loss(pts: FloatArray, prow: IntArray) -> tuple[np.ndarray, np.ndarray]:
+            return self.sample_loss(oracle, state, pts, prow)
+
+        g, loss = nes_gradient(state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds)
+        g = apply_momentum(state, rows, g, cfg.momentum)
+        state.loss[rows] = np.where(np.isfinite(loss), loss, np.nan)
+        plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
+        goal = cfg.eps
+        delta_eps: NDArray[np.float64] = state.extra["delta_eps"]
+        prop = np.where((loss < cfg.adv_thresh) & (state.eps[rows] > goal), delta_eps[rows], 0.0)
+        lr = state.lr[rows].astype(np.float64)
+        sign = np.sign(g)
+        searching = np.ones(len(rows), dtype=bool)
+        # Backtracking line search, vectorised: each round proposes one image per searching row.
+        while searching.any():
+            j = np.flatnonzero(searching)
+            r = rows[j]
+            can = oracle.affordable(state.ids[r], 1, reserve=self.reserve)
+            if not can.all():
+                self.stop(state, r[~can], "budget", t0)
+                searching[j[~can]] = False
+                j, r = j[can], r[can]
+                if not len(j):
+                    break
+            box = np.maximum(state.eps[r] - prop[j], goal)
+            cand = project(state.x[r] - (lr[j].reshape(-1, 1, 1, 1) * sign[j]).astype(np.float32),
+                           state.x0[r], box, oracle.bounds)
+            # Proposals are judged as 8-bit images: what is accepted is what can be saved.
+            cq = self.quantized(state, r, cand, box)
+            obs = oracle.query(cq, state.ids[r], QueryKind.LINE_SEARCH)
+            ok = obs.rank_of(state.target[r]) >= 0
+            acc, rej = j[ok], j[~ok]
+            if len(acc):
+                ra = rows[acc]
+                state.x[ra] = cand[ok]
+                state.xq[ra] = cq[ok]
+                shrunk = prop[acc] > 0
+                delta_eps[ra[shrunk]] = np.maximum(prop[acc][shrunk], cfg.min_delta_eps)
+                clear_plateau(state, ra[shrunk])
+                state.eps[ra] = np.maximum(state.eps[ra] - prop[acc] / cfg.conservative, goal)
+                self.record(obs, state, r, ok)
+                searching[acc] = False
+                hit = (obs.top1()[ok] == state.target[ra]) & (state.eps[ra] <= goal + 1e-9)
+                self.mark_success(oracle, state, ra, hit, t0)
+            if len(rej):
+                halve = lr[rej] >= 2 * cfg.min_lr
+                lr[rej[halve]] /= 2
+                back = rej[~halve]
+                has_prop = prop[back] > 0
+                shrink = back[has_prop]
+                prop[shrink] /= 2
+                prop[shrink] = np.where(prop[shrink] < cfg.min_prop_delta_eps, 0.0, prop[shrink])
+                lr[shrink] = state.lr[rows[shrink]]
+                # No ε to give back and no step small enough: keep the iterate, try new noise.
+                stalled = back[~has_prop]
+                state.extra["stalls"][rows[stalled]] += 1
+                searching[stalled] = False
+
+    @staticmethod
+    def record(obs: Observation, state: AttackState, rows: IntArray,
+               mask: NDArray[np.bool_] | None = None) -> None:
+        """Store the target's rank (and score, where revealed) for the rows where ``mask``."""
+        t = state.target[rows]
+        keep = np.ones(len(rows), bool) if mask is None else mask
+        state.target_rank[rows[keep]] = obs.rank_of(t)[keep]
+        if not isinstance(obs, LabelsObservation):
+            state.target_prob[rows[keep]] = obs.score_of(t)[keep]
+
+    def gradient_cost(self) -> int:
+        return self.config.samples
+
+
+class PIAttack(_Shrinking):
+    """Partial-information attack: top-k labels with scores.
+
+    Paper: Ilyas, Engstrom, Athalye, Lin, ICML 2018 (arXiv:1804.08598), §2.2 / Alg. 2.
+    Threat model: top-k labels and their probabilities (``TopK(k)``, k may be 1).
+    Norm: L∞; ε starts at ``starting_eps`` around the source image and shrinks to ``eps``.
+    Starts from an image the model puts in the top-k for the target (``start=``, or a bundled
+    photo found through the oracle). Loss: −log p(target) over the NES samples whose top-k
+    reveals the target; the rest get zero weight.
+    Query cost per step: ``samples`` (NES) + one per line-search proposal (≥ 1).
+    Also: 1 clean query, the start-image check(s), and 1 final 8-bit verification.
+    """
+
+    name = "pi"
+    config_class = PIConfig
+
+    def check_view(self, view: View) -> None:
+        require(view.reveals_scores, "PI needs scores for the top-k; use LO for labels only")
+
+    def sample_loss(self, oracle: Oracle, state: AttackState, pts: FloatArray,
+                    prow: IntArray) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        obs = oracle.query(pts, state.ids[prow], QueryKind.GRADIENT)
+        p = obs.score_of(state.target[prow]).astype(np.float64)
+        valid = np.isfinite(p)
+        return -np.log(np.maximum(np.where(valid, p, 1.0), 1e-30)), valid
+
+
+class LOAttack(_Shrinking):
+    """Label-only attack: top-k labels, ranked, no scores.
+
+    Paper: Ilyas, Engstrom, Athalye, Lin, ICML 2018 (arXiv:1804.08598), §2.3.
+    Threat model: top-k labels without scores (``Labels(k)`` / ``Label()``).
+    Norm: L∞, ε-shrinking as in PI. Loss: 1 − S(x), where the proxy score S is the mean over
+    ``noise_samples`` uniform perturbations in [−μ, μ] of (k − rank)/k (0 when the target is
+    absent); normalised by k, which fixes the reference code's k > 1 scale bug.
+    Query cost per step: ``samples × noise_samples`` (every noise sample is a query) + one per
+    line-search proposal (≥ 1). Also: 1 clean query, start-image check(s), 1 final check.
+    """
+
+    name = "lo"
+    config_class = LOConfig
+
+    def check_view(self, view: View) -> None:
+        require(view.k is not None or view.reveals_scores, "LO needs ranked labels")
+
+    def gradient_cost(self) -> int:
+        cfg = self.config
+        assert isinstance(cfg, LOConfig)
+        return cfg.samples * cfg.noise_samples
+
+    def sample_loss(self, oracle: Oracle, state: AttackState, pts: FloatArray,
+                    prow: IntArray) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        cfg = self.config
+        assert isinstance(cfg, LOConfig)
+        k = oracle.view.k or oracle.num_classes
+        m = cfg.noise_samples
+        rows = np.unique(prow)  # nes_gradient gives each row a contiguous block of `samples`
+        per = cfg.samples
+        shape = pts.shape[1:]
+        pts_r = pts.reshape(len(rows), per, *shape)
+        out = np.empty((len(rows), per), dtype=np.float64)
+        c = cfg.points_per_chunk
+        mu = np.float32(cfg.mu)
+        for s in range(0, per, c):
+            e = min(s + c, per)
+            # Per-image draws in a fixed order keep batched and single runs identical.
+            noise = np.stack([state.rngs[r].uniform(-1.0, 1.0, size=(e - s, m, *shape))
+                              .astype(np.float32) for r in rows])
+            noisy = np.clip(pts_r[:, s:e, None] + mu * noise, *oracle.bounds)
+            ids = np.repeat(state.ids[rows], (e - s) * m)
+            obs = oracle.query(noisy.reshape(-1, *shape), ids, QueryKind.NOISE)
+            rank = obs.rank_of(np.repeat(state.target[rows], (e - s) * m))
+            score = np.where(rank >= 0, (k - rank) / k, 0.0).reshape(len(rows), e - s, m)
+            out[:, s:e] = 1.0 - score.mean(axis=2)
+        return out.reshape(-1), np.ones(len(prow), dtype=bool)
+
+
+def find_start_images(oracle: Oracle, state: AttackState, rows: IntArray) -> FloatArray:
+    """Find, among the bundled photos, a start image the oracle puts in the target's top-k.
+
+    Each candidate is a counted INIT query charged to the image that needs it.
+    """
+    photos = bundled_photos()
+    names = list(photos)
+    if not names:
+        raise StartImageError("no bundled photos are installed; give a start image (--start-image)")
+    shape = oracle.input_shape
+    cands = np.stack([load_image(photos[n], size=(shape[1], shape[2])) for n in names])
+    need = len(rows) * len(cands)
+    ok = oracle.affordable(state.ids[rows], len(cands), reserve=1)
+    if not ok.all():
+        raise StartImageError(f"searching {len(cands)} bundled photos for a start image needs "
+                              f"{need} queries; raise the budget or give --start-image")
+    pts = np.tile(cands, (len(rows), 1, 1, 1))
+    obs = oracle.query(pts, np.repeat(state.ids[rows], len(cands)), QueryKind.INIT)
+    rank = obs.rank_of(np.repeat(state.target[rows], len(cands))).reshape(len(rows), -1)
+    found = (rank >= 0).any(axis=1)
+    if not found.all():
+        cls = int(state.target[rows][~found][0])
+        cname = oracle.class_names.name(cls) if oracle.class_names else str(cls)
+        raise StartImageError(
+            f"no bundled photo is in the model's top-{oracle.view.k or oracle.num_classes} for "
+            f"target {cls} ({cname}); give a start image of that class (--start-image)")
+    # Best rank wins; ties go to the first photo.
+    best = np.where(rank >= 0, rank, np.iinfo(np.int64).max).argmin(axis=1)
+    return cands[best]

@@ -1,0 +1,112 @@
+"""QL: the query-limited NES attack of Ilyas et al. (2018)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from ..oracle import Oracle, QueryKind, Scores, ScoresObservation, View
+from ._nes import (
+    apply_momentum,
+    init_momentum_plateau,
+    nes_gradient,
+    plateau_update,
+    project,
+)
+from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray, require
+
+__all__ = ["QLAttack", "QLConfig"]
+
+
+class QLConfig(AttackConfig):
+    """Defaults: the paper's appendix and the reference code (labsix @076eebd)."""
+
+    sigma: float = Field(1e-3, gt=0.0, description="NES search standard deviation")
+    samples: int = Field(50, ge=2, description="NES samples per estimate (even; antithetic)")
+    max_lr: float = Field(1e-2, gt=0.0)
+    min_lr: float = Field(5e-5, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    plateau_length: int = Field(5, ge=1)
+    plateau_drop: float = Field(2.0, gt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> QLConfig:
+        if self.samples % 2:
+            raise ValueError("samples must be even (antithetic pairs)")
+        if self.min_lr > self.max_lr:
+            raise ValueError("min_lr must not exceed max_lr")
+        return self
+
+
+class QLAttack(Attack[QLConfig]):
+    """Query-limited attack: NES gradient estimates + L∞ PGD sign steps.
+
+    Paper: Ilyas, Engstrom, Athalye, Lin, "Black-box Adversarial Attacks with Limited Queries
+    and Information", ICML 2018 (arXiv:1804.08598), §2.1 / Alg. 1.
+    Threat model: full probability vector (``Scores`` view). Norm: L∞, radius ``eps``.
+    Loss: targeted −log p(target) (descended); untargeted log p(original) (descended).
+    Query cost per step: ``samples`` (NES) + 1 (success check of the new iterate).
+    Also: 1 query for the clean image, 1 for the final 8-bit verification.
+    """
+
+    name = "ql"
+    config_class = QLConfig
+
+    def check_view(self, view: View) -> None:
+        require(isinstance(view, Scores),
+                "QL needs the full scores view; use PI (topk) or LO (labels) for less")
+
+    def _loss(self, obs: ScoresObservation, state: AttackState, rows: IntArray) -> np.ndarray:
+        t = state.target[rows]
+        cls = np.where(t >= 0, t, state.orig[rows])
+        p = np.maximum(obs.score_of(cls).astype(np.float64), 1e-30)
+        return np.where(t >= 0, -np.log(p), np.log(p))
+
+    def _is_success(self, obs: ScoresObservation, state: AttackState, rows: IntArray) -> np.ndarray:
+        top = obs.top1()
+        t = state.target[rows]
+        return np.where(t >= 0, top == t, top != state.orig[rows])
+
+    def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
+        rows = np.arange(len(state.x))
+        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
+        assert isinstance(obs, ScoresObservation)
+        state.orig[:] = obs.top1()
+        state.loss[:] = self._loss(obs, state, rows)
+        state.target_prob[:] = np.where(state.targeted, obs.score_of(np.maximum(state.target, 0)),
+                                        np.nan)
+        state.lr[:] = self.config.max_lr
+        init_momentum_plateau(state, self.config.plateau_length)
+        done = state.targeted & (state.orig == state.target)
+        self.mark_success(oracle, state, rows, done, state.extra["t0"])
+
+    def step(self, oracle: Oracle, state: AttackState) -> None:
+        cfg = self.config
+        rows = self.affordable_rows(oracle, state, cfg.samples + 1)
+        if not len(rows):
+            return
+        ids = state.ids
+
+        def sample_loss(pts: FloatArray, prow: IntArray) -> tuple[np.ndarray, np.ndarray]:
+            obs = oracle.query(pts, ids[prow], QueryKind.GRADIENT)
+            assert isinstance(obs, ScoresObservation)
+            return self._loss(obs, state, prow), np.ones(len(prow), bool)
+
+        g, _ = nes_gradient(state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds)
+        g = apply_momentum(state, rows, g, cfg.momentum)
+        step = state.lr[rows].reshape(-1, 1, 1, 1) * np.sign(g)
+        state.x[rows] = project(state.x[rows] - step, state.x0[rows], state.eps[rows],
+                                oracle.bounds)
+        # Check the 8-bit image: a success that rounding would undo is no success.
+        xq = self.quantized(state, rows, state.x[rows], state.eps[rows])
+        obs = oracle.query(xq, ids[rows], QueryKind.SUCCESS_CHECK)
+        state.xq[rows] = xq
+        assert isinstance(obs, ScoresObservation)
+        loss = self._loss(obs, state, rows)
+        state.loss[rows] = loss
+        t = state.target[rows]
+        state.target_prob[rows] = np.where(t >= 0, obs.score_of(np.maximum(t, 0)), np.nan)
+        state.target_rank[rows] = np.where(t >= 0, obs.rank_of(np.maximum(t, 0)), -1)
+        plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
+        self.mark_success(oracle, state, rows, self._is_success(obs, state, rows),
+                          state.extra["t0"])

@@ -1,0 +1,304 @@
+"""The ``bbattack`` command line: classify, attack, demo.
+
+User errors (bad files, unknown classes, bad flags) print one line and exit with code 2,
+and leave no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .attacks import ATTACKS, Attack, StepInfo
+from .errors import BBAttackError, UserInputError
+from .images import bundled_photos, load_image
+from .models import Classifier, load_model
+from .oracle import Labels, Oracle, Scores, TopK, View
+from .report import write_outputs
+from .results import AttackResult
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Black-box adversarial attacks with limited queries and information.")
+err = Console(stderr=True)
+out = Console()
+
+# typer vendors click in recent releases; find its exception base without a private import.
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+DEFAULT_BUDGET = {"ql": 20_000, "pi": 100_000, "lo": 1_000_000}
+
+
+class Threat(StrEnum):
+    ql = "ql"
+    pi = "pi"
+    lo = "lo"
+
+
+class BackendOpt(StrEnum):
+    auto = "auto"
+    onnx = "onnx"
+    torch = "torch"
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _validation_message(e: ValidationError) -> str:
+    first = e.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    return f"invalid {loc}: {first['msg']}"
+
+
+def _parse_params(params: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for p in params:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--param expects KEY=VALUE, got {p!r}")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+def make_view(threat: Threat, k: int) -> View:
+    if k < 1:
+        raise UserInputError(f"--k must be >= 1, got {k}")
+    if threat is Threat.ql:
+        return Scores()
+    return TopK(k) if threat is Threat.pi else Labels(k)
+
+
+def make_attack(threat: Threat, eps: float, params: dict[str, Any]) -> Attack:  # type: ignore[type-arg]
+    if not 0.0 < eps <= 1.0:
+        raise UserInputError(f"--eps must be in (0, 1], got {eps}")
+    cls = ATTACKS[threat.value]
+    try:
+        return cls(cls.config_class(eps=eps, **params))
+    except ValidationError as e:
+        raise UserInputError(_validation_message(e)) from None
+    except TypeError as e:
+        raise UserInputError(str(e)) from None
+
+
+def _progress_run(attack: Attack, oracle: Oracle, x: np.ndarray, target: int | None,  # type: ignore[type-arg]
+                  seed: int, start: np.ndarray | None, quiet: bool) -> AttackResult:
+    budget = oracle.max_queries or 0
+    show_rank = not oracle.view.reveals_scores
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} queries"),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+        console=err, disable=quiet, transient=False)
+
+    def on_step(info: StepInfo) -> None:
+        if show_rank:
+            r = int(info.target_rank[0])
+            status = f"target rank {'-' if r < 0 else r + 1}"
+        else:
+            p = float(info.target_prob[0])
+            status = "target p=-" if np.isnan(p) else f"target p={p:.3f}"
+        progress.update(task, completed=int(info.queries[0]),
+                        status=f"{status}  ε={float(info.eps[0]):.4f}")
+
+    task = progress.add_task(f"{attack.name.upper()} attack", total=budget, status="starting")
+    started = False
+
+    def first_step(info: StepInfo) -> None:
+        # Start drawing only once init (start-image checks) has passed.
+        nonlocal started
+        if not started:
+            progress.start()
+            started = True
+        on_step(info)
+
+    try:
+        result = attack.run(oracle, x, target, seed=seed, start=start, on_step=first_step)
+        progress.update(task, completed=result.images[0].queries)
+    finally:
+        progress.stop()
+    return result
+
+
+def _summary(result: AttackResult, paths: dict[str, Path]) -> None:
+    r = result.images[0]
+    verdict = "[bold green]SUCCESS[/]" if r.success else "[bold red]FAILED[/]"
+    tgt = f"{r.target.name} ({r.target.id})" if r.target else "any other class (untargeted)"
+    orig = f"{r.original.name} ({r.original.id})" if r.original else "?"
+    out.print(f"{verdict}  {result.attack.upper()} attack: {orig} → {tgt}")
+    qs = f"{r.queries_at_success:,}" if r.queries_at_success is not None else "-"
+    out.print(f"queries: {r.queries:,} used, first success at {qs}; "
+              f"L∞ = {r.linf:.4f} (ε = {r.eps:g}), L2 = {r.l2:.3f}; "
+              f"{r.wall_time_s:.1f} s; stop: {r.stop_reason}")
+    table = Table(title="final top-k (8-bit image, as the oracle reveals it)", title_justify="left")
+    table.add_column("rank")
+    table.add_column("class")
+    table.add_column("score")
+    for i, e in enumerate(r.final_topk, 1):
+        table.add_row(str(i), f"{e.name} ({e.id})", "-" if e.score is None else f"{e.score:.4f}")
+    out.print(table)
+    for name, p in paths.items():
+        out.print(f"  {name:12s} {p}")
+
+
+def run_attack(image: Path, target: str | None, threat: Threat, k: int, eps: float,
+               max_queries: int | None, start_image: Path | None, untargeted: bool, seed: int,
+               out_dir: Path, as_json: bool, backend: BackendOpt, params: list[str]) -> None:
+    if max_queries is not None and max_queries < 1:
+        raise UserInputError(f"--max-queries must be >= 1, got {max_queries}")
+    if untargeted and target is not None:
+        raise UserInputError("--untargeted and --target are mutually exclusive")
+    if not untargeted and target is None:
+        raise UserInputError("give --target NAME|ID, or --untargeted")
+    if untargeted and threat is not Threat.ql:
+        raise UserInputError(f"{threat.value} is a targeted attack; --untargeted needs --threat ql")
+    if start_image is not None and threat is Threat.ql:
+        raise UserInputError("--start-image applies to --threat pi or lo")
+    view = make_view(threat, k)
+    attack = make_attack(threat, eps, _parse_params(params))
+    x = load_image(image)
+    start = load_image(start_image) if start_image is not None else None
+    model = load_model(backend=backend.value)
+    assert model.class_names is not None
+    tgt = None if target is None else model.class_names.resolve(target)
+    budget = max_queries or DEFAULT_BUDGET[threat.value]
+    oracle = Oracle(model, view, max_queries=budget)
+    result = _progress_run(attack, oracle, x, tgt, seed, start, quiet=False)
+    paths = write_outputs(result, x, out_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(result.image_json(0), indent=2) + "\n")
+    else:
+        _summary(result, paths)
+
+
+def _guard(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BBAttackError as e:
+        if isinstance(e, UserInputError):
+            raise fail(str(e)) from None
+        raise
+    except ValidationError as e:
+        raise fail(_validation_message(e)) from None
+
+
+@app.command()
+def classify(
+    image: Annotated[Path, typer.Argument(help="image file")],
+    k: Annotated[int, typer.Option("--k", help="how many classes to show")] = 5,
+    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the model's top-k classes for an image."""
+
+    def go() -> None:
+        if k < 1:
+            raise UserInputError(f"--k must be >= 1, got {k}")
+        x = load_image(image)
+        model: Classifier = load_model(backend=backend.value)
+        names = model.class_names
+        assert names is not None
+        p = model(x[None])[0]
+        top = np.argsort(-p)[:k]
+        rows = [{"id": int(i), "name": names.name(int(i)), "score": float(p[i])} for i in top]
+        if as_json:
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            return
+        table = Table(title=f"{image.name}: top-{k}", title_justify="left")
+        for col in ("rank", "id", "class", "probability"):
+            table.add_column(col)
+        for i, r in enumerate(rows, 1):
+            table.add_row(str(i), str(r["id"]), str(r["name"]), f"{r['score']:.4f}")
+        out.print(table)
+
+    _guard(go)
+
+
+@app.command()
+def attack(
+    image: Annotated[Path, typer.Argument(help="image to attack")],
+    target: Annotated[str | None, typer.Option(help="target class name or id")] = None,
+    threat: Annotated[Threat, typer.Option(help="ql: scores, pi: top-k scores, lo: labels")] = (
+        Threat.ql),
+    k: Annotated[int, typer.Option("--k", help="how many labels the oracle reveals")] = 1,
+    eps: Annotated[float, typer.Option(help="L∞ radius in [0, 1] pixel units")] = 0.05,
+    max_queries: Annotated[int | None, typer.Option(
+        help="hard query budget (default: ql 20k, pi 100k, lo 1M)")] = None,
+    start_image: Annotated[Path | None, typer.Option(
+        help="PI/LO start image of the target class (default: search the bundled photos)")] = None,
+    untargeted: Annotated[bool, typer.Option(help="any wrong class will do (QL only)")] = False,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("bbattack-out"),
+    as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
+    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+    param: Annotated[list[str] | None, typer.Option(
+        help="attack hyperparameter KEY=VALUE (repeatable), e.g. samples=100")] = None,
+) -> None:
+    """Attack one image; writes adv.png, figure.png, result.json and trace.jsonl."""
+    _guard(run_attack, image, target, threat, k, eps, max_queries, start_image, untargeted, seed,
+           out_dir, as_json, backend, param or [])
+
+
+DEMO = {"source": "chelsea", "start": "coffee", "eps": 0.05, "max_queries": 60_000}
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("demo-out"),
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+) -> None:
+    """PI attack (top-1 label and score only) on bundled photos: make one photo carry another's
+    label."""
+    photos = bundled_photos()
+    if DEMO["source"] not in photos or DEMO["start"] not in photos:
+        raise fail("the demo photos ship with scikit-image; pip install scikit-image")
+    src, start = photos[str(DEMO["source"])], photos[str(DEMO["start"])]
+
+    def go() -> None:
+        model = load_model(backend=backend.value)
+        assert model.class_names is not None
+        tgt = int(model(load_image(start)[None])[0].argmax())
+        out.print(f"[bold]bbattack demo[/]: PI attack, top-1 label+score only, ε={DEMO['eps']}: "
+                  f"make {src.name} look like '{model.class_names.name(tgt)}' "
+                  f"(start image {start.name})")
+        run_attack(src, str(tgt), Threat.pi, 1, float(DEMO["eps"]), int(DEMO["max_queries"]),
+                   start, False, seed, out_dir, False, backend, [])
+
+    _guard(go)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code. Usage errors print one line and give 2."""
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except _CLICK_ERROR as e:
+        msg = " ".join(e.format_message().split())
+        err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        return 2
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    return int(rc or 0)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

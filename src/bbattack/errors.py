@@ -1,0 +1,65 @@
+"""Exception tree.
+
+    BBAttackError                 base of everything bbattack raises on purpose
+    ├── UserInputError            a user can cause it (bad file, unknown class, bad flag): CLI exit 2
+    │   ├── ImageLoadError
+    │   ├── UnknownClassError
+    │   ├── StartImageError
+    │   └── BackendUnavailableError
+    └── OracleError
+        ├── BudgetExhausted       a query batch would cross a budget; nothing was charged or evaluated
+        └── ThreatModelError      an attack asked for more than the oracle's view reveals
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BBAttackError",
+    "BackendUnavailableError",
+    "BudgetExhausted",
+    "ImageLoadError",
+    "OracleError",
+    "StartImageError",
+    "ThreatModelError",
+    "UnknownClassError",
+    "UserInputError",
+]
+
+
+class BBAttackError(Exception):
+    """Base class of bbattack's own errors."""
+
+
+class UserInputError(BBAttackError, ValueError):
+    """Bad input that the user can fix; the CLI prints it on one line and exits with code 2."""
+
+
+class ImageLoadError(UserInputError):
+    """A file is missing, unreadable, corrupt or not an image."""
+
+
+class UnknownClassError(UserInputError):
+    """A class name or id matches no class, or more than one."""
+
+
+class StartImageError(UserInputError):
+    """PI/LO need a start image that the oracle puts in the top-k for the target."""
+
+
+class BackendUnavailableError(UserInputError):
+    """A requested inference backend is not installed or cannot run here."""
+
+
+class OracleError(BBAttackError):
+    """Base class of errors raised by the query oracle."""
+
+
+class BudgetExhausted(OracleError):
+    """A query batch would cross a per-example or total budget.
+
+    The oracle refuses the whole batch: no row is evaluated and nothing is charged.
+    """
+
+
+class ThreatModelError(OracleError):
+    """An attack needs information that the oracle's view does not reveal."""

@@ -1,0 +1,133 @@
+"""Image I/O at the edges: files in, float32 CHW arrays in [0, 1] inside, 8-bit PNG out."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+__all__ = [
+    "bundled_photos",
+    "load_image",
+    "quantize",
+    "save_png",
+    "to_uint8",
+]
+
+FloatArray = NDArray[np.float32]
+
+
+def load_image(path: str | os.PathLike[str], size: int | tuple[int, int] = 224) -> FloatArray:
+    """Load an image as float32 CHW RGB in [0, 1]: centre-cropped to a square, resized to ``size``.
+
+    Raises ImageLoadError for a missing, unreadable, corrupt or non-image file.
+    """
+    p = Path(path)
+    hw = (size, size) if isinstance(size, int) else size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                im.load()
+                rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise ImageLoadError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"{p}: is a directory, not an image") from None
+    except PermissionError:
+        raise ImageLoadError(f"{p}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{p}: not a recognised image file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(f"{p}: cannot decode image ({e})") from None
+    w, h = rgb.size
+    if w < 1 or h < 1:
+        raise ImageLoadError(f"{p}: empty image")
+    # Centre crop to the aspect ratio of the target, then resize: no distortion.
+    th, tw = hw
+    scale = min(w / tw, h / th)
+    cw, ch = round(tw * scale), round(th * scale)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    rgb = rgb.crop((left, top, left + cw, top + ch)).resize((tw, th), Image.Resampling.BILINEAR)
+    arr = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return np.ascontiguousarray(arr)
+
+
+def to_uint8(x: NDArray[np.floating]) -> NDArray[np.uint8]:
+    """Round [0, 1] floats to 8-bit values."""
+    return np.clip(np.rint(np.asarray(x, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def quantize(x: FloatArray, x0: FloatArray, radius: NDArray[np.floating]) -> FloatArray:
+    """Round ``x`` to the 8-bit grid without leaving the L∞ box of ``radius`` around ``x0``.
+
+    Plain rounding can push a pixel past the box edge (x0 + 0.05 is not on the grid), so the
+    rounded values are clipped to the grid points inside the box. ``radius`` is per image.
+    """
+    r = np.asarray(radius, dtype=np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
+    q = np.rint(x.astype(np.float64) * 255.0)
+    lo = np.ceil((x0.astype(np.float64) - r) * 255.0 - 1e-6)
+    hi = np.floor((x0.astype(np.float64) + r) * 255.0 + 1e-6)
+    # If x0 is off the grid, the box may hold no grid point; then take the nearest one.
+    hi = np.maximum(hi, lo)
+    q = np.clip(np.clip(q, lo, hi), 0.0, 255.0)
+    return (q / 255.0).astype(np.float32)
+
+
+def save_png(x: NDArray[np.floating], path: str | os.PathLike[str]) -> None:
+    """Save a CHW [0, 1] image as an 8-bit PNG, atomically (no half-written file on a crash)."""
+    p = Path(path)
+    hwc = to_uint8(x).transpose(1, 2, 0)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        Image.fromarray(hwc, mode="RGB").save(tmp, format="PNG")
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def bundled_photos() -> dict[str, Path]:
+    """Real photos that ship inside installed packages (scikit-image, scikit-learn, matplotlib).
+
+    Returns name → path for those that are installed; no download ever happens.
+    """
+    found: dict[str, Path] = {}
+    try:
+        import skimage
+
+        d = Path(skimage.__file__).parent / "data"
+        for name in ("astronaut.png", "chelsea.png", "coffee.png", "camera.png", "rocket.jpg",
+                     "motorcycle_left.png", "motorcycle_right.png", "logo.png", "horse.png",
+                     "clock_motion.png", "chessboard_RGB.png", "color.png", "page.png"):
+            if (d / name).is_file():
+                found[name.rsplit(".", 1)[0]] = d / name
+    except ImportError:
+        pass
+    try:
+        import matplotlib
+
+        gh = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+        if gh.is_file():
+            found["grace_hopper"] = gh
+    except ImportError:
+        pass
+    try:
+        import sklearn
+
+        d = Path(sklearn.__file__).parent / "datasets" / "images"
+        for name in ("china.jpg", "flower.jpg"):
+            if (d / name).is_file():
+                found[name.rsplit(".", 1)[0]] = d / name
+    except ImportError:
+        pass
+    return found

