@@ -1,8 +1,8 @@
 """bbattack: black-box adversarial attacks with limited queries and information.
 
-    model = bbattack.load_model()                      # ImageNet EfficientNet-Lite0, ONNX Runtime
-    oracle = bbattack.Oracle(model, bbattack.TopK(1), max_queries=20_000)
-    result = bbattack.PIAttack().run(oracle, x, target=967, start=x_start, seed=0)
+model = bbattack.load_model()                      # ImageNet EfficientNet-Lite0, ONNX Runtime
+oracle = bbattack.Oracle(model, bbattack.TopK(1), max_queries=20_000)
+result = bbattack.PIAttack().run(oracle, x, target=967, start=x_start, seed=0)
 """
 
 from .attacks import (
@@ -19,8 +19,8 @@ from .attacks import (
 )
 from .classes import ClassNames, imagenet_classes
 from .errors import (
-    BBAttackError,
     BackendUnavailableError,
+    BBAttackError,
     BudgetExhausted,
     ImageLoadError,
     OracleError,

@@ -53,7 +53,9 @@ class ClassNames:
         if isinstance(key, int) or key.strip().isdigit():
             cid = int(key)
             if not 0 <= cid < len(self.classes):
-                raise UnknownClassError(f"class id {cid} is out of range 0..{len(self.classes) - 1}")
+                raise UnknownClassError(
+                    f"class id {cid} is out of range 0..{len(self.classes) - 1}"
+                )
             return cid
         text = key.strip().lower()
         # A class's own name wins over synonyms: "tabby" is the tabby cat, not a synonym elsewhere.

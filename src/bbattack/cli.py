@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
+from numpy.typing import NDArray
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,14 +30,17 @@ from .oracle import Labels, Oracle, Scores, TopK, View
 from .report import write_outputs
 from .results import AttackResult
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Black-box adversarial attacks with limited queries and information.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Black-box adversarial attacks with limited queries and information.",
+)
 err = Console(stderr=True)
 out = Console()
 
 # typer vendors click in recent releases; find its exception base without a private import.
-_CLICK_ERROR: type[Exception] = next(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 DEFAULT_BUDGET = {"ql": 20_000, "pi": 100_000, "lo": 1_000_000}
 
@@ -83,7 +89,7 @@ def make_view(threat: Threat, k: int) -> View:
     return TopK(k) if threat is Threat.pi else Labels(k)
 
 
-def make_attack(threat: Threat, eps: float, params: dict[str, Any]) -> Attack:  # type: ignore[type-arg]
+def make_attack(threat: Threat, eps: float, params: dict[str, Any]) -> Attack[Any]:
     if not 0.0 < eps <= 1.0:
         raise UserInputError(f"--eps must be in (0, 1], got {eps}")
     cls = ATTACKS[threat.value]
@@ -95,15 +101,27 @@ def make_attack(threat: Threat, eps: float, params: dict[str, Any]) -> Attack:  
         raise UserInputError(str(e)) from None
 
 
-def _progress_run(attack: Attack, oracle: Oracle, x: np.ndarray, target: int | None,  # type: ignore[type-arg]
-                  seed: int, start: np.ndarray | None, quiet: bool) -> AttackResult:
+def _progress_run(
+    attack: Attack[Any],
+    oracle: Oracle,
+    x: NDArray[np.float32],
+    target: int | None,
+    seed: int,
+    start: NDArray[np.float32] | None,
+    quiet: bool,
+) -> AttackResult:
     budget = oracle.max_queries or 0
     show_rank = not oracle.view.reveals_scores
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
         TextColumn("{task.completed:,.0f}/{task.total:,.0f} queries"),
-        TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-        console=err, disable=quiet, transient=False)
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
+    )
 
     def on_step(info: StepInfo) -> None:
         if show_rank:
@@ -112,8 +130,9 @@ def _progress_run(attack: Attack, oracle: Oracle, x: np.ndarray, target: int | N
         else:
             p = float(info.target_prob[0])
             status = "target p=-" if np.isnan(p) else f"target p={p:.3f}"
-        progress.update(task, completed=int(info.queries[0]),
-                        status=f"{status}  ε={float(info.eps[0]):.4f}")
+        progress.update(
+            task, completed=int(info.queries[0]), status=f"{status}  ε={float(info.eps[0]):.4f}"
+        )
 
     task = progress.add_task(f"{attack.name.upper()} attack", total=budget, status="starting")
     started = False
@@ -141,9 +160,11 @@ def _summary(result: AttackResult, paths: dict[str, Path]) -> None:
     orig = f"{r.original.name} ({r.original.id})" if r.original else "?"
     out.print(f"{verdict}  {result.attack.upper()} attack: {orig} → {tgt}")
     qs = f"{r.queries_at_success:,}" if r.queries_at_success is not None else "-"
-    out.print(f"queries: {r.queries:,} used, first success at {qs}; "
-              f"L∞ = {r.linf:.4f} (ε = {r.eps:g}), L2 = {r.l2:.3f}; "
-              f"{r.wall_time_s:.1f} s; stop: {r.stop_reason}")
+    out.print(
+        f"queries: {r.queries:,} used, first success at {qs}; "
+        f"L∞ = {r.linf:.4f} (ε = {r.eps:g}), L2 = {r.l2:.3f}; "
+        f"{r.wall_time_s:.1f} s; stop: {r.stop_reason}"
+    )
     table = Table(title="final top-k (8-bit image, as the oracle reveals it)", title_justify="left")
     table.add_column("rank")
     table.add_column("class")
@@ -155,9 +176,23 @@ def _summary(result: AttackResult, paths: dict[str, Path]) -> None:
         out.print(f"  {name:12s} {p}")
 
 
-def run_attack(image: Path, target: str | None, threat: Threat, k: int, eps: float,
-               max_queries: int | None, start_image: Path | None, untargeted: bool, seed: int,
-               out_dir: Path, as_json: bool, backend: BackendOpt, params: list[str]) -> None:
+def run_attack(
+    *,
+    image: Path,
+    target: str | None,
+    threat: Threat,
+    k: int,
+    eps: float,
+    max_queries: int | None,
+    start_image: Path | None,
+    untargeted: bool,
+    seed: int,
+    out_dir: Path,
+    as_json: bool,
+    backend: BackendOpt,
+    params: list[str],
+    model: Classifier | None = None,
+) -> None:
     if max_queries is not None and max_queries < 1:
         raise UserInputError(f"--max-queries must be >= 1, got {max_queries}")
     if untargeted and target is not None:
@@ -172,7 +207,7 @@ def run_attack(image: Path, target: str | None, threat: Threat, k: int, eps: flo
     attack = make_attack(threat, eps, _parse_params(params))
     x = load_image(image)
     start = load_image(start_image) if start_image is not None else None
-    model = load_model(backend=backend.value)
+    model = model or load_model(backend=backend.value)
     assert model.class_names is not None
     tgt = None if target is None else model.class_names.resolve(target)
     budget = max_queries or DEFAULT_BUDGET[threat.value]
@@ -185,9 +220,10 @@ def run_attack(image: Path, target: str | None, threat: Threat, k: int, eps: flo
         _summary(result, paths)
 
 
-def _guard(fn: Any, *args: Any) -> None:
+def _guard(fn: Callable[..., None], **kwargs: Any) -> None:
+    """Run a command body; user errors become one line on stderr and exit code 2."""
     try:
-        fn(*args)
+        fn(**kwargs)
     except BBAttackError as e:
         if isinstance(e, UserInputError):
             raise fail(str(e)) from None
@@ -233,27 +269,58 @@ def attack(
     image: Annotated[Path, typer.Argument(help="image to attack")],
     target: Annotated[str | None, typer.Option(help="target class name or id")] = None,
     threat: Annotated[Threat, typer.Option(help="ql: scores, pi: top-k scores, lo: labels")] = (
-        Threat.ql),
+        Threat.ql
+    ),
     k: Annotated[int, typer.Option("--k", help="how many labels the oracle reveals")] = 1,
     eps: Annotated[float, typer.Option(help="L∞ radius in [0, 1] pixel units")] = 0.05,
-    max_queries: Annotated[int | None, typer.Option(
-        help="hard query budget (default: ql 20k, pi 100k, lo 1M)")] = None,
-    start_image: Annotated[Path | None, typer.Option(
-        help="PI/LO start image of the target class (default: search the bundled photos)")] = None,
+    max_queries: Annotated[
+        int | None, typer.Option(help="hard query budget (default: ql 20k, pi 100k, lo 1M)")
+    ] = None,
+    start_image: Annotated[
+        Path | None,
+        typer.Option(
+            help="PI/LO start image of the target class (default: search the bundled photos)"
+        ),
+    ] = None,
     untargeted: Annotated[bool, typer.Option(help="any wrong class will do (QL only)")] = False,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("bbattack-out"),
     as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
-    param: Annotated[list[str] | None, typer.Option(
-        help="attack hyperparameter KEY=VALUE (repeatable), e.g. samples=100")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="attack hyperparameter KEY=VALUE (repeatable), e.g. samples=100"),
+    ] = None,
 ) -> None:
     """Attack one image; writes adv.png, figure.png, result.json and trace.jsonl."""
-    _guard(run_attack, image, target, threat, k, eps, max_queries, start_image, untargeted, seed,
-           out_dir, as_json, backend, param or [])
+    _guard(
+        run_attack,
+        image=image,
+        target=target,
+        threat=threat,
+        k=k,
+        eps=eps,
+        max_queries=max_queries,
+        start_image=start_image,
+        untargeted=untargeted,
+        seed=seed,
+        out_dir=out_dir,
+        as_json=as_json,
+        backend=backend,
+        params=param or [],
+    )
 
 
-DEMO = {"source": "chelsea", "start": "coffee", "eps": 0.05, "max_queries": 60_000}
+@dataclass(frozen=True)
+class DemoSpec:
+    source: str
+    start: str
+    eps: float
+    max_queries: int
+
+
+# page.png ("menu") → "crossword" (chessboard.png): about 11k queries, ~1 min on 2 cores.
+DEMO = DemoSpec(source="page", start="chessboard_RGB", eps=0.05, max_queries=40_000)
 
 
 @app.command()
@@ -265,19 +332,35 @@ def demo(
     """PI attack (top-1 label and score only) on bundled photos: make one photo carry another's
     label."""
     photos = bundled_photos()
-    if DEMO["source"] not in photos or DEMO["start"] not in photos:
+    if DEMO.source not in photos or DEMO.start not in photos:
         raise fail("the demo photos ship with scikit-image; pip install scikit-image")
-    src, start = photos[str(DEMO["source"])], photos[str(DEMO["start"])]
+    src, start = photos[DEMO.source], photos[DEMO.start]
 
     def go() -> None:
         model = load_model(backend=backend.value)
         assert model.class_names is not None
         tgt = int(model(load_image(start)[None])[0].argmax())
-        out.print(f"[bold]bbattack demo[/]: PI attack, top-1 label+score only, ε={DEMO['eps']}: "
-                  f"make {src.name} look like '{model.class_names.name(tgt)}' "
-                  f"(start image {start.name})")
-        run_attack(src, str(tgt), Threat.pi, 1, float(DEMO["eps"]), int(DEMO["max_queries"]),
-                   start, False, seed, out_dir, False, backend, [])
+        out.print(
+            f"[bold]bbattack demo[/]: PI attack, top-1 label+score only, ε={DEMO.eps}: "
+            f"make {src.name} look like '{model.class_names.name(tgt)}' "
+            f"(start image {start.name})"
+        )
+        run_attack(
+            image=src,
+            target=str(tgt),
+            threat=Threat.pi,
+            k=1,
+            eps=DEMO.eps,
+            max_queries=DEMO.max_queries,
+            start_image=start,
+            untargeted=False,
+            seed=seed,
+            out_dir=out_dir,
+            as_json=False,
+            backend=backend,
+            params=[],
+            model=model,
+        )
 
     _guard(go)
 

@@ -1,14 +1,14 @@
 """Exception tree.
 
-    BBAttackError                 base of everything bbattack raises on purpose
-    ├── UserInputError            a user can cause it (bad file, unknown class, bad flag): CLI exit 2
-    │   ├── ImageLoadError
-    │   ├── UnknownClassError
-    │   ├── StartImageError
-    │   └── BackendUnavailableError
-    └── OracleError
-        ├── BudgetExhausted       a query batch would cross a budget; nothing was charged or evaluated
-        └── ThreatModelError      an attack asked for more than the oracle's view reveals
+BBAttackError                 base of everything bbattack raises on purpose
+├── UserInputError            a user can cause it (bad file, unknown class, bad flag): CLI exit 2
+│   ├── ImageLoadError
+│   ├── UnknownClassError
+│   ├── StartImageError
+│   └── BackendUnavailableError
+└── OracleError
+    ├── BudgetExhausted       a query batch would cross a budget; nothing was charged or evaluated
+    └── ThreatModelError      an attack asked for more than the oracle's view reveals
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class OracleError(BBAttackError):
     """Base class of errors raised by the query oracle."""
 
 
-class BudgetExhausted(OracleError):
+class BudgetExhausted(OracleError):  # noqa: N818 - reads as a state, like StopIteration
     """A query batch would cross a per-example or total budget.
 
     The oracle refuses the whole batch: no row is evaluated and nothing is charged.

@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageLoadError
+from .results import default_mode
 
 __all__ = [
     "bundled_photos",
@@ -45,8 +46,13 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int] = 224) 
         raise ImageLoadError(f"{p}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{p}: not a recognised image file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
         raise ImageLoadError(f"{p}: cannot decode image ({e})") from None
     w, h = rgb.size
     if w < 1 or h < 1:
@@ -79,7 +85,8 @@ def quantize(x: FloatArray, x0: FloatArray, radius: NDArray[np.floating]) -> Flo
     # If x0 is off the grid, the box may hold no grid point; then take the nearest one.
     hi = np.maximum(hi, lo)
     q = np.clip(np.clip(q, lo, hi), 0.0, 255.0)
-    return (q / 255.0).astype(np.float32)
+    out: FloatArray = (q / 255.0).astype(np.float32)
+    return out
 
 
 def save_png(x: NDArray[np.floating], path: str | os.PathLike[str]) -> None:
@@ -90,6 +97,7 @@ def save_png(x: NDArray[np.floating], path: str | os.PathLike[str]) -> None:
     os.close(fd)
     try:
         Image.fromarray(hwc, mode="RGB").save(tmp, format="PNG")
+        os.chmod(tmp, default_mode())
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
@@ -106,9 +114,21 @@ def bundled_photos() -> dict[str, Path]:
         import skimage
 
         d = Path(skimage.__file__).parent / "data"
-        for name in ("astronaut.png", "chelsea.png", "coffee.png", "camera.png", "rocket.jpg",
-                     "motorcycle_left.png", "motorcycle_right.png", "logo.png", "horse.png",
-                     "clock_motion.png", "chessboard_RGB.png", "color.png", "page.png"):
+        for name in (
+            "astronaut.png",
+            "chelsea.png",
+            "coffee.png",
+            "camera.png",
+            "rocket.jpg",
+            "motorcycle_left.png",
+            "motorcycle_right.png",
+            "logo.png",
+            "horse.png",
+            "clock_motion.png",
+            "chessboard_RGB.png",
+            "color.png",
+            "page.png",
+        ):
             if (d / name).is_file():
                 found[name.rsplit(".", 1)[0]] = d / name
     except ImportError:

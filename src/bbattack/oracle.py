@@ -118,8 +118,10 @@ class TopKObservation:
         return np.where(hit.any(axis=1), s, np.nan).astype(np.float32)
 
     def topk(self, row: int, n: int = 5) -> list[tuple[int, float | None]]:
-        return [(int(i), float(s)) for i, s in zip(self.labels[row, :n], self.scores[row, :n],
-                                                   strict=True)]
+        return [
+            (int(i), float(s))
+            for i, s in zip(self.labels[row, :n], self.scores[row, :n], strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +174,11 @@ class View:
     def _topk_indices(probs: FloatArray, k: int) -> IntArray:
         k = min(k, probs.shape[1])
         # argpartition keeps this O(K) per row; only the k winners get sorted.
-        part = np.argpartition(-probs, k - 1, axis=1)[:, :k] if k < probs.shape[1] else np.tile(
-            np.arange(probs.shape[1]), (len(probs), 1))
+        part = (
+            np.argpartition(-probs, k - 1, axis=1)[:, :k]
+            if k < probs.shape[1]
+            else np.tile(np.arange(probs.shape[1]), (len(probs), 1))
+        )
         vals = np.take_along_axis(probs, part, axis=1)
         order = np.argsort(-vals, axis=1, kind="stable")
         return np.asarray(np.take_along_axis(part, order, axis=1), dtype=np.int64)
@@ -198,8 +203,9 @@ class TopK(View):
 
     def observe(self, probs: FloatArray) -> Observation:
         idx = self._topk_indices(probs, self.k or 1)
-        return TopKObservation(_frozen(idx),
-                               _frozen(np.take_along_axis(probs, idx, axis=1).astype(np.float32)))
+        return TopKObservation(
+            _frozen(idx), _frozen(np.take_along_axis(probs, idx, axis=1).astype(np.float32))
+        )
 
 
 @dataclass(frozen=True)
@@ -304,7 +310,7 @@ class Oracle:
 
     def queries(self, ids: IntArray | None = None) -> IntArray:
         """Queries used per example."""
-        c = self._counts.sum(axis=1)
+        c: IntArray = self._counts.sum(axis=1)
         return c if ids is None else c[ids]
 
     def queries_by_kind(self, example: int) -> dict[str, int]:
@@ -321,7 +327,9 @@ class Oracle:
             return int(NO_LIMIT)
         return self.max_total_queries - self.total_queries
 
-    def affordable(self, ids: IntArray, cost: int | IntArray, reserve: int = 0) -> NDArray[np.bool_]:
+    def affordable(
+        self, ids: IntArray, cost: int | IntArray, reserve: int = 0
+    ) -> NDArray[np.bool_]:
         """Which examples can spend ``cost`` more queries and still keep ``reserve`` back.
 
         Examples are served in order against the shared total, each keeping its reserve.
@@ -342,8 +350,9 @@ class Oracle:
         """
         ids = np.asarray(ids, dtype=np.int64)
         if x.ndim != 4 or len(x) != len(ids):
-            raise ValueError(f"expected (N, C, H, W) images with one id per row, got {x.shape} "
-                             f"and {ids.shape}")
+            raise ValueError(
+                f"expected (N, C, H, W) images with one id per row, got {x.shape} and {ids.shape}"
+            )
         if len(ids) == 0:
             return self.view.observe(np.zeros((0, self.num_classes), np.float32))
         if ids.min() < 0 or ids.max() >= len(self._counts):
@@ -357,10 +366,12 @@ class Oracle:
             if over.any():
                 raise BudgetExhausted(
                     f"{int(over.sum())} example(s) would exceed the per-example budget of "
-                    f"{self.max_queries}")
+                    f"{self.max_queries}"
+                )
         if len(ids) > self.total_remaining():
             raise BudgetExhausted(
-                f"batch of {len(ids)} would exceed the total budget of {self.max_total_queries}")
+                f"batch of {len(ids)} would exceed the total budget of {self.max_total_queries}"
+            )
         probs = self.model(x)
         self._counts[:, _KIND_INDEX[kind]] += add
         obs = self.view.observe(probs)

@@ -17,8 +17,13 @@ from .results import AttackResult, write_atomic
 __all__ = ["save_figure", "write_outputs"]
 
 
-def save_figure(x0: NDArray[np.floating], xadv: NDArray[np.floating], path: Path,
-                titles: tuple[str, str], eps: float) -> None:
+def save_figure(
+    x0: NDArray[np.floating],
+    xadv: NDArray[np.floating],
+    path: Path,
+    titles: tuple[str, str],
+    eps: float,
+) -> None:
     """original | adversarial | perturbation amplified to fill the colour range."""
     import matplotlib
 
@@ -50,8 +55,10 @@ def write_outputs(result: AttackResult, x0: NDArray[np.float32], out: Path) -> d
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
         save_png(result.x_adv[0], stage / "adv.png")
+
         def label(c: object) -> str:
             return getattr(c, "name", None) or str(getattr(c, "id", "?"))
+
         top = r.final_topk[0] if r.final_topk else None
         after = f"adversarial: {top.name or top.id}" if top else "adversarial"
         before = f"original: {label(r.original)}" if r.original else "original"

@@ -13,7 +13,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["AttackResult", "ClassRef", "ImageResult", "StepRecord", "TopKEntry", "write_atomic"]
+__all__ = [
+    "AttackResult",
+    "ClassRef",
+    "ImageResult",
+    "StepRecord",
+    "TopKEntry",
+    "default_mode",
+    "write_atomic",
+]
 
 
 class ClassRef(BaseModel):
@@ -106,6 +114,13 @@ class AttackResult:
         return "".join(json.dumps(r) + "\n" for r in rows)
 
 
+def default_mode() -> int:
+    """Permissions a plain open() would give (mkstemp makes files private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write via a temporary file and rename, so a crash never leaves half a file."""
     p = Path(path)
@@ -113,6 +128,7 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):

@@ -1,10 +1,12 @@
 """Attacks. Each sees only an Oracle."""
 
+from typing import Any
+
 from .base import Attack, AttackConfig, AttackState, StepInfo
 from .partial import LOAttack, LOConfig, PIAttack, PIConfig, find_start_images
 from .ql import QLAttack, QLConfig
 
-ATTACKS: dict[str, type[Attack]] = {"ql": QLAttack, "pi": PIAttack, "lo": LOAttack}  # type: ignore[type-arg]
+ATTACKS: dict[str, type[Attack[Any]]] = {"ql": QLAttack, "pi": PIAttack, "lo": LOAttack}
 
 __all__ = [
     "ATTACKS",

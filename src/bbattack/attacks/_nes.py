@@ -35,15 +35,18 @@ def nes_gradient(
     shape = state.x.shape[1:]
     half = samples // 2
     # One stream per image: draws depend only on that image's own history, not on the batch.
-    u = np.stack([state.rngs[r].standard_normal((half, *shape), dtype=np.float32) for r in rows])
+    u: FloatArray = np.stack(
+        [state.rngs[r].standard_normal((half, *shape), dtype=np.float32) for r in rows]
+    )
     u = np.concatenate([u, -u], axis=1)  # (m, samples, C, H, W)
-    pts = np.clip(state.x[rows][:, None] + np.float32(sigma) * u, bounds[0], bounds[1])
+    pts: FloatArray = np.clip(state.x[rows][:, None] + np.float32(sigma) * u, bounds[0], bounds[1])
     loss, valid = sample_loss(pts.reshape(m * samples, *shape), np.repeat(rows, samples))
     loss = loss.reshape(m, samples)
     valid = valid.reshape(m, samples)
     nvalid = valid.sum(axis=1)
-    mean = np.where(nvalid > 0, np.where(valid, loss, 0.0).sum(axis=1) / np.maximum(nvalid, 1),
-                    np.inf)
+    mean = np.where(
+        nvalid > 0, np.where(valid, loss, 0.0).sum(axis=1) / np.maximum(nvalid, 1), np.inf
+    )
     w = np.where(valid, loss - mean[:, None], 0.0).astype(np.float32)
     # Batched (1 x samples) @ (samples x D) per image: a BLAS call, not a Python loop.
     g = np.matmul(w[:, None, :], u.reshape(m, samples, -1))[:, 0, :]
@@ -64,8 +67,9 @@ def apply_momentum(state: AttackState, rows: IntArray, g: FloatArray, beta: floa
     return gm[rows]
 
 
-def plateau_update(state: AttackState, rows: IntArray, loss: NDArray[np.float64],
-                   drop: float, min_lr: float) -> None:
+def plateau_update(
+    state: AttackState, rows: IntArray, loss: NDArray[np.float64], drop: float, min_lr: float
+) -> None:
     """Keep the last L losses per image; if the window is full and the loss rose, decay lr."""
     hist: NDArray[np.float64] = state.extra["hist"]
     hcount: IntArray = state.extra["hcount"]
@@ -83,8 +87,9 @@ def clear_plateau(state: AttackState, rows: IntArray) -> None:
     state.extra["hcount"][rows] = 0
 
 
-def project(x: FloatArray, x0: FloatArray, eps: NDArray[np.floating],
-            bounds: tuple[float, float]) -> FloatArray:
+def project(
+    x: FloatArray, x0: FloatArray, eps: NDArray[np.floating], bounds: tuple[float, float]
+) -> FloatArray:
     """Project onto the L∞ box of per-image radius ``eps`` around x0, within the bounds."""
     e = np.asarray(eps, dtype=np.float32).reshape((-1,) + (1,) * (x.ndim - 1))
     return np.clip(np.clip(x, x0 - e, x0 + e), bounds[0], bounds[1]).astype(np.float32)

@@ -120,8 +120,9 @@ class Attack(ABC, Generic[C]):
     # -- helpers for subclasses
 
     @staticmethod
-    def mark_success(oracle: Oracle, state: AttackState, rows: IntArray, hit: BoolArray,
-                     t0: float) -> None:
+    def mark_success(
+        oracle: Oracle, state: AttackState, rows: IntArray, hit: BoolArray, t0: float
+    ) -> None:
         """Record first successes among ``rows`` and stop those images."""
         new = rows[hit & ~state.success[rows]]
         if len(new):
@@ -130,8 +131,9 @@ class Attack(ABC, Generic[C]):
             Attack.stop(state, new, "success", t0)
 
     @staticmethod
-    def quantized(state: AttackState, rows: IntArray, x: FloatArray,
-                  radius: NDArray[np.floating]) -> FloatArray:
+    def quantized(
+        state: AttackState, rows: IntArray, x: FloatArray, radius: NDArray[np.floating]
+    ) -> FloatArray:
         """8-bit version of candidate iterates, kept inside their L∞ box: what checks query."""
         return quantize(x, state.x0[rows], radius)
 
@@ -176,7 +178,9 @@ class Attack(ABC, Generic[C]):
         if xb.ndim == 3:
             xb = xb[None]
         if xb.ndim != 4 or tuple(xb.shape[1:]) != oracle.input_shape:
-            raise UserInputError(f"images must have shape (N, {oracle.input_shape}), got {xb.shape}")
+            raise UserInputError(
+                f"images must have shape (N, {oracle.input_shape}), got {xb.shape}"
+            )
         n = len(xb)
         if target is None:
             if not self.supports_untargeted:
@@ -186,26 +190,42 @@ class Attack(ABC, Generic[C]):
             tgt = np.broadcast_to(np.asarray(target, dtype=np.int64), (n,)).copy()
             if ((tgt < 0) | (tgt >= oracle.num_classes)).any():
                 raise UserInputError(f"target class out of range 0..{oracle.num_classes - 1}")
-        seeds = (np.arange(n, dtype=np.int64) + seed if isinstance(seed, int)
-                 else np.asarray(seed, dtype=np.int64))
+        seeds = (
+            np.arange(n, dtype=np.int64) + seed
+            if isinstance(seed, int)
+            else np.asarray(seed, dtype=np.int64)
+        )
         if seeds.shape != (n,):
             raise UserInputError(f"need one seed per image ({n}), got {len(seeds)}")
         if oracle.max_queries is not None and oracle.max_queries < 1 + self.reserve:
-            raise UserInputError(f"the budget must allow at least {1 + self.reserve} queries "
-                                 "(the clean query and the final verification)")
+            raise UserInputError(
+                f"the budget must allow at least {1 + self.reserve} queries "
+                "(the clean query and the final verification)"
+            )
         st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
 
         t0 = time.perf_counter()
         state = AttackState(
-            ids=oracle.register(n), x0=xb.copy(), x=xb.copy(), xq=xb.copy(), target=tgt,
-            orig=np.full(n, -1, np.int64), seeds=seeds,
+            ids=oracle.register(n),
+            x0=xb.copy(),
+            x=xb.copy(),
+            xq=xb.copy(),
+            target=tgt,
+            orig=np.full(n, -1, np.int64),
+            seeds=seeds,
             rngs=[np.random.default_rng(int(s)) for s in seeds],
-            active=np.ones(n, bool), success=np.zeros(n, bool),
-            queries_at_success=np.full(n, -1, np.int64), steps=np.zeros(n, np.int64),
+            active=np.ones(n, bool),
+            success=np.zeros(n, bool),
+            queries_at_success=np.full(n, -1, np.int64),
+            steps=np.zeros(n, np.int64),
             stop_reason=np.full(n, "running", dtype=object),
-            eps=np.full(n, self.config.eps, np.float32), lr=np.zeros(n, np.float32),
-            loss=np.full(n, np.nan, np.float32), target_prob=np.full(n, np.nan, np.float32),
-            target_rank=np.full(n, -1, np.int64), finished_at=np.zeros(n), extra={"t0": t0},
+            eps=np.full(n, self.config.eps, np.float32),
+            lr=np.zeros(n, np.float32),
+            loss=np.full(n, np.nan, np.float32),
+            target_prob=np.full(n, np.nan, np.float32),
+            target_rank=np.full(n, -1, np.int64),
+            finished_at=np.zeros(n),
+            extra={"t0": t0},
         )
         self.init(oracle, state, st)
         trace: list[StepRecord] = []
@@ -220,19 +240,38 @@ class Attack(ABC, Generic[C]):
                 self.stop(state, was[state.steps[was] >= max_steps], "max_steps", t0)
             q = oracle.queries(state.ids)
             for i in was:
-                trace.append(StepRecord(
-                    image=int(i), step=int(state.steps[i]), queries=int(q[i]),
-                    loss=_opt_float(state.loss[i]), target_prob=_opt_float(state.target_prob[i]),
-                    target_rank=int(state.target_rank[i]) if state.target_rank[i] >= 0 else None,
-                    eps=float(state.eps[i]), lr=float(state.lr[i])))
+                trace.append(
+                    StepRecord(
+                        image=int(i),
+                        step=int(state.steps[i]),
+                        queries=int(q[i]),
+                        loss=_opt_float(state.loss[i]),
+                        target_prob=_opt_float(state.target_prob[i]),
+                        target_rank=int(state.target_rank[i])
+                        if state.target_rank[i] >= 0
+                        else None,
+                        eps=float(state.eps[i]),
+                        lr=float(state.lr[i]),
+                    )
+                )
             if on_step is not None:
-                on_step(StepInfo(step_no, int(state.active.sum()), int(state.success.sum()), n, q,
-                                 state.target_prob.copy(), state.target_rank.copy(),
-                                 state.eps.copy()))
+                on_step(
+                    StepInfo(
+                        step_no,
+                        int(state.active.sum()),
+                        int(state.success.sum()),
+                        n,
+                        q,
+                        state.target_prob.copy(),
+                        state.target_rank.copy(),
+                        state.eps.copy(),
+                    )
+                )
         return self._finish(oracle, state, trace, t0)
 
-    def _finish(self, oracle: Oracle, state: AttackState, trace: list[StepRecord],
-                t0: float) -> AttackResult:
+    def _finish(
+        self, oracle: Oracle, state: AttackState, trace: list[StepRecord], t0: float
+    ) -> AttackResult:
         n = len(state.x)
         # Checks ran on the 8-bit iterates, so the saved image is exactly what was checked.
         xq = state.xq
@@ -246,37 +285,60 @@ class Attack(ABC, Generic[C]):
         linf = np.abs(dq).max(axis=1)
         l2 = np.sqrt((dq**2).sum(axis=1))
         targeted = state.targeted
-        ok = np.where(targeted, final_top1 == state.target,
-                      (final_top1 >= 0) & (final_top1 != state.orig))
+        ok = np.where(
+            targeted, final_top1 == state.target, (final_top1 >= 0) & (final_top1 != state.orig)
+        )
         ok &= linf <= self.config.eps + 1e-6
         names = oracle.class_names
         q_all = oracle.queries(state.ids)
         images: list[ImageResult] = []
         pos = {int(r): j for j, r in enumerate(rows)}
         for i in range(n):
+
             def ref(c: int) -> ClassRef | None:
                 return None if c < 0 else ClassRef(id=c, name=names.name(c) if names else None)
 
-            topk = [] if obs is None or i not in pos else [
-                TopKEntry(id=c, name=names.name(c) if names else None, score=s)
-                for c, s in obs.topk(pos[i])]
+            topk = (
+                []
+                if obs is None or i not in pos
+                else [
+                    TopKEntry(id=c, name=names.name(c) if names else None, score=s)
+                    for c, s in obs.topk(pos[i])
+                ]
+            )
             qs: int | None = None
             if ok[i]:
                 qs = int(state.queries_at_success[i]) if state.success[i] else int(q_all[i])
             reason = str(state.stop_reason[i])
             if state.success[i] and not ok[i]:
                 reason = "lost_in_quantisation"
-            images.append(ImageResult(
-                index=i, success=bool(ok[i]), queries=int(q_all[i]), queries_at_success=qs,
-                queries_by_kind=oracle.queries_by_kind(int(state.ids[i])),
-                linf=float(linf[i]), l2=float(l2[i]), eps=self.config.eps,
-                original=ref(int(state.orig[i])), target=ref(int(state.target[i])),
-                final_topk=topk, steps=int(state.steps[i]), stop_reason=reason,
-                wall_time_s=float(state.finished_at[i] or (time.perf_counter() - t0)),
-                seed=int(state.seeds[i])))
-        return AttackResult(attack=self.name, threat=oracle.view.describe(),
-                            config=self.config.model_dump(mode="json"), images=images,
-                            x_adv=xq, trace=trace)
+            images.append(
+                ImageResult(
+                    index=i,
+                    success=bool(ok[i]),
+                    queries=int(q_all[i]),
+                    queries_at_success=qs,
+                    queries_by_kind=oracle.queries_by_kind(int(state.ids[i])),
+                    linf=float(linf[i]),
+                    l2=float(l2[i]),
+                    eps=self.config.eps,
+                    original=ref(int(state.orig[i])),
+                    target=ref(int(state.target[i])),
+                    final_topk=topk,
+                    steps=int(state.steps[i]),
+                    stop_reason=reason,
+                    wall_time_s=float(state.finished_at[i] or (time.perf_counter() - t0)),
+                    seed=int(state.seeds[i]),
+                )
+            )
+        return AttackResult(
+            attack=self.name,
+            threat=oracle.view.describe(),
+            config=self.config.model_dump(mode="json"),
+            images=images,
+            x_adv=xq,
+            trace=trace,
+        )
 
 
 def _opt_float(v: float | np.floating) -> float | None:

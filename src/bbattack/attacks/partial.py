@@ -69,8 +69,9 @@ class _Shrinking(Attack[ShrinkConfig]):
     supports_untargeted: ClassVar[bool] = False
     needs_start: ClassVar[bool] = True
 
-    def sample_loss(self, oracle: Oracle, state: AttackState, pts: FloatArray,
-                    prow: IntArray) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    def sample_loss(
+        self, oracle: Oracle, state: AttackState, pts: FloatArray, prow: IntArray
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         raise NotImplementedError
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
@@ -82,8 +83,11 @@ class _Shrinking(Attack[ShrinkConfig]):
         already = state.orig == state.target
         need = rows[~already]
         if len(need):
-            starts = (find_start_images(oracle, state, need) if start is None
-                      else self._check_start(oracle, state, need, start[need]))
+            starts = (
+                find_start_images(oracle, state, need)
+                if start is None
+                else self._check_start(oracle, state, need, start[need])
+            )
             box = np.full(len(need), cfg.starting_eps)
             state.x[need] = project(starts, state.x0[need], box, oracle.bounds)
             state.xq[need] = self.quantized(state, need, state.x[need], box)
@@ -94,15 +98,17 @@ class _Shrinking(Attack[ShrinkConfig]):
         init_momentum_plateau(state, cfg.plateau_length)
         self.mark_success(oracle, state, rows, already, state.extra["t0"])
 
-    def _check_start(self, oracle: Oracle, state: AttackState, rows: IntArray,
-                     start: FloatArray) -> FloatArray:
+    def _check_start(
+        self, oracle: Oracle, state: AttackState, rows: IntArray, start: FloatArray
+    ) -> FloatArray:
         obs = oracle.query(np.clip(start, *oracle.bounds), state.ids[rows], QueryKind.INIT)
         bad = obs.rank_of(state.target[rows]) < 0
         if bad.any():
             k = oracle.view.k or oracle.num_classes
             raise StartImageError(
                 f"the start image is not in the model's top-{k} for the target class "
-                f"(image {int(rows[bad][0])}); give a start image the model labels as the target")
+                f"(image {int(rows[bad][0])}); give a start image the model labels as the target"
+            )
         self.record(obs, state, rows)
         return start
 
@@ -138,8 +144,12 @@ class _Shrinking(Attack[ShrinkConfig]):
                 if not len(j):
                     break
             box = np.maximum(state.eps[r] - prop[j], goal)
-            cand = project(state.x[r] - (lr[j].reshape(-1, 1, 1, 1) * sign[j]).astype(np.float32),
-                           state.x0[r], box, oracle.bounds)
+            cand = project(
+                state.x[r] - (lr[j].reshape(-1, 1, 1, 1) * sign[j]).astype(np.float32),
+                state.x0[r],
+                box,
+                oracle.bounds,
+            )
             # Proposals are judged as 8-bit images: what is accepted is what can be saved.
             cq = self.quantized(state, r, cand, box)
             obs = oracle.query(cq, state.ids[r], QueryKind.LINE_SEARCH)
@@ -172,8 +182,9 @@ class _Shrinking(Attack[ShrinkConfig]):
                 searching[stalled] = False
 
     @staticmethod
-    def record(obs: Observation, state: AttackState, rows: IntArray,
-               mask: NDArray[np.bool_] | None = None) -> None:
+    def record(
+        obs: Observation, state: AttackState, rows: IntArray, mask: NDArray[np.bool_] | None = None
+    ) -> None:
         """Store the target's rank (and score, where revealed) for the rows where ``mask``."""
         t = state.target[rows]
         keep = np.ones(len(rows), bool) if mask is None else mask
@@ -204,8 +215,9 @@ class PIAttack(_Shrinking):
     def check_view(self, view: View) -> None:
         require(view.reveals_scores, "PI needs scores for the top-k; use LO for labels only")
 
-    def sample_loss(self, oracle: Oracle, state: AttackState, pts: FloatArray,
-                    prow: IntArray) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    def sample_loss(
+        self, oracle: Oracle, state: AttackState, pts: FloatArray, prow: IntArray
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         obs = oracle.query(pts, state.ids[prow], QueryKind.GRADIENT)
         p = obs.score_of(state.target[prow]).astype(np.float64)
         valid = np.isfinite(p)
@@ -235,8 +247,9 @@ class LOAttack(_Shrinking):
         assert isinstance(cfg, LOConfig)
         return cfg.samples * cfg.noise_samples
 
-    def sample_loss(self, oracle: Oracle, state: AttackState, pts: FloatArray,
-                    prow: IntArray) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    def sample_loss(
+        self, oracle: Oracle, state: AttackState, pts: FloatArray, prow: IntArray
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         cfg = self.config
         assert isinstance(cfg, LOConfig)
         k = oracle.view.k or oracle.num_classes
@@ -251,8 +264,12 @@ class LOAttack(_Shrinking):
         for s in range(0, per, c):
             e = min(s + c, per)
             # Per-image draws in a fixed order keep batched and single runs identical.
-            noise = np.stack([state.rngs[r].uniform(-1.0, 1.0, size=(e - s, m, *shape))
-                              .astype(np.float32) for r in rows])
+            noise = np.stack(
+                [
+                    state.rngs[r].uniform(-1.0, 1.0, size=(e - s, m, *shape)).astype(np.float32)
+                    for r in rows
+                ]
+            )
             noisy = np.clip(pts_r[:, s:e, None] + mu * noise, *oracle.bounds)
             ids = np.repeat(state.ids[rows], (e - s) * m)
             obs = oracle.query(noisy.reshape(-1, *shape), ids, QueryKind.NOISE)
@@ -276,8 +293,10 @@ def find_start_images(oracle: Oracle, state: AttackState, rows: IntArray) -> Flo
     need = len(rows) * len(cands)
     ok = oracle.affordable(state.ids[rows], len(cands), reserve=1)
     if not ok.all():
-        raise StartImageError(f"searching {len(cands)} bundled photos for a start image needs "
-                              f"{need} queries; raise the budget or give --start-image")
+        raise StartImageError(
+            f"searching {len(cands)} bundled photos for a start image needs "
+            f"{need} queries; raise the budget or give --start-image"
+        )
     pts = np.tile(cands, (len(rows), 1, 1, 1))
     obs = oracle.query(pts, np.repeat(state.ids[rows], len(cands)), QueryKind.INIT)
     rank = obs.rank_of(np.repeat(state.target[rows], len(cands))).reshape(len(rows), -1)
@@ -287,7 +306,9 @@ def find_start_images(oracle: Oracle, state: AttackState, rows: IntArray) -> Flo
         cname = oracle.class_names.name(cls) if oracle.class_names else str(cls)
         raise StartImageError(
             f"no bundled photo is in the model's top-{oracle.view.k or oracle.num_classes} for "
-            f"target {cls} ({cname}); give a start image of that class (--start-image)")
+            f"target {cls} ({cname}); give a start image of that class (--start-image)"
+        )
     # Best rank wins; ties go to the first photo.
     best = np.where(rank >= 0, rank, np.iinfo(np.int64).max).argmin(axis=1)
-    return cands[best]
+    out: FloatArray = cands[best]
+    return out

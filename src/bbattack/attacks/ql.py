@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
 from ..oracle import Oracle, QueryKind, Scores, ScoresObservation, View
@@ -53,19 +54,25 @@ class QLAttack(Attack[QLConfig]):
     config_class = QLConfig
 
     def check_view(self, view: View) -> None:
-        require(isinstance(view, Scores),
-                "QL needs the full scores view; use PI (topk) or LO (labels) for less")
+        require(
+            isinstance(view, Scores),
+            "QL needs the full scores view; use PI (topk) or LO (labels) for less",
+        )
 
-    def _loss(self, obs: ScoresObservation, state: AttackState, rows: IntArray) -> np.ndarray:
+    def _loss(
+        self, obs: ScoresObservation, state: AttackState, rows: IntArray
+    ) -> NDArray[np.float64]:
         t = state.target[rows]
         cls = np.where(t >= 0, t, state.orig[rows])
         p = np.maximum(obs.score_of(cls).astype(np.float64), 1e-30)
-        return np.where(t >= 0, -np.log(p), np.log(p))
+        out: NDArray[np.float64] = np.where(t >= 0, -np.log(p), np.log(p))
+        return out
 
     def _is_success(self, obs: ScoresObservation, state: AttackState, rows: IntArray) -> np.ndarray:
         top = obs.top1()
         t = state.target[rows]
-        return np.where(t >= 0, top == t, top != state.orig[rows])
+        out: NDArray[np.bool_] = np.where(t >= 0, top == t, top != state.orig[rows])
+        return out
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         rows = np.arange(len(state.x))
@@ -73,8 +80,9 @@ class QLAttack(Attack[QLConfig]):
         assert isinstance(obs, ScoresObservation)
         state.orig[:] = obs.top1()
         state.loss[:] = self._loss(obs, state, rows)
-        state.target_prob[:] = np.where(state.targeted, obs.score_of(np.maximum(state.target, 0)),
-                                        np.nan)
+        state.target_prob[:] = np.where(
+            state.targeted, obs.score_of(np.maximum(state.target, 0)), np.nan
+        )
         state.lr[:] = self.config.max_lr
         init_momentum_plateau(state, self.config.plateau_length)
         done = state.targeted & (state.orig == state.target)
@@ -95,8 +103,9 @@ class QLAttack(Attack[QLConfig]):
         g, _ = nes_gradient(state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds)
         g = apply_momentum(state, rows, g, cfg.momentum)
         step = state.lr[rows].reshape(-1, 1, 1, 1) * np.sign(g)
-        state.x[rows] = project(state.x[rows] - step, state.x0[rows], state.eps[rows],
-                                oracle.bounds)
+        state.x[rows] = project(
+            state.x[rows] - step, state.x0[rows], state.eps[rows], oracle.bounds
+        )
         # Check the 8-bit image: a success that rounding would undo is no success.
         xq = self.quantized(state, rows, state.x[rows], state.eps[rows])
         obs = oracle.query(xq, ids[rows], QueryKind.SUCCESS_CHECK)
@@ -108,5 +117,6 @@ class QLAttack(Attack[QLConfig]):
         state.target_prob[rows] = np.where(t >= 0, obs.score_of(np.maximum(t, 0)), np.nan)
         state.target_rank[rows] = np.where(t >= 0, obs.rank_of(np.maximum(t, 0)), -1)
         plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
-        self.mark_success(oracle, state, rows, self._is_success(obs, state, rows),
-                          state.extra["t0"])
+        self.mark_success(
+            oracle, state, rows, self._is_success(obs, state, rows), state.extra["t0"]
+        )
