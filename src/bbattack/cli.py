@@ -319,6 +319,27 @@ class DemoSpec:
     max_queries: int
 
 
+@app.command()
+def tune(
+    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+) -> None:
+    """Re-measure the fastest model batch size on this machine and cache it."""
+
+    def go() -> None:
+        from .tuning import tune as measure
+
+        model = load_model(backend=backend.value)
+        best, speeds = measure(model)
+        table = Table(title=f"{model.name} on {model.backend}", title_justify="left")
+        table.add_column("batch size")
+        table.add_column("images/s")
+        for bs, v in speeds.items():
+            table.add_row(f"{bs}{' (chosen)' if bs == best else ''}", f"{v:.0f}")
+        out.print(table)
+
+    _guard(go)
+
+
 # page.png ("menu") → "crossword" (chessboard.png): about 11k queries, ~1 min on 2 cores.
 DEMO = DemoSpec(source="page", start="chessboard_RGB", eps=0.05, max_queries=40_000)
 

@@ -30,8 +30,13 @@ __all__ = [
     "OnnxClassifier",
     "TorchClassifier",
     "cache_dir",
+    "cuda_available",
     "load_model",
+    "onnx_available",
+    "parity_inputs",
+    "resolve_backend",
     "softmax",
+    "to_backend",
 ]
 
 FloatArray = NDArray[np.float32]
@@ -151,7 +156,9 @@ class TorchClassifier(Classifier):
         std: float | tuple[float, ...] = 1.0,
         output: OutputKind = "logits",
         batch_size: int = 64,
-        device: str = "cpu",
+        device: str = "auto",
+        channels_last: bool = False,
+        compile: bool = False,
         class_names: ClassNames | None = None,
         name: str = "torch-module",
     ) -> None:
@@ -161,8 +168,14 @@ class TorchClassifier(Classifier):
             input_shape, num_classes, output=output, batch_size=batch_size, class_names=class_names
         )
         self.torch = torch
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.module = module.eval().to(self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self._run = torch.compile(self.module) if compile else self.module
         c = input_shape[0]
         self.mean = (
             torch.tensor(np.broadcast_to(np.asarray(mean, np.float32), (c,)).copy())
@@ -192,6 +205,12 @@ class TorchClassifier(Classifier):
 
         return _Normalized(self.module, self.mean, self.std).eval()
 
+    @property
+    def digest(self) -> str:
+        if not hasattr(self, "_digest"):
+            self._digest = self.weights_digest()
+        return self._digest
+
     def weights_digest(self) -> str:
         """A hash of the weights, normalisation and input shape: the key of the ONNX cache."""
         h = hashlib.sha256()
@@ -205,8 +224,10 @@ class TorchClassifier(Classifier):
     def _forward(self, x: FloatArray) -> NDArray[np.floating]:
         torch = self.torch
         with torch.inference_mode():
-            t = torch.from_numpy(x).to(self.device)
-            out = self.module((t - self.mean) / self.std)
+            t = (torch.from_numpy(x).to(self.device, non_blocking=True) - self.mean) / self.std
+            if self.channels_last:
+                t = t.contiguous(memory_format=torch.channels_last)
+            out = self._run(t)
             return np.asarray(out.float().cpu().numpy())
 
 
@@ -249,6 +270,8 @@ class OnnxClassifier(Classifier):
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
         self.input_name = self.session.get_inputs()[0].name
         self.path = Path(path)
+        self.providers = self.session.get_providers()
+        self.digest = self.path.stem
         self.name = name
 
     def _forward(self, x: FloatArray) -> NDArray[np.floating]:
@@ -265,7 +288,7 @@ class OnnxClassifier(Classifier):
     ) -> OnnxClassifier:
         """Export a TorchClassifier to ONNX once, cache it by weight hash, and check parity."""
         torch = model.torch
-        path = cache_dir() / "onnx" / f"{model.name}-{model.weights_digest()}.onnx"
+        path = cache_dir() / "onnx" / f"{model.name}-{model.digest}.onnx"
         fresh = not path.exists()
         if fresh:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,9 +321,7 @@ class OnnxClassifier(Classifier):
             name=model.name,
         )
         if fresh:
-            xs = check_inputs
-            if xs is None:
-                xs = np.random.default_rng(0).random((4, *model.input_shape), dtype=np.float32)
+            xs = check_inputs if check_inputs is not None else parity_inputs(model.input_shape)
             diff = float(np.abs(onnx_model(xs) - model(xs)).max())
             if diff > tolerance:
                 path.unlink(missing_ok=True)
@@ -308,6 +329,18 @@ class OnnxClassifier(Classifier):
                     f"ONNX export of {model.name} disagrees with torch (max |Δp| = {diff:.2e})"
                 )
         return onnx_model
+
+
+def parity_inputs(shape: tuple[int, int, int], n: int = 6) -> FloatArray:
+    """Inputs for backend parity checks: bundled photos where the shape allows, plus noise."""
+    from .images import bundled_photos, load_image
+
+    rng = np.random.default_rng(0)
+    imgs: list[FloatArray] = [rng.random(shape, dtype=np.float32) for _ in range(2)]
+    if shape[0] == 3:
+        for path in list(bundled_photos().values())[:n]:
+            imgs.append(load_image(path, size=(shape[1], shape[2])))
+    return np.stack(imgs)
 
 
 def _efficientnet_lite0_torch(batch_size: int) -> TorchClassifier:
@@ -348,29 +381,57 @@ class _quiet_stdout:  # noqa: N801 - used as a context manager
         self._cm.__exit__(None, None, None)
 
 
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend(backend: str) -> Literal["onnx", "torch"]:
+    """``auto`` is torch on CUDA, else ONNX Runtime (torch if onnxruntime is missing).
+    A backend named explicitly must be available: it never falls back."""
+    if backend not in ("auto", "onnx", "torch"):
+        raise UserInputError(f"unknown backend {backend!r}; choose auto, onnx or torch")
+    if backend == "auto":
+        if cuda_available() or not onnx_available():
+            return "torch"
+        return "onnx"
+    if backend == "onnx" and not onnx_available():
+        raise BackendUnavailableError("backend 'onnx' needs onnxruntime: pip install onnxruntime")
+    return "onnx" if backend == "onnx" else "torch"
+
+
+def to_backend(
+    model: TorchClassifier, backend: Backend = "auto", *, batch_size: int | None = None
+) -> Classifier:
+    """Put a torch model on the chosen backend, with a measured (cached) batch size unless
+    ``batch_size`` is given."""
+    from .tuning import tuned_batch_size
+
+    chosen = resolve_backend(backend)
+    clf: Classifier = OnnxClassifier.from_torch(model) if chosen == "onnx" else model
+    clf.batch_size = batch_size or tuned_batch_size(clf)
+    return clf
+
+
 def load_model(
     name: str = "efficientnet-lite0",
     *,
     backend: Backend = "auto",
     batch_size: int | None = None,
 ) -> Classifier:
-    """Load a built-in model. ``backend='auto'`` picks ONNX Runtime, falling back to torch only
-    when onnxruntime is missing; a backend named explicitly never falls back."""
+    """Load a built-in model on a backend (see :func:`resolve_backend`)."""
     if name not in BUILTIN_MODELS:
         raise UserInputError(
             f"unknown model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}"
         )
-    if backend not in ("auto", "onnx", "torch"):
-        raise UserInputError(f"unknown backend {backend!r}; choose auto, onnx or torch")
-    torch_model = _efficientnet_lite0_torch(batch_size or 50)
-    if backend == "torch":
-        return torch_model
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        if backend == "onnx":
-            raise BackendUnavailableError(
-                "backend 'onnx' needs onnxruntime: pip install onnxruntime"
-            ) from None
-        return torch_model
-    return OnnxClassifier.from_torch(torch_model, batch_size=batch_size or 32)
+    resolve_backend(backend)  # fail fast, before loading weights
+    return to_backend(_efficientnet_lite0_torch(batch_size or 32), backend, batch_size=batch_size)

@@ -358,7 +358,8 @@ class Oracle:
         if ids.min() < 0 or ids.max() >= len(self._counts):
             raise ValueError("query for an unregistered example id")
         lo, hi = self.bounds
-        if not (np.isfinite(x).all() and x.min() >= lo - 1e-6 and x.max() <= hi + 1e-6):
+        # NaN fails both comparisons and ±inf fails one: two passes check everything.
+        if not (x.min() >= lo - 1e-6 and x.max() <= hi + 1e-6):
             raise ValueError(f"query images must be finite and within {self.bounds}")
         add = np.bincount(ids, minlength=len(self._counts))
         if self.max_queries is not None:

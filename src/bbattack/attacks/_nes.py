@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from .base import AttackState
@@ -34,12 +35,17 @@ def nes_gradient(
     m = len(rows)
     shape = state.x.shape[1:]
     half = samples // 2
+    u = np.empty((m, half, *shape), dtype=np.float32)
     # One stream per image: draws depend only on that image's own history, not on the batch.
-    u: FloatArray = np.stack(
-        [state.rngs[r].standard_normal((half, *shape), dtype=np.float32) for r in rows]
-    )
-    u = np.concatenate([u, -u], axis=1)  # (m, samples, C, H, W)
-    pts: FloatArray = np.clip(state.x[rows][:, None] + np.float32(sigma) * u, bounds[0], bounds[1])
+    for j, r in enumerate(rows):
+        torch.from_numpy(u[j]).normal_(generator=state.rngs[r])
+    # Antithetic points x ± σu written in place: no (m, samples, D) noise copy is made.
+    su = u * np.float32(sigma)
+    x = state.x[rows][:, None]
+    pts = np.empty((m, samples, *shape), dtype=np.float32)
+    np.add(x, su, out=pts[:, :half])
+    np.subtract(x, su, out=pts[:, half:])
+    np.clip(pts, bounds[0], bounds[1], out=pts)
     loss, valid = sample_loss(pts.reshape(m * samples, *shape), np.repeat(rows, samples))
     loss = loss.reshape(m, samples)
     valid = valid.reshape(m, samples)
@@ -47,9 +53,10 @@ def nes_gradient(
     mean = np.where(
         nvalid > 0, np.where(valid, loss, 0.0).sum(axis=1) / np.maximum(nvalid, 1), np.inf
     )
-    w = np.where(valid, loss - mean[:, None], 0.0).astype(np.float32)
-    # Batched (1 x samples) @ (samples x D) per image: a BLAS call, not a Python loop.
-    g = np.matmul(w[:, None, :], u.reshape(m, samples, -1))[:, 0, :]
+    w = np.where(valid, loss - mean[:, None], 0.0)
+    # Σ w⁺u − Σ w⁻u = Σ (w⁺ − w⁻)u; one batched (1 × half) @ (half × D) BLAS call per image.
+    wd = (w[:, :half] - w[:, half:]).astype(np.float32)
+    g: FloatArray = np.matmul(wd[:, None, :], u.reshape(m, half, -1))[:, 0, :]
     g /= (np.float32(sigma) * np.maximum(nvalid, 1).astype(np.float32))[:, None]
     return g.reshape(m, *shape), mean
 

@@ -48,7 +48,7 @@ class AttackState:
     target: IntArray  # target class, -1 for untargeted
     orig: IntArray  # clean top-1 label
     seeds: IntArray
-    rngs: list[np.random.Generator]  # one stream per image; bit_generator.state is plain data
+    rngs: list[Any]  # one torch.Generator per image; get_state() is plain bytes
     active: BoolArray
     success: BoolArray
     queries_at_success: IntArray  # -1 until the first success
@@ -197,6 +197,8 @@ class Attack(ABC, Generic[C]):
         )
         if seeds.shape != (n,):
             raise UserInputError(f"need one seed per image ({n}), got {len(seeds)}")
+        if (seeds < 0).any():
+            raise UserInputError("seeds must be >= 0")
         if oracle.max_queries is not None and oracle.max_queries < 1 + self.reserve:
             raise UserInputError(
                 f"the budget must allow at least {1 + self.reserve} queries "
@@ -213,7 +215,7 @@ class Attack(ABC, Generic[C]):
             target=tgt,
             orig=np.full(n, -1, np.int64),
             seeds=seeds,
-            rngs=[np.random.default_rng(int(s)) for s in seeds],
+            rngs=[noise_generator(int(s)) for s in seeds],
             active=np.ones(n, bool),
             success=np.zeros(n, bool),
             queries_at_success=np.full(n, -1, np.int64),
@@ -339,6 +341,15 @@ class Attack(ABC, Generic[C]):
             x_adv=xq,
             trace=trace,
         )
+
+
+def noise_generator(seed: int) -> Any:
+    """A per-image noise stream. torch's CPU normal_/uniform_ are ~3x faster than numpy's and
+    give the same numbers for a seed whatever the thread count or the split of the draws."""
+    import torch
+
+    mixed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(mixed)
 
 
 def _opt_float(v: float | np.floating) -> float | None:

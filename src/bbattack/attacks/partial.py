@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
@@ -264,12 +265,9 @@ class LOAttack(_Shrinking):
         for s in range(0, per, c):
             e = min(s + c, per)
             # Per-image draws in a fixed order keep batched and single runs identical.
-            noise = np.stack(
-                [
-                    state.rngs[r].uniform(-1.0, 1.0, size=(e - s, m, *shape)).astype(np.float32)
-                    for r in rows
-                ]
-            )
+            noise = np.empty((len(rows), e - s, m, *shape), dtype=np.float32)
+            for j, r in enumerate(rows):
+                torch.from_numpy(noise[j]).uniform_(-1.0, 1.0, generator=state.rngs[r])
             noisy = np.clip(pts_r[:, s:e, None] + mu * noise, *oracle.bounds)
             ids = np.repeat(state.ids[rows], (e - s) * m)
             obs = oracle.query(noisy.reshape(-1, *shape), ids, QueryKind.NOISE)

@@ -1,0 +1,110 @@
+"""Query-path throughput: raw model images/s per backend and batch size, and the queries/s each
+attack reaches through the oracle on the same backend, in the same run.
+
+Usage: python benchmarks/throughput.py [--backends onnx,torch] [--images 4] [--steps 6]
+Writes benchmarks/results/throughput.json and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import bbattack as bb
+from bbattack.models import _efficientnet_lite0_torch
+from bbattack.tuning import CANDIDATES, measure_throughput, tuned_batch_size
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def backends(names: list[str]) -> dict[str, bb.Classifier]:
+    out: dict[str, bb.Classifier] = {}
+    for name in names:
+        if name == "onnx":
+            out["onnx"] = bb.load_model(backend="onnx")
+        elif name == "torch":
+            out["torch-eager"] = bb.load_model(backend="torch")
+        elif name == "torch-cl":
+            m = _efficientnet_lite0_torch(32)
+            out["torch-channels-last"] = bb.TorchClassifier(
+                m.module,
+                m.input_shape,
+                1000,
+                mean=0.5,
+                std=0.5,
+                channels_last=True,
+                name="efficientnet-lite0-cl",
+            )
+    return out
+
+
+def attack_rate(model: bb.Classifier, threat: str, n_images: int, steps: int) -> dict[str, Any]:
+    photos = list(bb.bundled_photos().values())
+    x = np.stack([bb.load_image(p) for p in photos[:n_images]])
+    start = np.stack([bb.load_image(p) for p in photos[n_images : 2 * n_images]])
+    clean_start = model(start).argmax(axis=1)
+    view: bb.View = {"ql": bb.Scores(), "pi": bb.TopK(1), "lo": bb.Labels(1)}[threat]
+    overrides: dict[str, Any] = {"max_steps": steps}
+    if threat == "lo":
+        overrides.update(samples=10, noise_samples=10)  # keep the LO step short; same query path
+    attack = bb.ATTACKS[threat](**overrides)
+    oracle = bb.Oracle(model, view)
+    t0 = time.perf_counter()
+    attack.run(oracle, x, clean_start, start=None if threat == "ql" else start, seed=0)
+    wall = time.perf_counter() - t0
+    return {
+        "threat": threat,
+        "queries": oracle.total_queries,
+        "wall_s": wall,
+        "queries_per_s": oracle.total_queries / wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backends", default="onnx,torch,torch-cl")
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=6)
+    args = ap.parse_args()
+    report: dict[str, Any] = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores",
+        "raw": {},
+        "attacks": {},
+        "batch_size": {},
+    }
+    for name, model in backends(args.backends.split(",")).items():
+        raw = {bs: measure_throughput(model, bs, min_time_s=1.0) for bs in CANDIDATES}
+        report["raw"][name] = raw
+        model.batch_size = tuned_batch_size(model)
+        report["batch_size"][name] = model.batch_size
+        report["attacks"][name] = [
+            attack_rate(model, t, args.images, args.steps) for t in ("ql", "pi", "lo")
+        ]
+        best = max(raw.values())
+        print(
+            f"\n{name}: raw images/s by batch size: "
+            + ", ".join(f"{bs}: {v:.0f}" for bs, v in raw.items())
+            + f"; tuned batch {model.batch_size}",
+            flush=True,
+        )
+        for a in report["attacks"][name]:
+            print(
+                f"  {a['threat']}: {a['queries_per_s']:.0f} queries/s through the oracle "
+                f"({a['queries_per_s'] / best:.0%} of the best raw)",
+                flush=True,
+            )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

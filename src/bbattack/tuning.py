@@ -1,0 +1,79 @@
+"""Batch sizes measured, not guessed: the fastest model batch per model, backend and machine,
+measured once and cached on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .results import write_atomic
+
+if TYPE_CHECKING:
+    from .models import Classifier
+
+__all__ = ["CANDIDATES", "measure_throughput", "tune", "tuned_batch_size"]
+
+CANDIDATES = (4, 8, 16, 32, 64, 128)
+
+
+def _key(model: Classifier) -> str:
+    device = getattr(model, "device", None) or getattr(model, "providers", None) or "cpu"
+    digest = getattr(model, "digest", "") or ""
+    return f"{model.name}|{digest}|{model.backend}|{device}|{os.cpu_count()}|{model.input_shape}"
+
+
+def measure_throughput(model: Classifier, batch_size: int, min_time_s: float = 0.4) -> float:
+    """Images per second of one forward chunk of ``batch_size``, after a warm-up call."""
+    x = np.random.default_rng(0).random((batch_size, *model.input_shape), dtype=np.float32)
+    model._forward(x)  # warm-up: allocations, kernel selection
+    n, t0 = 0, time.perf_counter()
+    while True:
+        model._forward(x)
+        n += batch_size
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_time_s and n >= 2 * batch_size:
+            return n / elapsed
+
+
+def _load(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        table: dict[str, dict[str, Any]] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return table
+
+
+def tune(
+    model: Classifier, candidates: tuple[int, ...] = CANDIDATES
+) -> tuple[int, dict[int, float]]:
+    """Measure every candidate batch size, cache the fastest, return (choice, images/s)."""
+    from .models import cache_dir
+
+    speeds = {bs: measure_throughput(model, bs) for bs in candidates}
+    best = max(speeds.values())
+    # Within 5% of the best, prefer the smaller batch: less memory, finer budget granularity.
+    choice = min(bs for bs, v in speeds.items() if v >= 0.95 * best)
+    path = cache_dir() / "batch_sizes.json"
+    table = _load(path)
+    table[_key(model)] = {
+        "batch_size": choice,
+        "images_per_s": {str(k): v for k, v in speeds.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(table, indent=2) + "\n")
+    return choice, speeds
+
+
+def tuned_batch_size(model: Classifier) -> int:
+    """The fastest batch size for this model on this backend and machine (measured once)."""
+    from .models import cache_dir
+
+    hit = _load(cache_dir() / "batch_sizes.json").get(_key(model))
+    if hit is not None:
+        return int(hit["batch_size"])
+    return tune(model)[0]
