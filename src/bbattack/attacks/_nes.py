@@ -24,6 +24,29 @@ def nes_gradient(
     samples: int,
     sample_loss: SampleLoss,
     bounds: tuple[float, float],
+    max_rows: int,
+) -> tuple[FloatArray, NDArray[np.float64]]:
+    """NES over groups of images holding at most ``max_rows`` sample images in memory at once.
+
+    Each image draws from its own stream, so the grouping never changes the result.
+    """
+    per = max(1, max_rows // samples)
+    parts = [
+        _nes_group(state, rows[i : i + per], sigma, samples, sample_loss, bounds)
+        for i in range(0, len(rows), per)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([g for g, _ in parts]), np.concatenate([m for _, m in parts])
+
+
+def _nes_group(
+    state: AttackState,
+    rows: IntArray,
+    sigma: float,
+    samples: int,
+    sample_loss: SampleLoss,
+    bounds: tuple[float, float],
 ) -> tuple[FloatArray, NDArray[np.float64]]:
     """Antithetic NES estimate of the loss gradient at ``state.x[rows]``.
 

@@ -35,6 +35,9 @@ class AttackConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     eps: float = Field(0.05, gt=0.0, le=1.0, description="L∞ radius in [0, 1] pixel units")
     max_steps: int | None = Field(None, ge=1, description="cap on outer iterations per image")
+    max_rows: int = Field(
+        2048, ge=1, description="images held in memory per NES batch; results do not depend on it"
+    )
 
 
 @dataclass

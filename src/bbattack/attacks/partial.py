@@ -123,7 +123,9 @@ class _Shrinking(Attack[ShrinkConfig]):
         def sample_loss(pts: FloatArray, prow: IntArray) -> tuple[np.ndarray, np.ndarray]:
             return self.sample_loss(oracle, state, pts, prow)
 
-        g, loss = nes_gradient(state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds)
+        g, loss = nes_gradient(
+            state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds, cfg.max_rows
+        )
         g = apply_momentum(state, rows, g, cfg.momentum)
         state.loss[rows] = np.where(np.isfinite(loss), loss, np.nan)
         plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
@@ -255,25 +257,32 @@ class LOAttack(_Shrinking):
         assert isinstance(cfg, LOConfig)
         k = oracle.view.k or oracle.num_classes
         m = cfg.noise_samples
-        rows = np.unique(prow)  # nes_gradient gives each row a contiguous block of `samples`
         per = cfg.samples
+        rows = prow[::per]  # nes_gradient gives each image a contiguous block of `samples`
         shape = pts.shape[1:]
         pts_r = pts.reshape(len(rows), per, *shape)
         out = np.empty((len(rows), per), dtype=np.float64)
         c = cfg.points_per_chunk
+        group = max(1, cfg.max_rows // (c * m))  # images per oracle batch: bounds memory
         mu = np.float32(cfg.mu)
         for s in range(0, per, c):
             e = min(s + c, per)
-            # Per-image draws in a fixed order keep batched and single runs identical.
-            noise = np.empty((len(rows), e - s, m, *shape), dtype=np.float32)
-            for j, r in enumerate(rows):
-                torch.from_numpy(noise[j]).uniform_(-1.0, 1.0, generator=state.rngs[r])
-            noisy = np.clip(pts_r[:, s:e, None] + mu * noise, *oracle.bounds)
-            ids = np.repeat(state.ids[rows], (e - s) * m)
-            obs = oracle.query(noisy.reshape(-1, *shape), ids, QueryKind.NOISE)
-            rank = obs.rank_of(np.repeat(state.target[rows], (e - s) * m))
-            score = np.where(rank >= 0, (k - rank) / k, 0.0).reshape(len(rows), e - s, m)
-            out[:, s:e] = 1.0 - score.mean(axis=2)
+            for a in range(0, len(rows), group):
+                rr = rows[a : a + group]
+                noisy = np.empty((len(rr), e - s, m, *shape), dtype=np.float32)
+                # Each image draws from its own stream in a fixed order, whatever the grouping.
+                for j, r in enumerate(rr):
+                    torch.from_numpy(noisy[j]).uniform_(-1.0, 1.0, generator=state.rngs[r])
+                noisy *= mu
+                noisy += pts_r[a : a + group, s:e, None]
+                np.clip(noisy, *oracle.bounds, out=noisy)
+                n_each = (e - s) * m
+                obs = oracle.query(
+                    noisy.reshape(-1, *shape), np.repeat(state.ids[rr], n_each), QueryKind.NOISE
+                )
+                rank = obs.rank_of(np.repeat(state.target[rr], n_each))
+                score = np.where(rank >= 0, (k - rank) / k, 0.0).reshape(len(rr), e - s, m)
+                out[a : a + group, s:e] = 1.0 - score.mean(axis=2)
         return out.reshape(-1), np.ones(len(prow), dtype=bool)
 
 

@@ -100,7 +100,9 @@ class QLAttack(Attack[QLConfig]):
             assert isinstance(obs, ScoresObservation)
             return self._loss(obs, state, prow), np.ones(len(prow), bool)
 
-        g, _ = nes_gradient(state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds)
+        g, _ = nes_gradient(
+            state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds, cfg.max_rows
+        )
         g = apply_momentum(state, rows, g, cfg.momentum)
         step = state.lr[rows].reshape(-1, 1, 1, 1) * np.sign(g)
         state.x[rows] = project(
