@@ -7,44 +7,25 @@ to a private temporary directory.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from numpy.typing import NDArray
 from sklearn.datasets import load_digits
 
 from bbattack import CallableClassifier, OnnxClassifier, TorchClassifier
+from support import (
+    ANALYTIC_CLASSES,
+    ANALYTIC_SHAPE,
+    DIGITS_SHAPE,
+    Digits,
+    Task,
+    analytic_logits,
+)
 
 # Two xdist workers on two cores: one torch thread each keeps them from fighting.
 torch.set_num_threads(1)
-
-FloatArray = NDArray[np.float32]
-IntArray = NDArray[np.int64]
-
-DIGITS_SHAPE = (1, 8, 8)
-ANALYTIC_SHAPE = (3, 4, 4)
-ANALYTIC_CLASSES = 5
-
-
-@dataclass(frozen=True)
-class Digits:
-    """scikit-learn's 8x8 digits on the 8-bit grid in [0, 1], shape (N, 1, 8, 8)."""
-
-    x: FloatArray
-    y: IntArray
-
-
-@dataclass(frozen=True)
-class Task:
-    """Four correctly classified digits, a target for each, and a start image of that target."""
-
-    x: FloatArray  # (4, 1, 8, 8)
-    label: IntArray  # true (= predicted) class
-    target: IntArray  # (label + 3) % 10
-    start: FloatArray  # (4, 1, 8, 8), predicted as the target
 
 
 @pytest.fixture(scope="session")
@@ -69,14 +50,14 @@ def _train_mlp(d: Digits) -> torch.nn.Module:
     for _ in range(300):
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(net(xt), yt, label_smoothing=0.1)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     return net.eval()
 
 
 @pytest.fixture(scope="session")
 def digits_torch(digits: Digits) -> TorchClassifier:
-    """The small digits model behind the torch backend."""
+    """The small digits model behind the torch backend (>90% train accuracy, checked)."""
     model = TorchClassifier(_train_mlp(digits), DIGITS_SHAPE, 10, name="digits-mlp")
     accuracy = float((model(digits.x).argmax(axis=1) == digits.y).mean())
     assert accuracy > 0.9, f"the digits model did not train (train accuracy {accuracy:.3f})"
@@ -109,6 +90,8 @@ def digits_onnx(onnx_factory: Callable[[int], OnnxClassifier]) -> OnnxClassifier
 
 @pytest.fixture(scope="session")
 def task(digits: Digits, digits_torch: TorchClassifier) -> Task:
+    """Images 0, 4, 8, 12 of the correctly classified digits; targets (label + 3) % 10; the
+    first digit the model puts in each target class as its start image."""
     pred = digits_torch(digits.x).argmax(axis=1)
     idx = np.flatnonzero(pred == digits.y)[:16:4]
     label = digits.y[idx]
@@ -122,27 +105,10 @@ def task(digits: Digits, digits_torch: TorchClassifier) -> Task:
     )
 
 
-ANALYTIC_W = np.array(
-    [
-        [4.0, -1.0, 0.5, -2.0, 1.0],
-        [-2.0, 3.0, 0.5, 1.0, -1.5],
-        [0.5, -1.0, -3.0, 2.5, 1.0],
-    ],
-    dtype=np.float32,
-)
-ANALYTIC_B = np.array([0.1, -0.2, 0.3, 0.0, -0.1], dtype=np.float32)
-
-
-def analytic_logits(x: FloatArray) -> FloatArray:
-    """Linear in the per-channel mean pixel; each row is computed on its own (no BLAS), so the
-    output of a row does not depend on the batch it sits in."""
-    means = x.reshape(len(x), ANALYTIC_SHAPE[0], -1).mean(axis=2)
-    out: FloatArray = (means[:, :, None] * ANALYTIC_W[None]).sum(axis=1) + ANALYTIC_B
-    return out
-
-
 @pytest.fixture
 def analytic_factory() -> Callable[[int], CallableClassifier]:
+    """The analytic linear model as a CallableClassifier with a given chunk size."""
+
     def make(batch_size: int) -> CallableClassifier:
         return CallableClassifier(
             analytic_logits, ANALYTIC_SHAPE, ANALYTIC_CLASSES, batch_size=batch_size

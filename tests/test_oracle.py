@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from conftest import ANALYTIC_CLASSES, ANALYTIC_SHAPE, analytic_logits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -33,6 +32,7 @@ from bbattack.oracle import (
     ScoresObservation,
     TopKObservation,
 )
+from support import ANALYTIC_CLASSES, ANALYTIC_SHAPE, analytic_logits
 
 FloatArray = NDArray[np.float32]
 KINDS = list(QueryKind)
@@ -262,7 +262,9 @@ def test_an_empty_batch_is_free() -> None:
 @pytest.mark.parametrize(
     "view", [Scores(), TopK(1), TopK(3), Labels(1), Labels(4), Label()], ids=repr
 )
-def test_counts_and_observations_do_not_depend_on_model_chunking(view: View) -> None:
+def test_counts_and_observations_do_not_depend_on_model_chunking(
+    view: View, analytic_factory: Callable[[int], CallableClassifier]
+) -> None:
     x = images(23, seed=7)
     ids_plan = [
         (QueryKind.INIT, np.arange(3)),
@@ -271,7 +273,7 @@ def test_counts_and_observations_do_not_depend_on_model_chunking(view: View) -> 
     ]
     results = []
     for batch_size in (1, 3, 64):
-        model = CountingModel(batch_size=batch_size)
+        model = analytic_factory(batch_size)
         oracle = Oracle(model, view, max_queries=30)
         oracle.register(3)
         observations: list[Observation] = []
@@ -279,7 +281,6 @@ def test_counts_and_observations_do_not_depend_on_model_chunking(view: View) -> 
         for kind, ids in ids_plan:
             observations.append(oracle.query(x[start : start + len(ids)], ids, kind))
             start += len(ids)
-        assert max(model.chunks) <= batch_size
         counts = [oracle.queries_by_kind(i) for i in range(3)]
         results.append((counts, observations))
     (counts0, obs0), *rest = results
@@ -300,22 +301,24 @@ def query_one(view: View, n: int = 4) -> Observation:
     return oracle.query(images(n, seed=3), ids, QueryKind.INIT)
 
 
-def full_probs(n: int = 4) -> FloatArray:
-    return CallableClassifier(analytic_logits, ANALYTIC_SHAPE, ANALYTIC_CLASSES)(images(n, seed=3))
+@pytest.fixture
+def full_probs(analytic: CallableClassifier) -> FloatArray:
+    """What the model says about the images of query_one, unfiltered."""
+    return analytic(images(4, seed=3))
 
 
-def test_scores_view_reveals_the_probability_vectors() -> None:
+def test_scores_view_reveals_the_probability_vectors(full_probs: FloatArray) -> None:
     obs = query_one(Scores())
     assert isinstance(obs, ScoresObservation)
     assert [f.name for f in dataclasses.fields(obs)] == ["probs"]
     assert obs.probs.shape == (4, ANALYTIC_CLASSES)
     assert obs.probs.dtype == np.float32
-    assert np.array_equal(obs.probs, full_probs())
+    assert np.array_equal(obs.probs, full_probs)
     np.testing.assert_allclose(obs.probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_topk_view_reveals_only_k_labels_and_their_scores(k: int) -> None:
+def test_topk_view_reveals_only_k_labels_and_their_scores(k: int, full_probs: FloatArray) -> None:
     obs = query_one(TopK(k))
     assert isinstance(obs, TopKObservation)
     assert [f.name for f in dataclasses.fields(obs)] == ["labels", "scores"]
@@ -323,7 +326,7 @@ def test_topk_view_reveals_only_k_labels_and_their_scores(k: int) -> None:
     assert obs.scores.shape == (4, k)
     assert obs.labels.dtype == np.int64
     assert not hasattr(obs, "probs")
-    p = full_probs()
+    p = full_probs
     order = np.argsort(-p, axis=1, kind="stable")[:, :k]
     assert np.array_equal(obs.labels, order)
     assert np.array_equal(obs.scores, np.take_along_axis(p, order, axis=1))
@@ -339,7 +342,7 @@ def test_topk_view_reveals_only_k_labels_and_their_scores(k: int) -> None:
 
 
 @pytest.mark.parametrize("view", [Labels(1), Labels(3), Label()], ids=repr)
-def test_label_views_reveal_no_scores_at_all(view: View) -> None:
+def test_label_views_reveal_no_scores_at_all(view: View, full_probs: FloatArray) -> None:
     obs = query_one(view)
     assert isinstance(obs, LabelsObservation)
     assert [f.name for f in dataclasses.fields(obs)] == ["labels"]
@@ -350,14 +353,12 @@ def test_label_views_reveal_no_scores_at_all(view: View) -> None:
     with pytest.raises(ThreatModelError):
         obs.score_of(obs.labels[:, 0])
     assert all(s is None for _, s in obs.topk(0))
-    p = full_probs()
+    p = full_probs
     assert np.array_equal(obs.labels, np.argsort(-p, axis=1, kind="stable")[:, :k])
     assert np.array_equal(obs.top1(), p.argmax(axis=1))
 
 
-@pytest.mark.parametrize(
-    "view", [Scores(), TopK(1), TopK(3), Labels(2), Label()], ids=repr
-)
+@pytest.mark.parametrize("view", [Scores(), TopK(1), TopK(3), Labels(2), Label()], ids=repr)
 def test_observation_arrays_are_read_only_and_own_their_memory(view: View) -> None:
     obs = query_one(view)
     assert not hasattr(obs, "__dict__")  # __slots__: nothing can be stashed on it
@@ -442,6 +443,16 @@ def test_malformed_batches_raise_value_error() -> None:
     with pytest.raises(ValueError, match="shape"):
         oracle.query(np.zeros((2, 3, 5, 5), np.float32), ids, QueryKind.INIT)
     assert oracle.total_queries == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_the_model_is_called_in_chunks_of_at_most_batch_size(batch_size: int) -> None:
+    model = CountingModel(batch_size=batch_size)
+    oracle = Oracle(model, Scores())
+    ids = oracle.register(2)
+    oracle.query(images(70), np.repeat(ids, 35), QueryKind.GRADIENT)
+    assert sum(model.chunks) == 70
+    assert max(model.chunks) == min(batch_size, 70)
 
 
 def test_classifier_rejects_bad_batch_size() -> None:

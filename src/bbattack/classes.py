@@ -68,8 +68,9 @@ class ClassNames:
         close = difflib.get_close_matches(text, list(self._by_key), n=5, cutoff=0.6)
         if not close:
             close = [k for k in self._by_key if text in k][:5]
+        ids_close = list(dict.fromkeys(min(self._by_key[c]) for c in close))  # dedupe, keep order
         hint = (
-            "closest: " + "; ".join(self._describe(min(self._by_key[c])) for c in close)
+            "closest: " + "; ".join(self._describe(i) for i in ids_close)
             if close
             else "no close match"
         )

@@ -149,7 +149,8 @@ def _progress_run(
         result = attack.run(oracle, x, target, seed=seed, start=start, on_step=first_step)
         progress.update(task, completed=result.images[0].queries)
     finally:
-        progress.stop()
+        if started:
+            progress.stop()
     return result
 
 

@@ -80,8 +80,10 @@ def quantize(x: FloatArray, x0: FloatArray, radius: NDArray[np.floating]) -> Flo
     """
     r = np.asarray(radius, dtype=np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
     q = np.rint(x.astype(np.float64) * 255.0)
-    lo = np.ceil((x0.astype(np.float64) - r) * 255.0 - 1e-6)
-    hi = np.floor((x0.astype(np.float64) + r) * 255.0 + 1e-6)
+    # float32 k/255 is off the grid by up to ~1e-5 levels: the tolerance absorbs that, and it
+    # is far below one level, so the box is never widened by a grid point.
+    lo = np.ceil((x0.astype(np.float64) - r) * 255.0 - 1e-4)
+    hi = np.floor((x0.astype(np.float64) + r) * 255.0 + 1e-4)
     # If x0 is off the grid, the box may hold no grid point; then take the nearest one.
     hi = np.maximum(hi, lo)
     q = np.clip(np.clip(q, lo, hi), 0.0, 255.0)
@@ -92,11 +94,12 @@ def quantize(x: FloatArray, x0: FloatArray, radius: NDArray[np.floating]) -> Flo
 def save_png(x: NDArray[np.floating], path: str | os.PathLike[str]) -> None:
     """Save a CHW [0, 1] image as an 8-bit PNG, atomically (no half-written file on a crash)."""
     p = Path(path)
-    hwc = to_uint8(x).transpose(1, 2, 0)
+    chw = to_uint8(x)
+    img = Image.fromarray(chw[0]) if chw.shape[0] == 1 else Image.fromarray(chw.transpose(1, 2, 0))
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".png")
     os.close(fd)
     try:
-        Image.fromarray(hwc, mode="RGB").save(tmp, format="PNG")
+        img.save(tmp, format="PNG")
         os.chmod(tmp, default_mode())
         os.replace(tmp, p)
     finally:

@@ -7,6 +7,7 @@ Attacks never see a classifier; only the Oracle calls it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -417,7 +418,8 @@ def to_backend(
     from .tuning import tuned_batch_size
 
     chosen = resolve_backend(backend)
-    clf: Classifier = OnnxClassifier.from_torch(model) if chosen == "onnx" else model
+    # A shallow copy shares the module but leaves the caller's batch size alone.
+    clf: Classifier = OnnxClassifier.from_torch(model) if chosen == "onnx" else copy.copy(model)
     clf.batch_size = batch_size or tuned_batch_size(clf)
     return clf
 

@@ -328,15 +328,22 @@ class Oracle:
         return self.max_total_queries - self.total_queries
 
     def affordable(
-        self, ids: IntArray, cost: int | IntArray, reserve: int = 0
+        self,
+        ids: IntArray,
+        cost: int | IntArray,
+        reserve: int = 0,
+        total_reserve: int | None = None,
     ) -> NDArray[np.bool_]:
         """Which examples can spend ``cost`` more queries and still keep ``reserve`` back.
 
-        Examples are served in order against the shared total, each keeping its reserve.
+        Examples are served in order against the shared total, which keeps ``total_reserve``
+        back (default: ``reserve`` for each of ``ids``; pass more to also cover examples that
+        are not asking now but still need their reserved queries).
         """
         cost_a = np.broadcast_to(np.asarray(cost, dtype=np.int64), (len(ids),))
         ok = self.remaining(ids) >= cost_a + reserve
-        left = self.total_remaining() - reserve * len(ids)
+        held = reserve * len(ids) if total_reserve is None else total_reserve
+        left = self.total_remaining() - held
         spend = np.cumsum(np.where(ok, cost_a, 0))
         return np.asarray(ok & (spend <= left))
 

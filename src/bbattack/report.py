@@ -39,7 +39,8 @@ def save_figure(
         (amp, f"perturbation (±{eps:g} → full range)"),
     ]
     for ax, (img, title) in zip(axes, panels, strict=True):
-        ax.imshow(np.clip(img, 0, 1))
+        # Grey-scale images arrive as (H, W, 1): show them as grey, not as a colour map.
+        ax.imshow(np.clip(img[..., 0] if img.shape[-1] == 1 else img, 0, 1), cmap="gray")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()

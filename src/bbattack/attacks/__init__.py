@@ -3,7 +3,7 @@
 from typing import Any
 
 from .base import Attack, AttackConfig, AttackState, StepInfo
-from .partial import LOAttack, LOConfig, PIAttack, PIConfig, find_start_images
+from .partial import LOAttack, LOConfig, PIAttack, PIConfig
 from .ql import QLAttack, QLConfig
 
 ATTACKS: dict[str, type[Attack[Any]]] = {"ql": QLAttack, "pi": PIAttack, "lo": LOAttack}
@@ -20,5 +20,4 @@ __all__ = [
     "QLAttack",
     "QLConfig",
     "StepInfo",
-    "find_start_images",
 ]

@@ -98,9 +98,9 @@ class Attack(ABC, Generic[C]):
 
     def __init__(self, config: C | None = None, **overrides: Any) -> None:
         base = config if config is not None else self.config_class()
-        self.config: C = base.model_copy(update=overrides) if overrides else base  # type: ignore[assignment]
-        if overrides:  # model_copy skips validation; re-validate
-            self.config = type(base).model_validate(self.config.model_dump())  # type: ignore[assignment]
+        # Re-validate with the overrides: a typo (extra="forbid") or a bad value is an error.
+        cfg = type(base).model_validate({**base.model_dump(), **overrides}) if overrides else base
+        self.config: C = cfg  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
@@ -147,10 +147,19 @@ class Attack(ABC, Generic[C]):
         state.stop_reason[rows] = reason
         state.finished_at[rows] = time.perf_counter() - t0
 
+    def can_pay(
+        self, oracle: Oracle, state: AttackState, rows: IntArray, cost: int
+    ) -> NDArray[np.bool_]:
+        """Which ``rows`` can pay ``cost`` while every image of the run, running or finished,
+        keeps its final-check reserve (per example and in the shared total)."""
+        return oracle.affordable(
+            state.ids[rows], cost, reserve=self.reserve, total_reserve=self.reserve * len(state.x)
+        )
+
     def affordable_rows(self, oracle: Oracle, state: AttackState, cost: int) -> IntArray:
         """Active rows that can pay ``cost`` and keep the final-check reserve; stop the rest."""
         rows = np.flatnonzero(state.active)
-        ok = oracle.affordable(state.ids[rows], cost, reserve=self.reserve)
+        ok = self.can_pay(oracle, state, rows, cost)
         self.stop(state, rows[~ok], "budget", state.extra["t0"])
         return rows[ok]
 
@@ -207,6 +216,11 @@ class Attack(ABC, Generic[C]):
                 f"the budget must allow at least {1 + self.reserve} queries "
                 "(the clean query and the final verification)"
             )
+        if oracle.total_remaining() < n * (1 + self.reserve):
+            raise UserInputError(
+                f"the total budget left ({oracle.total_remaining()}) must allow "
+                f"{1 + self.reserve} queries per image for {n} images"
+            )
         st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
 
         t0 = time.perf_counter()
@@ -238,13 +252,16 @@ class Attack(ABC, Generic[C]):
         max_steps = self.config.max_steps
         while state.active.any():
             was = np.flatnonzero(state.active)
+            before = oracle.queries(state.ids[was])
             self.step(oracle, state)
-            state.steps[was] += 1
+            q = oracle.queries(state.ids)
+            # Only images that spent queries took a step (a budget stop spends none).
+            stepped = was[q[was] > before]
+            state.steps[stepped] += 1
             step_no += 1
             if max_steps is not None:
-                self.stop(state, was[state.steps[was] >= max_steps], "max_steps", t0)
-            q = oracle.queries(state.ids)
-            for i in was:
+                self.stop(state, stepped[state.steps[stepped] >= max_steps], "max_steps", t0)
+            for i in stepped:
                 trace.append(
                     StepRecord(
                         image=int(i),

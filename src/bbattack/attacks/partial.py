@@ -85,7 +85,7 @@ class _Shrinking(Attack[ShrinkConfig]):
         need = rows[~already]
         if len(need):
             starts = (
-                find_start_images(oracle, state, need)
+                self.find_start_images(oracle, state, need)
                 if start is None
                 else self._check_start(oracle, state, need, start[need])
             )
@@ -113,6 +113,49 @@ class _Shrinking(Attack[ShrinkConfig]):
         self.record(obs, state, rows)
         return start
 
+    def find_start_images(self, oracle: Oracle, state: AttackState, rows: IntArray) -> FloatArray:
+        """Find, among the bundled photos, a start image the oracle puts in the target's top-k.
+
+        Each candidate is a counted INIT query charged to the image that needs it.
+        """
+        photos = bundled_photos()
+        names = list(photos)
+        if not names:
+            raise StartImageError(
+                "no bundled photos are installed; give a start image (--start-image)"
+            )
+        shape = oracle.input_shape
+        if shape[0] not in (1, 3):
+            raise StartImageError(
+                f"bundled photos are RGB; a {shape[0]}-channel model needs a start image"
+            )
+        cands = np.stack([load_image(photos[n], size=(shape[1], shape[2])) for n in names])
+        if shape[0] == 1:  # grey-scale models: luminance, kept on the 8-bit grid
+            grey = (cands * np.array([0.299, 0.587, 0.114], np.float32)[:, None, None]).sum(1)
+            cands = (np.rint(grey * 255.0) / 255.0).astype(np.float32)[:, None]
+        need = len(rows) * len(cands)
+        ok = self.can_pay(oracle, state, rows, len(cands))
+        if not ok.all():
+            raise StartImageError(
+                f"searching {len(cands)} bundled photos for a start image needs "
+                f"{need} queries; raise the budget or give --start-image"
+            )
+        pts = np.tile(cands, (len(rows), 1, 1, 1))
+        obs = oracle.query(pts, np.repeat(state.ids[rows], len(cands)), QueryKind.INIT)
+        rank = obs.rank_of(np.repeat(state.target[rows], len(cands))).reshape(len(rows), -1)
+        found = (rank >= 0).any(axis=1)
+        if not found.all():
+            cls = int(state.target[rows][~found][0])
+            cname = oracle.class_names.name(cls) if oracle.class_names else str(cls)
+            raise StartImageError(
+                f"no bundled photo is in the model's top-{oracle.view.k or oracle.num_classes} for "
+                f"target {cls} ({cname}); give a start image of that class (--start-image)"
+            )
+        # Best rank wins; ties go to the first photo.
+        best = np.where(rank >= 0, rank, np.iinfo(np.int64).max).argmin(axis=1)
+        out: FloatArray = cands[best]
+        return out
+
     def step(self, oracle: Oracle, state: AttackState) -> None:
         cfg = self.config
         t0 = state.extra["t0"]
@@ -139,7 +182,7 @@ class _Shrinking(Attack[ShrinkConfig]):
         while searching.any():
             j = np.flatnonzero(searching)
             r = rows[j]
-            can = oracle.affordable(state.ids[r], 1, reserve=self.reserve)
+            can = self.can_pay(oracle, state, r, 1)
             if not can.all():
                 self.stop(state, r[~can], "budget", t0)
                 searching[j[~can]] = False
@@ -284,38 +327,3 @@ class LOAttack(_Shrinking):
                 score = np.where(rank >= 0, (k - rank) / k, 0.0).reshape(len(rr), e - s, m)
                 out[a : a + group, s:e] = 1.0 - score.mean(axis=2)
         return out.reshape(-1), np.ones(len(prow), dtype=bool)
-
-
-def find_start_images(oracle: Oracle, state: AttackState, rows: IntArray) -> FloatArray:
-    """Find, among the bundled photos, a start image the oracle puts in the target's top-k.
-
-    Each candidate is a counted INIT query charged to the image that needs it.
-    """
-    photos = bundled_photos()
-    names = list(photos)
-    if not names:
-        raise StartImageError("no bundled photos are installed; give a start image (--start-image)")
-    shape = oracle.input_shape
-    cands = np.stack([load_image(photos[n], size=(shape[1], shape[2])) for n in names])
-    need = len(rows) * len(cands)
-    ok = oracle.affordable(state.ids[rows], len(cands), reserve=1)
-    if not ok.all():
-        raise StartImageError(
-            f"searching {len(cands)} bundled photos for a start image needs "
-            f"{need} queries; raise the budget or give --start-image"
-        )
-    pts = np.tile(cands, (len(rows), 1, 1, 1))
-    obs = oracle.query(pts, np.repeat(state.ids[rows], len(cands)), QueryKind.INIT)
-    rank = obs.rank_of(np.repeat(state.target[rows], len(cands))).reshape(len(rows), -1)
-    found = (rank >= 0).any(axis=1)
-    if not found.all():
-        cls = int(state.target[rows][~found][0])
-        cname = oracle.class_names.name(cls) if oracle.class_names else str(cls)
-        raise StartImageError(
-            f"no bundled photo is in the model's top-{oracle.view.k or oracle.num_classes} for "
-            f"target {cls} ({cname}); give a start image of that class (--start-image)"
-        )
-    # Best rank wins; ties go to the first photo.
-    best = np.where(rank >= 0, rank, np.iinfo(np.int64).max).argmin(axis=1)
-    out: FloatArray = cands[best]
-    return out

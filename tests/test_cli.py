@@ -1,0 +1,228 @@
+"""The command line: classify, attack end to end, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bbattack import bundled_photos
+from bbattack.cli import main
+
+pytestmark = pytest.mark.imagenet
+
+OUTPUTS = {"adv.png", "figure.png", "result.json", "trace.jsonl"}
+TRACE_KEYS = {"image", "step", "queries", "loss", "target_prob", "target_rank", "eps", "lr"}
+# A short untargeted QL run on a photo the model is unsure about (~100 queries).
+QUICK_ATTACK = [
+    "--threat",
+    "ql",
+    "--untargeted",
+    "--max-queries",
+    "300",
+    "--param",
+    "samples=20",
+    "--seed",
+    "0",
+]
+
+
+def photo(name: str) -> str:
+    return str(bundled_photos()[name])
+
+
+# ---------------------------------------------------------------- classify
+
+
+def test_classify_prints_espresso_for_coffee(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", photo("coffee")]) == 0
+    captured = capsys.readouterr()
+    assert "espresso" in captured.out
+    assert "967" in captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_classify_json_is_parseable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", photo("coffee"), "--json", "--k", "3"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3
+    assert rows[0]["id"] == 967
+    assert rows[0]["name"] == "espresso"
+    assert rows[0]["score"] > 0.9
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+
+
+# ---------------------------------------------------------------- attack
+
+
+def check_result_json(doc: dict[str, object]) -> None:
+    assert set(doc) >= {
+        "success",
+        "queries",
+        "queries_at_success",
+        "queries_by_kind",
+        "linf",
+        "l2",
+        "original",
+        "target",
+        "final_topk",
+        "steps",
+        "stop_reason",
+        "wall_time_s",
+        "seed",
+        "attack",
+        "threat",
+        "config",
+    }
+    assert doc["success"] is True
+    assert isinstance(doc["queries"], int)
+    assert isinstance(doc["queries_at_success"], int)
+    assert 0 < doc["queries_at_success"] <= doc["queries"] <= 300
+    assert isinstance(doc["linf"], float)
+    assert doc["linf"] <= 0.05 + 1e-6
+    assert isinstance(doc["l2"], float)
+    assert doc["target"] is None  # untargeted
+    assert isinstance(doc["final_topk"], list)
+    assert doc["final_topk"]
+    assert doc["seed"] == 0
+    assert isinstance(doc["config"], dict)
+    assert doc["config"]["samples"] == 20
+    assert doc["config"]["eps"] == 0.05
+    assert doc["attack"] == "ql"
+    assert doc["threat"] == {"view": "scores", "k": None}
+    assert isinstance(doc["queries_by_kind"], dict)
+    assert sum(doc["queries_by_kind"].values()) == doc["queries"]
+    assert doc["stop_reason"] == "success"
+
+
+def test_attack_writes_the_four_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["attack", photo("chelsea"), *QUICK_ATTACK, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "SUCCESS" in captured.out
+    assert "Traceback" not in captured.err
+    assert {p.name for p in out.iterdir()} == OUTPUTS  # and no staging leftovers
+    doc = json.loads((out / "result.json").read_text())
+    check_result_json(doc)
+    rows = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    assert rows
+    assert all(set(r) == TRACE_KEYS for r in rows)
+    assert rows[-1]["queries"] <= doc["queries"]
+    for name in ("adv.png", "figure.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attack_json_prints_the_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = ["attack", photo("chelsea"), *QUICK_ATTACK, "--out", str(out), "--json"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
+    check_result_json(printed)
+    assert printed == json.loads((out / "result.json").read_text())
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def corrupt_png(tmp: Path) -> str:
+    data = bundled_photos()["coffee"].read_bytes()
+    p = tmp / "corrupt.png"
+    p.write_bytes(data[: len(data) // 2])
+    return str(p)
+
+
+def text_file(tmp: Path) -> str:
+    p = tmp / "notes.txt"
+    p.write_text("not an image\n")
+    return str(p)
+
+
+Argv = Callable[[Path], list[str]]
+BAD_INPUTS: dict[str, Argv] = {
+    "corrupt image": lambda t: ["attack", corrupt_png(t), "--untargeted"],
+    "non-image file": lambda t: ["attack", text_file(t), "--untargeted"],
+    "missing file": lambda t: ["attack", str(t / "nope.png"), "--untargeted"],
+    "unknown class": lambda t: ["attack", photo("chelsea"), "--target", "espreso"],
+    "ambiguous class": lambda t: ["attack", photo("chelsea"), "--target", "missile"],
+    "class id out of range": lambda t: ["attack", photo("chelsea"), "--target", "1000"],
+    "eps 0": lambda t: ["attack", photo("chelsea"), "--untargeted", "--eps", "0"],
+    "eps 1.5": lambda t: ["attack", photo("chelsea"), "--untargeted", "--eps", "1.5"],
+    "k 0": lambda t: ["attack", photo("chelsea"), "--untargeted", "--k", "0"],
+    "max-queries 0": lambda t: ["attack", photo("chelsea"), "--untargeted", "--max-queries", "0"],
+    "start image not in top-k": lambda t: [
+        "attack",
+        photo("chelsea"),
+        "--threat",
+        "pi",
+        "--target",
+        "1",
+        "--start-image",
+        photo("coffee"),
+    ],
+    "unknown threat": lambda t: ["attack", photo("chelsea"), "--untargeted", "--threat", "xx"],
+    "untargeted pi": lambda t: ["attack", photo("chelsea"), "--untargeted", "--threat", "pi"],
+    "no target": lambda t: ["attack", photo("chelsea")],
+    "odd samples": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "samples=21"],
+    "unknown param": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "smples=2"],
+    "param without =": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "x"],
+    "classify corrupt image": lambda t: ["classify", corrupt_png(t)],
+    "classify k 0": lambda t: ["classify", photo("coffee"), "--k", "0"],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_exit_code_2(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = BAD_INPUTS[case](tmp_path)
+    if argv[0] == "attack":
+        argv += ["--out", str(out)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ")
+    assert len(lines[0]) > len("error: ")
+    assert captured.out == ""
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("corrupt image", "corrupt.png"),
+        ("non-image file", "not a recognised image"),
+        ("unknown class", "967 (espresso)"),
+        ("ambiguous class", "657"),
+        ("eps 0", "--eps"),
+        ("k 0", "--k"),
+        ("max-queries 0", "--max-queries"),
+        ("start image not in top-k", "start image"),
+        ("unknown threat", "--threat"),
+        ("untargeted pi", "--threat ql"),
+        ("odd samples", "even"),
+    ],
+)
+def test_error_messages_name_the_problem(
+    case: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = BAD_INPUTS[case](tmp_path)
+    assert main([*argv, "--out", str(tmp_path / "out")] if argv[0] == "attack" else argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    if case == "ambiguous class":
+        assert "744" in err
+
+
+def test_a_start_image_error_prints_exactly_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = BAD_INPUTS["start image not in top-k"](tmp_path)
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
