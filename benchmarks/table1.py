@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from datetime import date
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 import bbattack as bb
+from machine import describe
 
 RESULTS = Path(__file__).parent / "results"
 PAPER = {"ql": ("99.2%", "11,550"), "pi": ("93.6%", "49,624"), "lo": ("90%", "2.7M")}
@@ -87,8 +87,7 @@ def run(threat: str, n: int, seed: int, budget: int) -> dict[str, Any]:
     return {
         "threat": threat,
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{__import__('os').cpu_count()} cores",
+        "machine": describe(),
         "backend": model.backend,
         "eps": attack.config.eps,
         "budget": budget,

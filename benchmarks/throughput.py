@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from datetime import date
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import bbattack as bb
 from bbattack.models import _efficientnet_lite0_torch
 from bbattack.tuning import CANDIDATES, measure_throughput, tuned_batch_size
+from machine import describe
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -76,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
     report: dict[str, Any] = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores",
+        "machine": describe(),
         "raw": {},
         "attacks": {},
         "batch_size": {},

@@ -86,3 +86,17 @@ def test_to_backend_uses_the_tuned_size_unless_given(
     given = models.to_backend(digits_torch, "torch", batch_size=5)
     assert given.batch_size == 5
     assert digits_torch.batch_size == before  # the caller's model is left alone
+
+
+def test_parity_problem_checks_probabilities_and_top5() -> None:
+    import numpy as np
+
+    p = np.full((2, 10), 0.01, np.float32)
+    p[:, :5] = [[0.5, 0.2, 0.1, 0.08, 0.07], [0.3, 0.25, 0.2, 0.1, 0.1]]
+    assert models.parity_problem(p, p.copy()) is None
+    off = p.copy()
+    off[0, 0] += 2e-4
+    assert "max |Δp|" in str(models.parity_problem(p, off))
+    swapped = p.copy()
+    swapped[1, 4], swapped[1, 5] = 0.01 - 1e-5, 0.1 - 1e-5  # class 5 enters the top-5
+    assert models.parity_problem(p, swapped, tolerance=1.0) == "top-5 differs on 1 input(s)"

@@ -35,6 +35,7 @@ __all__ = [
     "load_model",
     "onnx_available",
     "parity_inputs",
+    "parity_problem",
     "resolve_backend",
     "softmax",
     "to_backend",
@@ -323,13 +324,28 @@ class OnnxClassifier(Classifier):
         )
         if fresh:
             xs = check_inputs if check_inputs is not None else parity_inputs(model.input_shape)
-            diff = float(np.abs(onnx_model(xs) - model(xs)).max())
-            if diff > tolerance:
+            problem = parity_problem(onnx_model(xs), model(xs), tolerance)
+            if problem:
                 path.unlink(missing_ok=True)
                 raise BackendUnavailableError(
-                    f"ONNX export of {model.name} disagrees with torch (max |Δp| = {diff:.2e})"
+                    f"ONNX export of {model.name} disagrees with torch: {problem}"
                 )
         return onnx_model
+
+
+def parity_problem(p: FloatArray, q: FloatArray, tolerance: float = 1e-4) -> str | None:
+    """Why two backends' probabilities disagree (max |Δp| or top-5), or None if they agree."""
+    diff = float(np.abs(p - q).max())
+    if diff > tolerance:
+        return f"max |Δp| = {diff:.2e} > {tolerance:g}"
+    k = min(5, p.shape[1])
+    p5 = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    q5 = np.argsort(-q, axis=1, kind="stable")[:, :k]
+    # Classes whose scores tie within the tolerance may swap places; compare sets for those.
+    bad = [i for i in range(len(p)) if set(p5[i]) != set(q5[i])]
+    if bad:
+        return f"top-{k} differs on {len(bad)} input(s)"
+    return None
 
 
 def parity_inputs(shape: tuple[int, int, int], n: int = 6) -> FloatArray:
