@@ -94,11 +94,10 @@ class ScoresObservation:
 
 
 @dataclass(frozen=True, slots=True)
-class TopKObservation:
-    """The top-k labels with their probabilities (PI threat model). Nothing else."""
+class _Ranked:
+    """Ranked labels, best first; -1 pads rows that reveal fewer labels."""
 
-    labels: IntArray  # (B, k), best first
-    scores: FloatArray  # (B, k)
+    labels: IntArray  # (B, k)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -110,6 +109,13 @@ class TopKObservation:
         """0-based rank of the target among the revealed labels; -1 where it is not revealed."""
         hit = self.labels == np.asarray(target)[:, None]
         return np.where(hit.any(axis=1), hit.argmax(axis=1), -1).astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class TopKObservation(_Ranked):
+    """The top-k labels with their probabilities (PI threat model). Nothing else."""
+
+    scores: FloatArray  # (B, k)
 
     def score_of(self, target: IntArray) -> FloatArray:
         """The target's probability where revealed, NaN elsewhere."""
@@ -125,20 +131,8 @@ class TopKObservation:
 
 
 @dataclass(frozen=True, slots=True)
-class LabelsObservation:
+class LabelsObservation(_Ranked):
     """The top-k labels, ranked, with no scores (label-only threat model)."""
-
-    labels: IntArray  # (B, k), best first
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def top1(self) -> IntArray:
-        return np.asarray(self.labels[:, 0], dtype=np.int64)
-
-    def rank_of(self, target: IntArray) -> IntArray:
-        hit = self.labels == np.asarray(target)[:, None]
-        return np.where(hit.any(axis=1), hit.argmax(axis=1), -1).astype(np.int64)
 
     def score_of(self, target: IntArray) -> FloatArray:
         raise ThreatModelError("the label-only view reveals no scores")

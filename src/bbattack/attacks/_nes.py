@@ -7,13 +7,36 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from pydantic import Field, model_validator
 
-from .base import AttackState
+from .base import AttackConfig, AttackState
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
+
+
 # (points (M, C, H, W), row of each point) -> (loss (M,), valid (M,)); spends the queries.
+class NESConfig(AttackConfig):
+    """Hyperparameters shared by the NES attacks: estimator, PGD step, momentum, plateau."""
+
+    sigma: float = Field(1e-3, gt=0.0, description="NES search standard deviation")
+    samples: int = Field(50, ge=2, description="NES samples per estimate (even; antithetic)")
+    max_lr: float = Field(1e-2, gt=0.0)
+    min_lr: float = Field(5e-5, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    plateau_length: int = Field(5, ge=1)
+    plateau_drop: float = Field(2.0, gt=1.0)
+
+    @model_validator(mode="after")
+    def _check_nes(self) -> NESConfig:
+        if self.samples % 2:
+            raise ValueError("samples must be even (antithetic pairs)")
+        if self.min_lr > self.max_lr:
+            raise ValueError("min_lr must not exceed max_lr")
+        return self
+
+
 SampleLoss = Callable[[FloatArray, IntArray], tuple[NDArray[np.float64], BoolArray]]
 
 

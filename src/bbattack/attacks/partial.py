@@ -7,12 +7,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ..errors import StartImageError
 from ..images import bundled_photos, load_image
 from ..oracle import LabelsObservation, Observation, Oracle, QueryKind, View
 from ._nes import (
+    NESConfig,
     apply_momentum,
     clear_plateau,
     init_momentum_plateau,
@@ -20,33 +21,22 @@ from ._nes import (
     plateau_update,
     project,
 )
-from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray, require
+from .base import Attack, AttackState, FloatArray, IntArray, require
 
 __all__ = ["LOAttack", "LOConfig", "PIAttack", "PIConfig"]
 
 
-class ShrinkConfig(AttackConfig):
-    sigma: float = Field(1e-3, gt=0.0, description="NES search standard deviation")
-    samples: int = Field(50, ge=2, description="NES samples per estimate (even; antithetic)")
-    max_lr: float = Field(1e-2, gt=0.0)
+class ShrinkConfig(NESConfig):
+    """Shared by PI and LO: the ε-shrinking schedule on top of the NES settings."""
+
     min_lr: float = Field(1e-3, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
     plateau_length: int = Field(20, ge=1)
-    plateau_drop: float = Field(2.0, gt=1.0)
     adv_thresh: float = Field(0.2, description="shrink ε only while the NES loss is below this")
     starting_eps: float = Field(1.0, gt=0.0, le=1.0)
     starting_delta_eps: float = Field(0.5, gt=0.0)
     min_delta_eps: float = Field(0.1, gt=0.0)
     min_prop_delta_eps: float = Field(2e-3, gt=0.0)
     conservative: float = Field(2.0, ge=1.0, description="ε moves by δ/conservative on success")
-
-    @model_validator(mode="after")
-    def _check(self) -> ShrinkConfig:
-        if self.samples % 2:
-            raise ValueError("samples must be even (antithetic pairs)")
-        if self.min_lr > self.max_lr:
-            raise ValueError("min_lr must not exceed max_lr")
-        return self
 
 
 class PIConfig(ShrinkConfig):

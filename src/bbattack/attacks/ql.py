@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, model_validator
 
 from ..oracle import Oracle, QueryKind, Scores, ScoresObservation, View
 from ._nes import (
+    NESConfig,
     apply_momentum,
     init_momentum_plateau,
     nes_gradient,
     plateau_update,
     project,
 )
-from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray, require
+from .base import Attack, AttackState, FloatArray, IntArray, require
 
 __all__ = ["QLAttack", "QLConfig"]
 
 
-class QLConfig(AttackConfig):
+class QLConfig(NESConfig):
     """Defaults: the paper's appendix and the reference code (labsix @076eebd)."""
-
-    sigma: float = Field(1e-3, gt=0.0, description="NES search standard deviation")
-    samples: int = Field(50, ge=2, description="NES samples per estimate (even; antithetic)")
-    max_lr: float = Field(1e-2, gt=0.0)
-    min_lr: float = Field(5e-5, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    plateau_length: int = Field(5, ge=1)
-    plateau_drop: float = Field(2.0, gt=1.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> QLConfig:
-        if self.samples % 2:
-            raise ValueError("samples must be even (antithetic pairs)")
-        if self.min_lr > self.max_lr:
-            raise ValueError("min_lr must not exceed max_lr")
-        return self
 
 
 class QLAttack(Attack[QLConfig]):
