@@ -468,3 +468,12 @@ def test_configs_are_frozen() -> None:
     cfg = QLConfig()
     with pytest.raises(ValidationError):
         cfg.eps = 0.2  # type: ignore[misc]
+
+
+def test_an_attack_with_no_budget_and_no_step_cap_is_refused(
+    digits_torch: TorchClassifier, task: Task
+) -> None:
+    with pytest.raises(UserInputError, match="never stop"):
+        QLAttack().run(Oracle(digits_torch, Scores()), task.x[0], int(task.target[0]))
+    capped = QLAttack(max_steps=2).run(Oracle(digits_torch, Scores()), task.x[0], None, seed=0)
+    assert capped.images[0].steps <= 2

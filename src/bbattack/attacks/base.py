@@ -211,6 +211,15 @@ class Attack(ABC, Generic[C]):
             raise UserInputError(f"need one seed per image ({n}), got {len(seeds)}")
         if (seeds < 0).any():
             raise UserInputError("seeds must be >= 0")
+        if (
+            oracle.max_queries is None
+            and oracle.max_total_queries is None
+            and self.config.max_steps is None
+        ):
+            raise UserInputError(
+                "an attack that cannot succeed would never stop: give the oracle a budget "
+                "(max_queries) or the attack max_steps"
+            )
         if oracle.max_queries is not None and oracle.max_queries < 1 + self.reserve:
             raise UserInputError(
                 f"the budget must allow at least {1 + self.reserve} queries "
