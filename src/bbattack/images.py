@@ -19,6 +19,7 @@ __all__ = [
     "load_image",
     "quantize",
     "save_png",
+    "to_model_input",
     "to_uint8",
 ]
 
@@ -54,11 +55,16 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int] = 224) 
         Image.DecompressionBombWarning,
     ) as e:
         raise ImageLoadError(f"{p}: cannot decode image ({e})") from None
-    w, h = rgb.size
-    if w < 1 or h < 1:
+    if rgb.size[0] < 1 or rgb.size[1] < 1:
         raise ImageLoadError(f"{p}: empty image")
-    # Centre crop to the aspect ratio of the target, then resize: no distortion.
-    th, tw = hw
+    return to_model_input(rgb, hw)
+
+
+def to_model_input(rgb: Image.Image, size: tuple[int, int]) -> FloatArray:
+    """Centre-crop an RGB image to the aspect ratio of ``size`` (H, W), resize it bilinearly,
+    and return float32 CHW in [0, 1]. Every decoder (files, HTTP requests) goes through here."""
+    w, h = rgb.size
+    th, tw = size
     scale = min(w / tw, h / th)
     cw, ch = round(tw * scale), round(th * scale)
     left, top = (w - cw) // 2, (h - ch) // 2

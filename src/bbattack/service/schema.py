@@ -1,0 +1,136 @@
+"""Request and response bodies of ``images:annotate``, a subset of Cloud Vision's v1 REST API.
+
+JSON names are camelCase like Google's; snake_case is accepted too, as protobuf's JSON parser
+does. Unknown fields are rejected, as Google rejects them ("Cannot find field").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "AnnotateImageRequest",
+    "AnnotateImageResponse",
+    "BatchAnnotateImagesRequest",
+    "BatchAnnotateImagesResponse",
+    "EntityAnnotation",
+    "ErrorBody",
+    "ErrorDetail",
+    "Feature",
+    "FeatureType",
+    "HealthResponse",
+    "Image",
+    "ImageSource",
+    "Status",
+]
+
+# Cloud Vision's Feature.Type values; only LABEL_DETECTION is served.
+FeatureType = Literal[
+    "TYPE_UNSPECIFIED",
+    "FACE_DETECTION",
+    "LANDMARK_DETECTION",
+    "LOGO_DETECTION",
+    "LABEL_DETECTION",
+    "TEXT_DETECTION",
+    "DOCUMENT_TEXT_DETECTION",
+    "SAFE_SEARCH_DETECTION",
+    "IMAGE_PROPERTIES",
+    "CROP_HINTS",
+    "WEB_DETECTION",
+    "PRODUCT_SEARCH",
+    "OBJECT_LOCALIZATION",
+]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class Feature(_Message):
+    """What to detect in an image; ``maxResults`` 0 means the default (10)."""
+
+    type: FeatureType = "TYPE_UNSPECIFIED"
+    max_results: int = Field(default=0, ge=0, le=1000)
+    model: str = ""
+
+
+class ImageSource(_Message):
+    """A remote image. Accepted by the schema, but this service fetches nothing."""
+
+    image_uri: str = ""
+    gcs_image_uri: str = ""
+
+
+class Image(_Message):
+    """The image: base64 bytes in ``content`` (standard or URL-safe alphabet)."""
+
+    content: str | None = Field(default=None, json_schema_extra={"format": "byte"})
+    source: ImageSource | None = None
+
+
+class AnnotateImageRequest(_Message):
+    """One image and the features wanted for it."""
+
+    image: Image | None = None
+    features: list[Feature] = Field(default_factory=list)
+    image_context: dict[str, Any] | None = None
+
+
+class BatchAnnotateImagesRequest(_Message):
+    """Several images in one call, answered in order."""
+
+    requests: list[AnnotateImageRequest]
+    parent: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class EntityAnnotation(_Message):
+    """A label: ``mid`` is ``/wn/<WordNet id>``; ``topicality`` equals ``score``."""
+
+    mid: str
+    description: str
+    score: float
+    topicality: float
+
+
+class Status(_Message):
+    """A google.rpc.Status: gRPC code (3 INVALID_ARGUMENT, 12 UNIMPLEMENTED) and message."""
+
+    code: int
+    message: str
+
+
+class AnnotateImageResponse(_Message):
+    """Labels for one image, or the error that image met. Empty fields are left out."""
+
+    label_annotations: list[EntityAnnotation] | None = None
+    error: Status | None = None
+
+
+class BatchAnnotateImagesResponse(_Message):
+    """One response per request, in request order."""
+
+    responses: list[AnnotateImageResponse]
+
+
+class ErrorDetail(_Message):
+    """The HTTP error envelope of Google APIs."""
+
+    code: int
+    message: str
+    status: str
+    details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ErrorBody(_Message):
+    """``{"error": {"code", "message", "status", "details"}}``."""
+
+    error: ErrorDetail
+
+
+class HealthResponse(_Message):
+    status: Literal["ok"]
+    model: str
