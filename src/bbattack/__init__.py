@@ -31,8 +31,21 @@ from .errors import (
 )
 from .images import bundled_photos, load_image, quantize, save_png
 from .models import CallableClassifier, Classifier, OnnxClassifier, TorchClassifier, load_model
-from .oracle import Label, Labels, Oracle, QueryKind, Scores, TopK, View, view_from_name
+from .oracle import (
+    Label,
+    Labels,
+    LabelsObservation,
+    Oracle,
+    QueryKind,
+    Scores,
+    ScoresObservation,
+    TopK,
+    TopKObservation,
+    View,
+    view_from_name,
+)
 from .results import AttackResult, ImageResult, StepRecord
+from .targets import LabelSource, LabelTarget, Vocabulary
 
 __version__ = "0.1.0"
 
@@ -52,7 +65,10 @@ __all__ = [
     "LOAttack",
     "LOConfig",
     "Label",
+    "LabelSource",
+    "LabelTarget",
     "Labels",
+    "LabelsObservation",
     "OnnxClassifier",
     "Oracle",
     "OracleError",
@@ -62,15 +78,18 @@ __all__ = [
     "QLConfig",
     "QueryKind",
     "Scores",
+    "ScoresObservation",
     "StartImageError",
     "StepInfo",
     "StepRecord",
     "ThreatModelError",
     "TopK",
+    "TopKObservation",
     "TorchClassifier",
     "UnknownClassError",
     "UserInputError",
     "View",
+    "Vocabulary",
     "__version__",
     "bundled_photos",
     "imagenet_classes",

@@ -15,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .classes import ClassNames
 from .errors import BudgetExhausted, ThreatModelError, UserInputError
 from .models import Classifier
 
@@ -28,7 +27,9 @@ __all__ = [
     "Label",
     "Labels",
     "LabelsObservation",
+    "NameIndex",
     "Observation",
+    "ObservationSource",
     "Oracle",
     "QueryKind",
     "Scores",
@@ -36,6 +37,7 @@ __all__ = [
     "TopK",
     "TopKObservation",
     "View",
+    "frozen_array",
     "view_from_name",
 ]
 
@@ -59,7 +61,7 @@ KINDS: tuple[QueryKind, ...] = tuple(QueryKind)
 _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 
 
-def _frozen(a: NDArray[Any]) -> NDArray[Any]:
+def frozen_array(a: NDArray[Any]) -> NDArray[Any]:
     """An owned, read-only copy: no view into the model's full output can leak through `.base`."""
     out = np.array(a, copy=True)
     out.setflags(write=False)
@@ -127,6 +129,7 @@ class TopKObservation(_Ranked):
         return [
             (int(i), float(s))
             for i, s in zip(self.labels[row, :n], self.scores[row, :n], strict=True)
+            if i >= 0  # -1 pads rows that got fewer labels
         ]
 
 
@@ -138,7 +141,7 @@ class LabelsObservation(_Ranked):
         raise ThreatModelError("the label-only view reveals no scores")
 
     def topk(self, row: int, n: int = 5) -> list[tuple[int, float | None]]:
-        return [(int(i), None) for i in self.labels[row, :n]]
+        return [(int(i), None) for i in self.labels[row, :n] if i >= 0]
 
 
 Observation = ScoresObservation | TopKObservation | LabelsObservation
@@ -185,7 +188,7 @@ class Scores(View):
     name = "scores"
 
     def observe(self, probs: FloatArray) -> Observation:
-        return ScoresObservation(_frozen(probs.astype(np.float32)))
+        return ScoresObservation(frozen_array(probs.astype(np.float32)))
 
 
 @dataclass(frozen=True)
@@ -197,9 +200,8 @@ class TopK(View):
 
     def observe(self, probs: FloatArray) -> Observation:
         idx = self._topk_indices(probs, self.k or 1)
-        return TopKObservation(
-            _frozen(idx), _frozen(np.take_along_axis(probs, idx, axis=1).astype(np.float32))
-        )
+        scores = np.take_along_axis(probs, idx, axis=1).astype(np.float32)
+        return TopKObservation(frozen_array(idx), frozen_array(scores))
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ class Labels(View):
     reveals_scores = False
 
     def observe(self, probs: FloatArray) -> Observation:
-        return LabelsObservation(_frozen(self._topk_indices(probs, self.k or 1)))
+        return LabelsObservation(frozen_array(self._topk_indices(probs, self.k or 1)))
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,28 @@ def view_from_name(name: str, k: int = 1) -> View:
 # ---------------------------------------------------------------- oracle
 
 
+class NameIndex(Protocol):
+    """Class names or label strings by id (ClassNames, targets.Vocabulary)."""
+
+    def name(self, class_id: int) -> str: ...
+
+    def resolve(self, key: str | int) -> int: ...
+
+
+class ObservationSource(Protocol):
+    """A target that answers with observations itself (label APIs) instead of probabilities."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    name: str
+    backend: str
+
+    @property
+    def class_names(self) -> NameIndex | None: ...
+
+    def observe(self, x: FloatArray, view: View) -> Observation: ...
+
+
 @dataclass
 class QueryEvent:
     """Passed to oracle hooks after each answered batch."""
@@ -264,7 +288,7 @@ class Oracle:
         hooks: callables run after each answered batch (telemetry, progress bars).
     """
 
-    model: Classifier
+    model: Classifier | ObservationSource
     view: View = field(default_factory=Scores)
     max_queries: int | None = None
     max_total_queries: int | None = None
@@ -281,7 +305,7 @@ class Oracle:
     # -- bookkeeping
 
     @property
-    def class_names(self) -> ClassNames | None:
+    def class_names(self) -> NameIndex | None:
         return self.model.class_names
 
     @property
@@ -355,8 +379,11 @@ class Oracle:
                 f"expected (N, C, H, W) images with one id per row, got {x.shape} and {ids.shape}"
             )
         if len(ids) == 0:
-            return self.view.observe(np.zeros((0, self.num_classes), np.float32))
-        if ids.min() < 0 or ids.max() >= len(self._counts):
+            if isinstance(self.model, Classifier):
+                return self.view.observe(np.zeros((0, self.num_classes), np.float32))
+            # A label target answers an empty batch without a call.
+            return self.model.observe(np.zeros((0, *self.input_shape), np.float32), self.view)
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self._counts)):
             raise ValueError("query for an unregistered example id")
         lo, hi = self.bounds
         # NaN fails both comparisons and ±inf fails one: two passes check everything.
@@ -374,9 +401,11 @@ class Oracle:
             raise BudgetExhausted(
                 f"batch of {len(ids)} would exceed the total budget of {self.max_total_queries}"
             )
-        probs = self.model(x)
+        if isinstance(self.model, Classifier):
+            obs = self.view.observe(self.model(np.asarray(x, dtype=np.float32)))
+        else:
+            obs = self.model.observe(np.asarray(x, dtype=np.float32), self.view)
         self._counts[:, _KIND_INDEX[kind]] += add
-        obs = self.view.observe(probs)
         event = QueryEvent(kind, len(ids), self.total_queries)
         for hook in self.hooks:
             hook(event)

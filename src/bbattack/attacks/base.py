@@ -120,6 +120,10 @@ class Attack(ABC, Generic[C]):
     def step(self, oracle: Oracle, state: AttackState) -> None:
         """Advance every active image by one outer iteration, in place."""
 
+    def hit(self, obs: Observation, target: IntArray) -> BoolArray:
+        """Whether each row shows the target as the attack's success criterion wants."""
+        return np.asarray(obs.top1() == target)
+
     # -- helpers for subclasses
 
     @staticmethod
@@ -308,17 +312,17 @@ class Attack(ABC, Generic[C]):
         xq = state.xq
         rows = np.flatnonzero(oracle.affordable(state.ids, 1))
         final_top1 = np.full(n, -1, np.int64)
+        final_hit = np.zeros(n, dtype=bool)
         obs: Observation | None = None
         if len(rows):
             obs = oracle.query(xq[rows], state.ids[rows], QueryKind.FINAL)
             final_top1[rows] = obs.top1()
+            final_hit[rows] = self.hit(obs, np.maximum(state.target[rows], 0))
         dq = (xq - state.x0).reshape(n, -1).astype(np.float64)
         linf = np.abs(dq).max(axis=1)
         l2 = np.sqrt((dq**2).sum(axis=1))
         targeted = state.targeted
-        ok = np.where(
-            targeted, final_top1 == state.target, (final_top1 >= 0) & (final_top1 != state.orig)
-        )
+        ok = np.where(targeted, final_hit, (final_top1 >= 0) & (final_top1 != state.orig))
         ok &= linf <= self.config.eps + 1e-6
         names = oracle.class_names
         q_all = oracle.queries(state.ids)

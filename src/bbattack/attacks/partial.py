@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ class ShrinkConfig(NESConfig):
     min_delta_eps: float = Field(0.1, gt=0.0)
     min_prop_delta_eps: float = Field(2e-3, gt=0.0)
     conservative: float = Field(2.0, ge=1.0, description="ε moves by δ/conservative on success")
+    success: Literal["top1", "topk"] = Field(
+        "top1", description="success: the target is the top label, or anywhere in the top-k"
+    )
 
 
 class PIConfig(ShrinkConfig):
@@ -71,7 +74,7 @@ class _Shrinking(Attack[ShrinkConfig]):
         rows = np.arange(n)
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
-        already = state.orig == state.target
+        already = self.hit(obs, state.target)
         need = rows[~already]
         if len(need):
             starts = (
@@ -146,6 +149,13 @@ class _Shrinking(Attack[ShrinkConfig]):
         out: FloatArray = cands[best]
         return out
 
+    def hit(self, obs: Observation, target: IntArray) -> NDArray[np.bool_]:
+        cfg = self.config
+        assert isinstance(cfg, ShrinkConfig)
+        if cfg.success == "topk":
+            return np.asarray(obs.rank_of(target) >= 0)
+        return np.asarray(obs.top1() == target)
+
     def step(self, oracle: Oracle, state: AttackState) -> None:
         cfg = self.config
         t0 = state.extra["t0"]
@@ -201,7 +211,7 @@ class _Shrinking(Attack[ShrinkConfig]):
                 state.eps[ra] = np.maximum(state.eps[ra] - prop[acc] / cfg.conservative, goal)
                 self.record(obs, state, r, ok)
                 searching[acc] = False
-                hit = (obs.top1()[ok] == state.target[ra]) & (state.eps[ra] <= goal + 1e-9)
+                hit = self.hit(obs, state.target[r])[ok] & (state.eps[ra] <= goal + 1e-9)
                 self.mark_success(oracle, state, ra, hit, t0)
             if len(rej):
                 halve = lr[rej] >= 2 * cfg.min_lr

@@ -1,0 +1,105 @@
+"""Targets that answer in label strings (Cloud-Vision-style APIs) instead of class scores.
+
+Such an API returns, per image, a varying number of free-text labels with scores ("Skiing",
+"Piste", "Dog"). A :class:`LabelTarget` maps every label string it meets to an integer id in a
+growing :class:`Vocabulary`, so the oracle hands attacks the same ranked observations as for a
+local model: ``TopKObservation`` (labels and scores) or ``LabelsObservation`` (labels only),
+padded with -1 labels (and NaN scores) where an image got fewer labels than another.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ThreatModelError, UserInputError
+from .oracle import LabelsObservation, Observation, TopKObservation, View, frozen_array
+
+__all__ = ["LabelSource", "LabelTarget", "Vocabulary"]
+
+FloatArray = NDArray[np.float32]
+# Ids are unbounded; this only bounds what a target id may be.
+VOCAB_CAPACITY = 2**31 - 1
+
+
+class LabelSource(Protocol):
+    """Anything that labels images: an HTTP API client, or a local stand-in in tests."""
+
+    input_shape: tuple[int, int, int]
+
+    def annotate(self, x: FloatArray) -> list[list[tuple[str, float]]]:
+        """Per image, (label, score) pairs, best first."""
+        ...
+
+
+class Vocabulary:
+    """Label strings ↔ ids, case-insensitive, growing as new labels appear.
+
+    Has the ``name``/``resolve`` interface of :class:`bbattack.ClassNames`, so results and the
+    CLI print label strings the same way as class names.
+    """
+
+    def __init__(self, labels: list[str] | None = None) -> None:
+        self._names: list[str] = []
+        self._ids: dict[str, int] = {}
+        self._lock = threading.Lock()
+        for label in labels or []:
+            self.resolve(label)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def name(self, label_id: int) -> str:
+        return self._names[label_id]
+
+    def resolve(self, key: str | int) -> int:
+        """The id of a label string (added if new). Integers are not accepted: a remote API
+        has no class ids."""
+        if not isinstance(key, str) or not key.strip():
+            raise UserInputError(f"a label target needs a label string, got {key!r}")
+        norm = " ".join(key.split()).casefold()
+        with self._lock:
+            if norm not in self._ids:
+                self._ids[norm] = len(self._names)
+                self._names.append(" ".join(key.split()))
+            return self._ids[norm]
+
+
+class LabelTarget:
+    """Puts a :class:`LabelSource` behind the oracle (the oracle counts and budgets queries)."""
+
+    backend = "labels"
+    output = "labels"
+
+    def __init__(
+        self, source: LabelSource, vocabulary: Vocabulary | None = None, name: str = "label-api"
+    ) -> None:
+        self.source = source
+        self.class_names = vocabulary or Vocabulary()
+        self.input_shape = source.input_shape
+        self.num_classes = VOCAB_CAPACITY
+        self.name = name
+
+    def observe(self, x: FloatArray, view: View) -> Observation:
+        """Query the source and build the observation ``view`` allows (top-k of what came back)."""
+        if not view.k and not view.reveals_scores:
+            raise ThreatModelError("a label view needs k")
+        answers = self.source.annotate(x) if len(x) else []
+        if view.name == "scores":
+            raise ThreatModelError("a label API reveals labels and scores, not a score vector")
+        k = max((len(a) for a in answers), default=0)
+        if view.k is not None:
+            k = min(k, view.k)
+        k = max(k, 1)
+        labels = np.full((len(answers), k), -1, dtype=np.int64)
+        scores = np.full((len(answers), k), np.nan, dtype=np.float32)
+        for i, answer in enumerate(answers):  # labels are strings: no array path exists here
+            for j, (label, score) in enumerate(answer[:k]):
+                labels[i, j] = self.class_names.resolve(label)
+                scores[i, j] = score
+        if view.reveals_scores:
+            return TopKObservation(frozen_array(labels), frozen_array(scores))
+        return LabelsObservation(frozen_array(labels))
