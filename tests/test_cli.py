@@ -13,7 +13,7 @@ from bbattack.cli import main
 
 pytestmark = pytest.mark.imagenet
 
-OUTPUTS = {"adv.png", "figure.png", "result.json", "trace.jsonl"}
+OUTPUTS = {"adv.png", "figure.png", "trace.png", "result.json", "trace.jsonl"}
 TRACE_KEYS = {"image", "step", "queries", "loss", "target_prob", "target_rank", "eps", "lr"}
 # A short untargeted QL run on a photo the model is unsure about (~100 queries).
 QUICK_ATTACK = [
@@ -110,7 +110,7 @@ def test_attack_writes_the_four_outputs(tmp_path: Path, capsys: pytest.CaptureFi
     assert rows
     assert all(set(r) == TRACE_KEYS for r in rows)
     assert rows[-1]["queries"] <= doc["queries"]
-    for name in ("adv.png", "figure.png"):
+    for name in ("adv.png", "figure.png", "trace.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

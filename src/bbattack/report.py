@@ -12,9 +12,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .images import save_png
-from .results import AttackResult, write_atomic
+from .results import AttackResult, StepRecord, write_atomic
 
-__all__ = ["save_figure", "write_outputs"]
+__all__ = ["save_figure", "save_trace_plot", "write_outputs"]
 
 
 def save_figure(
@@ -48,6 +48,34 @@ def save_figure(
     plt.close(fig)
 
 
+def save_trace_plot(trace: list[StepRecord], path: Path, title: str) -> None:
+    """Target score (or rank) and ε against queries, from one image's trace."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q = [t.queries for t in trace]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    probs = [np.nan if t.target_prob is None else t.target_prob for t in trace]
+    if any(np.isfinite(probs)):
+        ax.plot(q, probs, color="tab:blue", lw=1.2, label="target score")
+        ax.set_ylabel("target score", color="tab:blue")
+    else:
+        ranks = [np.nan if t.target_rank is None else t.target_rank + 1 for t in trace]
+        ax.plot(q, ranks, color="tab:blue", lw=1.2, label="target rank")
+        ax.set_ylabel("target rank (1 = top)", color="tab:blue")
+        ax.invert_yaxis()
+    ax.set_xlabel("queries")
+    ax2 = ax.twinx()
+    ax2.plot(q, [t.eps for t in trace], color="tab:red", lw=1.2)
+    ax2.set_ylabel("ε (L∞ box)", color="tab:red")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_outputs(result: AttackResult, x0: NDArray[np.float32], out: Path) -> dict[str, Path]:
     """Write the outputs of image 0 into ``out``. Files are staged and moved in at the end, so an
     interrupted run leaves no half-written output."""
@@ -66,8 +94,10 @@ def write_outputs(result: AttackResult, x0: NDArray[np.float32], out: Path) -> d
         save_figure(x0, result.x_adv[0], stage / "figure.png", (before, after), r.eps)
         write_atomic(stage / "result.json", json.dumps(result.image_json(0), indent=2) + "\n")
         write_atomic(stage / "trace.jsonl", result.trace_jsonl(0))
+        trace = [t for t in result.trace if t.image == 0]
+        save_trace_plot(trace, stage / "trace.png", f"{result.attack.upper()} attack: {before}")
         paths = {}
-        for name in ("adv.png", "figure.png", "result.json", "trace.jsonl"):
+        for name in ("adv.png", "figure.png", "trace.png", "result.json", "trace.jsonl"):
             os.replace(stage / name, out / name)
             paths[name] = out / name
         return paths
