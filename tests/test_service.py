@@ -8,18 +8,16 @@ import base64
 import io
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +26,7 @@ from PIL import Image
 
 from bbattack import CallableClassifier, Classifier, bundled_photos, imagenet_classes, load_model
 from bbattack.service import create_app
+from bbattack.service.runner import serve_in_thread
 
 KEY = "test-key-alpha-0001"
 OTHER_KEY = "test-key-bravo-0002"
@@ -62,30 +61,9 @@ def colour_classifier(fn: ColourModel) -> CallableClassifier:
     )
 
 
-@contextmanager
-def live(app: FastAPI) -> Iterator[str]:
+def live(app: FastAPI) -> AbstractContextManager[str]:
     """Serve ``app`` with uvicorn in a thread on a free port; yield its base URL."""
-    # An explicit IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say TCP, and
-    # without it every response waits out a 40 ms delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        assert time.monotonic() < deadline, "uvicorn did not start in time"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    return serve_in_thread(app)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -76,7 +77,12 @@ def save_trace_plot(trace: list[StepRecord], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(result: AttackResult, x0: NDArray[np.float32], out: Path) -> dict[str, Path]:
+def write_outputs(
+    result: AttackResult,
+    x0: NDArray[np.float32],
+    out: Path,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write the outputs of image 0 into ``out``. Files are staged and moved in at the end, so an
     interrupted run leaves no half-written output."""
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +98,8 @@ def write_outputs(result: AttackResult, x0: NDArray[np.float32], out: Path) -> d
         after = f"adversarial: {top.name or top.id}" if top else "adversarial"
         before = f"original: {label(r.original)}" if r.original else "original"
         save_figure(x0, result.x_adv[0], stage / "figure.png", (before, after), r.eps)
-        write_atomic(stage / "result.json", json.dumps(result.image_json(0), indent=2) + "\n")
+        doc = {**result.image_json(0), **(extra or {})}
+        write_atomic(stage / "result.json", json.dumps(doc, indent=2) + "\n")
         write_atomic(stage / "trace.jsonl", result.trace_jsonl(0))
         trace = [t for t in result.trace if t.image == 0]
         save_trace_plot(trace, stage / "trace.png", f"{result.attack.upper()} attack: {before}")
