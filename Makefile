@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo demo-api test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/bbattack demo --out demo-out
+
+demo-api: $(STAMP)
+	$(BIN)/bbattack demo-api --out demo-api-out
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/table1.py
 
 clean:
-	rm -rf $(VENV) demo-out .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-out demo-api-out .mypy_cache .pytest_cache .ruff_cache

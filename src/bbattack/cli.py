@@ -7,6 +7,7 @@ and leave no output behind.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ def _parse_params(params: list[str]) -> dict[str, Any]:
 
 
 def make_view(threat: Threat, k: int) -> View:
+    """The view a local model is attacked through."""
     if k < 1:
         raise UserInputError(f"--k must be >= 1, got {k}")
     if threat is Threat.ql:
@@ -177,48 +179,135 @@ def _summary(result: AttackResult, paths: dict[str, Path]) -> None:
         out.print(f"  {name:12s} {p}")
 
 
-def run_attack(
-    *,
-    image: Path,
-    target: str | None,
-    threat: Threat,
-    k: int,
-    eps: float,
-    max_queries: int | None,
-    start_image: Path | None,
-    untargeted: bool,
-    seed: int,
-    out_dir: Path,
-    as_json: bool,
-    backend: BackendOpt,
-    params: list[str],
-    model: Classifier | None = None,
-) -> None:
-    if max_queries is not None and max_queries < 1:
-        raise UserInputError(f"--max-queries must be >= 1, got {max_queries}")
-    if untargeted and target is not None:
+@dataclass(frozen=True)
+class RemoteOptions:
+    """Where and how to reach a Cloud-Vision-style label API."""
+
+    endpoint: str
+    api_key: str | None = None
+    max_cost: float | None = None
+    price_per_1000: float = 1.50
+    journal: Path | None = None
+    dry_run: bool = False
+    max_results: int = 10
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    """Everything ``bbattack attack`` was asked to do."""
+
+    image: Path
+    target: str | None
+    threat: Threat = Threat.ql
+    k: int | None = None
+    eps: float = 0.05
+    max_queries: int | None = None
+    start_image: Path | None = None
+    untargeted: bool = False
+    seed: int = 0
+    out_dir: Path = Path("bbattack-out")
+    as_json: bool = False
+    backend: BackendOpt = BackendOpt.auto
+    params: tuple[str, ...] = ()
+    success: str = "top1"
+    remote: RemoteOptions | None = None
+
+
+def _check_job(job: AttackJob) -> None:
+    if job.k is not None and job.k < 1:
+        raise UserInputError(f"--k must be >= 1, got {job.k}")
+    if job.max_queries is not None and job.max_queries < 1:
+        raise UserInputError(f"--max-queries must be >= 1, got {job.max_queries}")
+    if job.untargeted and job.target is not None:
         raise UserInputError("--untargeted and --target are mutually exclusive")
-    if not untargeted and target is None:
+    if not job.untargeted and job.target is None:
         raise UserInputError("give --target NAME|ID, or --untargeted")
-    if untargeted and threat is not Threat.ql:
-        raise UserInputError(f"{threat.value} is a targeted attack; --untargeted needs --threat ql")
-    if start_image is not None and threat is Threat.ql:
+    if job.untargeted and job.threat is not Threat.ql:
+        raise UserInputError(
+            f"{job.threat.value} is a targeted attack; --untargeted needs --threat ql"
+        )
+    if job.start_image is not None and job.threat is Threat.ql:
         raise UserInputError("--start-image applies to --threat pi or lo")
-    view = make_view(threat, k)
-    attack = make_attack(threat, eps, _parse_params(params))
-    x = load_image(image)
-    start = load_image(start_image) if start_image is not None else None
-    model = model or load_model(backend=backend.value)
-    assert model.class_names is not None
-    tgt = None if target is None else model.class_names.resolve(target)
-    budget = max_queries or DEFAULT_BUDGET[threat.value]
-    oracle = Oracle(model, view, max_queries=budget)
-    result = _progress_run(attack, oracle, x, tgt, seed, start, quiet=False)
-    paths = write_outputs(result, x, out_dir)
-    if as_json:
-        sys.stdout.write(json.dumps(result.image_json(0), indent=2) + "\n")
+    if job.success not in ("top1", "topk"):
+        raise UserInputError(f"--success must be top1 or topk, got {job.success!r}")
+    if job.success == "topk" and job.threat is Threat.ql:
+        raise UserInputError("--success topk applies to --threat pi or lo")
+    if job.remote is not None and job.threat is Threat.ql:
+        raise UserInputError(
+            "a label API reveals labels (and scores), not a score vector: use --threat pi or lo"
+        )
+
+
+def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
+    """Validate, attack one image, write the outputs, print a summary (or JSON)."""
+    _check_job(job)
+    params = _parse_params(list(job.params))
+    if job.threat is not Threat.ql:
+        params.setdefault("success", job.success)
+    attack = make_attack(job.threat, job.eps, params)
+    budget = job.max_queries or DEFAULT_BUDGET[job.threat.value]
+    x = load_image(job.image)
+    start = load_image(job.start_image) if job.start_image is not None else None
+    extra: dict[str, Any] = {}
+    if job.remote is not None:
+        from .remote import HttpLabelTarget
+        from .targets import LabelTarget
+
+        r = job.remote
+        client = HttpLabelTarget(
+            r.endpoint,
+            r.api_key,
+            max_results=r.max_results,
+            max_queries=budget,
+            max_cost=r.max_cost,
+            price_per_1000=r.price_per_1000,
+            journal=r.journal,
+        )
+        if r.dry_run:
+            out.print(
+                f"dry run, nothing sent: {client.describe_plan(budget)} "
+                f"(the --max-queries budget; a successful attack stops earlier)"
+            )
+            client.close()
+            return
+        labels = LabelTarget(client, name=r.endpoint)
+        assert job.target is not None
+        tgt: int | None = labels.class_names.resolve(job.target)
+        target_obj: Classifier | LabelTarget = labels
+        view: View = (
+            TopK(job.k) if job.threat is Threat.pi else Labels(10 if job.k is None else job.k)
+        )
+    else:
+        target_obj = model or load_model(backend=job.backend.value)
+        assert target_obj.class_names is not None
+        tgt = None if job.target is None else target_obj.class_names.resolve(job.target)
+        view = make_view(job.threat, 1 if job.k is None else job.k)
+    oracle = Oracle(target_obj, view, max_queries=budget)
+    try:
+        result = _progress_run(attack, oracle, x, tgt, job.seed, start, quiet=False)
+    finally:
+        if job.remote is not None:
+            client.close()
+    if job.remote is not None:
+        extra["remote"] = {
+            "endpoint": job.remote.endpoint,
+            "paid_queries": client.paid_queries,
+            "cached_queries": client.cached_queries,
+            "cost_usd": client.cost,
+            "price_per_1000": job.remote.price_per_1000,
+        }
+    paths = write_outputs(result, x, job.out_dir, extra=extra)
+    if job.as_json:
+        sys.stdout.write(json.dumps({**result.image_json(0), **extra}, indent=2) + "\n")
     else:
         _summary(result, paths)
+        if "remote" in extra:
+            rem = extra["remote"]
+            out.print(
+                f"paid queries: {rem['paid_queries']:,} (journal hits: "
+                f"{rem['cached_queries']:,}); cost ${rem['cost_usd']:.2f} at "
+                f"${rem['price_per_1000']:.2f}/1000"
+            )
 
 
 def _guard(fn: Callable[..., None], **kwargs: Any) -> None:
@@ -268,11 +357,14 @@ def classify(
 @app.command()
 def attack(
     image: Annotated[Path, typer.Argument(help="image to attack")],
-    target: Annotated[str | None, typer.Option(help="target class name or id")] = None,
+    target: Annotated[str | None, typer.Option(help="target class name or id (or label)")] = None,
     threat: Annotated[Threat, typer.Option(help="ql: scores, pi: top-k scores, lo: labels")] = (
         Threat.ql
     ),
-    k: Annotated[int, typer.Option("--k", help="how many labels the oracle reveals")] = 1,
+    k: Annotated[
+        int | None,
+        typer.Option("--k", help="labels revealed per query (default 1; a label API: all)"),
+    ] = None,
     eps: Annotated[float, typer.Option(help="L∞ radius in [0, 1] pixel units")] = 0.05,
     max_queries: Annotated[
         int | None, typer.Option(help="hard query budget (default: ql 20k, pi 100k, lo 1M)")
@@ -292,10 +384,46 @@ def attack(
         list[str] | None,
         typer.Option(help="attack hyperparameter KEY=VALUE (repeatable), e.g. samples=100"),
     ] = None,
+    success: Annotated[
+        str, typer.Option(help="PI/LO success: target is the top label (top1) or in the top-k")
+    ] = "top1",
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="attack a Cloud-Vision-style label API (env BBATTACK_ENDPOINT)"),
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (env BBATTACK_API_KEY)")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="spend cap in USD for the label API")
+    ] = None,
+    price_per_1000: Annotated[
+        float, typer.Option(help="USD per 1,000 images (Cloud Vision labels: 1.50)")
+    ] = 1.50,
+    journal: Annotated[
+        Path | None, typer.Option(help="query journal (SQLite): cache and audit log")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="print the expected queries and cost, send nothing")
+    ] = False,
+    max_results: Annotated[
+        int, typer.Option(help="labels asked of the label API per image (maxResults)")
+    ] = 10,
 ) -> None:
-    """Attack one image; writes adv.png, figure.png, result.json and trace.jsonl."""
-    _guard(
-        run_attack,
+    """Attack one image; writes adv.png, figure.png, trace.png, result.json and trace.jsonl."""
+    ep = endpoint or os.environ.get("BBATTACK_ENDPOINT") or None
+    remote = None
+    if ep is not None:
+        remote = RemoteOptions(
+            endpoint=ep,
+            api_key=api_key or os.environ.get("BBATTACK_API_KEY") or None,
+            max_cost=max_cost,
+            price_per_1000=price_per_1000,
+            journal=journal,
+            dry_run=dry_run,
+            max_results=max_results,
+        )
+    elif dry_run or journal is not None or max_cost is not None or api_key is not None:
+        raise fail("--dry-run, --journal, --max-cost and --api-key need --endpoint")
+    job = AttackJob(
         image=image,
         target=target,
         threat=threat,
@@ -308,16 +436,11 @@ def attack(
         out_dir=out_dir,
         as_json=as_json,
         backend=backend,
-        params=param or [],
+        params=tuple(param or []),
+        success=success,
+        remote=remote,
     )
-
-
-@dataclass(frozen=True)
-class DemoSpec:
-    source: str
-    start: str
-    eps: float
-    max_queries: int
+    _guard(run_attack, job=job)
 
 
 @app.command()
@@ -382,6 +505,14 @@ def serve(
     _guard(go)
 
 
+@dataclass(frozen=True)
+class DemoSpec:
+    source: str
+    start: str
+    eps: float
+    max_queries: int
+
+
 # page.png ("menu") → "crossword" (chessboard.png): about 11k queries, ~1 min on 2 cores.
 DEMO = DemoSpec(source="page", start="chessboard_RGB", eps=0.05, max_queries=40_000)
 
@@ -408,7 +539,7 @@ def demo(
             f"make {src.name} look like '{model.class_names.name(tgt)}' "
             f"(start image {start.name})"
         )
-        run_attack(
+        job = AttackJob(
             image=src,
             target=str(tgt),
             threat=Threat.pi,
@@ -416,14 +547,70 @@ def demo(
             eps=DEMO.eps,
             max_queries=DEMO.max_queries,
             start_image=start,
-            untargeted=False,
             seed=seed,
             out_dir=out_dir,
-            as_json=False,
             backend=backend,
-            params=[],
-            model=model,
         )
+        run_attack(job, model)
+
+    _guard(go)
+
+
+# The seed's demo: people in snow gear labelled "Dog" by a Cloud-Vision-style API.
+# astronaut.png (labels "Vehicle", "Sled", "Bobsleigh") starts from horse.png (a Great Dane:
+# "Animal", ..., "Dog"); success: "Dog" among the returned labels, inside ε = 0.05.
+DEMO_API = DemoSpec(source="astronaut", start="horse", eps=0.05, max_queries=40_000)
+DEMO_API_LABEL = "Dog"
+
+
+@app.command("demo-api")
+def demo_api(
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("demo-api-out"),
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+) -> None:
+    """Skiers → "dog", end to end over HTTP: start the label service on a free loopback port,
+    run the PI attack against it, print the queries and the cost, stop the service."""
+    photos = bundled_photos()
+    if DEMO_API.source not in photos or DEMO_API.start not in photos:
+        raise fail("the demo photos ship with scikit-image; pip install scikit-image")
+
+    def go() -> None:
+        import secrets
+
+        from .service import create_app
+        from .service.runner import serve_in_thread
+
+        model = load_model(backend=backend.value)
+        key = secrets.token_urlsafe(16)
+        with serve_in_thread(create_app(model, api_keys=[key])) as url:
+            endpoint = f"{url}/v1/images:annotate"
+            out.print(
+                f"[bold]bbattack demo-api[/]: label service on {endpoint}; PI attack over HTTP, "
+                f"ε={DEMO_API.eps}: make {photos[DEMO_API.source].name} carry the label "
+                f"'{DEMO_API_LABEL}' (start image {photos[DEMO_API.start].name})"
+            )
+            out_dir.mkdir(parents=True, exist_ok=True)
+            job = AttackJob(
+                image=photos[DEMO_API.source],
+                target=DEMO_API_LABEL,
+                threat=Threat.pi,
+                eps=DEMO_API.eps,
+                max_queries=DEMO_API.max_queries,
+                start_image=photos[DEMO_API.start],
+                seed=seed,
+                out_dir=out_dir,
+                success="topk",
+                # "Dog" sits below its ancestors ("Animal", "Mammal", ...): ask for 20 labels.
+                remote=RemoteOptions(
+                    endpoint=endpoint,
+                    api_key=key,
+                    journal=out_dir / "journal.sqlite",
+                    max_results=20,
+                ),
+            )
+            run_attack(job)
+        out.print("label service stopped")
 
     _guard(go)
 
