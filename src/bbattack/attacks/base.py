@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ThreatModelError, UserInputError
 from ..images import quantize
-from ..oracle import Observation, Oracle, QueryKind, View
+from ..oracle import Observation, Oracle, QueryKind, Scores, View
 from ..results import AttackResult, ClassRef, ImageResult, StepRecord, TopKEntry
 
 __all__ = ["Attack", "AttackConfig", "AttackState", "StepInfo"]
@@ -325,6 +325,8 @@ class Attack(ABC, Generic[C]):
         ok = np.where(targeted, final_hit, (final_top1 >= 0) & (final_top1 != state.orig))
         ok &= linf <= self.config.eps + 1e-6
         names = oracle.class_names
+        # A full score vector is summarised by its top 5; a top-k or label list is shown whole.
+        n_shown = 5 if isinstance(oracle.view, Scores) else 20
         q_all = oracle.queries(state.ids)
         images: list[ImageResult] = []
         pos = {int(r): j for j, r in enumerate(rows)}
@@ -338,7 +340,7 @@ class Attack(ABC, Generic[C]):
                 if obs is None or i not in pos
                 else [
                     TopKEntry(id=c, name=names.name(c) if names else None, score=s)
-                    for c, s in obs.topk(pos[i])
+                    for c, s in obs.topk(pos[i], n_shown)
                 ]
             )
             qs: int | None = None
