@@ -102,7 +102,11 @@ def write_outputs(
         write_atomic(stage / "result.json", json.dumps(doc, indent=2) + "\n")
         write_atomic(stage / "trace.jsonl", result.trace_jsonl(0))
         trace = [t for t in result.trace if t.image == 0]
-        save_trace_plot(trace, stage / "trace.png", f"{result.attack.upper()} attack: {before}")
+        goal = label(r.target) if r.target else "any other class"
+        src = label(r.original) if r.original else "?"
+        verdict = "success" if r.success else "no success"
+        title = f"{result.attack.upper()} attack: {src} → {goal} ({verdict}, {r.queries:,} queries)"
+        save_trace_plot(trace, stage / "trace.png", title)
         paths = {}
         for name in ("adv.png", "figure.png", "trace.png", "result.json", "trace.jsonl"):
             os.replace(stage / name, out / name)
