@@ -226,3 +226,54 @@ def test_a_start_image_error_prints_exactly_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert err.count("\n") == 1
+
+
+def test_dry_run_against_an_endpoint_sends_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    # Port 9 (discard) on loopback: a dry run must not even try to connect.
+    argv = [
+        "attack",
+        photo("page"),
+        "--threat",
+        "pi",
+        "--target",
+        "Crossword",
+        "--dry-run",
+        "--endpoint",
+        "http://127.0.0.1:9/v1/images:annotate",
+        "--api-key",
+        "k",
+        "--max-queries",
+        "12000",
+        "--price-per-1000",
+        "2.0",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "12,000" in text
+    assert "$24.00" in text
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--threat", "ql", "--target", "Dog", "--endpoint", "http://127.0.0.1:9"], "pi or lo"),
+        (["--threat", "pi", "--target", "Dog", "--dry-run"], "need --endpoint"),
+        (["--threat", "pi", "--target", "Dog", "--journal", "j.sqlite"], "need --endpoint"),
+        (["--threat", "ql", "--target", "1", "--success", "topk"], "topk"),
+    ],
+)
+def test_remote_flags_are_checked(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["attack", photo("page"), *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert message in err
+    assert not out.exists()
