@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -38,7 +37,7 @@ from bbattack.remote import (
 )
 from bbattack.service import create_app
 from bbattack.service.faults import FaultInjector
-from bbattack.service.runner import serve_in_thread
+from bbattack.service.runner import serve_in_thread as live
 from bbattack.targets import LabelTarget
 
 KEY = "remote-test-key-0001"
@@ -65,11 +64,6 @@ def colour_app(**options: Any) -> FastAPI:
         colour_logits, (3, 224, 224), 1000, class_names=imagenet_classes(), name="fake-colour"
     )
     return create_app(model, api_keys=[KEY], **options)
-
-
-def live(app: Any) -> AbstractContextManager[str]:
-    """Serve the ASGI ``app`` with uvicorn in a thread on a free port; yield its base URL."""
-    return serve_in_thread(app)
 
 
 @dataclass

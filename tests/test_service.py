@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from PIL import Image
 
 from bbattack import CallableClassifier, Classifier, bundled_photos, imagenet_classes, load_model
 from bbattack.service import create_app
-from bbattack.service.runner import serve_in_thread
+from bbattack.service.runner import serve_in_thread as live
 
 KEY = "test-key-alpha-0001"
 OTHER_KEY = "test-key-bravo-0002"
@@ -59,11 +59,6 @@ def colour_classifier(fn: ColourModel) -> CallableClassifier:
     return CallableClassifier(
         fn, (3, 224, 224), 1000, class_names=imagenet_classes(), name="fake-colour"
     )
-
-
-def live(app: FastAPI) -> AbstractContextManager[str]:
-    """Serve ``app`` with uvicorn in a thread on a free port; yield its base URL."""
-    return serve_in_thread(app)
 
 
 @dataclass
