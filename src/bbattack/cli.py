@@ -562,8 +562,8 @@ def demo(
 
 
 # The seed's demo over HTTP: page.png (labelled "Food") must come back with the label
-# "Crossword", starting from chessboard.png; 13,587 queries, under 4 min on 2 cores. (astronaut.png → "Dog" from
-# horse.png, closer to the paper's skiers, took 32k queries: see the README.)
+# "Crossword", starting from chessboard.png; 13,587 queries, under 4 min on 2 cores.
+# (astronaut.png → "Dog" from horse.png, closer to the paper's skiers, took 32k queries.)
 DEMO_API = DemoSpec(source="page", start="chessboard_RGB", eps=0.05, max_queries=40_000)
 DEMO_API_LABEL = "Crossword"
 
