@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,baselines,ray]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps torchattacks
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +32,8 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/table1.py
+	$(BIN)/bbattack bench benchmarks/table1.toml --db benchmarks/results/table1.sqlite --workers 2
+	$(BIN)/bbattack report benchmarks/results/table1.sqlite -o benchmarks/results/table1.html
 
 clean:
 	rm -rf $(VENV) demo-out demo-api-out .mypy_cache .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import warnings
@@ -16,6 +17,8 @@ from .results import default_mode
 
 __all__ = [
     "bundled_photos",
+    "decode_png",
+    "encode_png",
     "load_image",
     "quantize",
     "save_png",
@@ -97,11 +100,30 @@ def quantize(x: FloatArray, x0: FloatArray, radius: NDArray[np.floating]) -> Flo
     return out
 
 
+def _pil(x: NDArray[np.floating]) -> Image.Image:
+    chw = to_uint8(x)
+    return Image.fromarray(chw[0]) if chw.shape[0] == 1 else Image.fromarray(chw.transpose(1, 2, 0))
+
+
+def encode_png(x: NDArray[np.floating]) -> bytes:
+    """A CHW [0, 1] image as 8-bit PNG bytes (lossless for images on the 8-bit grid)."""
+    buf = io.BytesIO()
+    _pil(x).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> FloatArray:
+    """PNG bytes from :func:`encode_png` back to float32 CHW in [0, 1], without resizing."""
+    with Image.open(io.BytesIO(data)) as im:
+        arr = np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    chw = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(chw)
+
+
 def save_png(x: NDArray[np.floating], path: str | os.PathLike[str]) -> None:
     """Save a CHW [0, 1] image as an 8-bit PNG, atomically (no half-written file on a crash)."""
     p = Path(path)
-    chw = to_uint8(x)
-    img = Image.fromarray(chw[0]) if chw.shape[0] == 1 else Image.fromarray(chw.transpose(1, 2, 0))
+    img = _pil(x)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".png")
     os.close(fd)
     try:

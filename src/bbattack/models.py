@@ -269,6 +269,8 @@ class OnnxClassifier(Classifier):
         ]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Parallel benchmark workers share the cores; each gets its slice (0 = all cores).
+        opts.intra_op_num_threads = int(os.environ.get("BBATTACK_THREADS", "0"))
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
         self.input_name = self.session.get_inputs()[0].name
         self.path = Path(path)

@@ -190,31 +190,8 @@ class Attack(ABC, Generic[C]):
             on_step: called after every outer iteration.
         """
         self.check_view(oracle.view)
-        xb = np.asarray(x, dtype=np.float32)
-        if xb.ndim == 3:
-            xb = xb[None]
-        if xb.ndim != 4 or tuple(xb.shape[1:]) != oracle.input_shape:
-            raise UserInputError(
-                f"images must have shape (N, {oracle.input_shape}), got {xb.shape}"
-            )
+        xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.supports_untargeted)
         n = len(xb)
-        if target is None:
-            if not self.supports_untargeted:
-                raise UserInputError(f"{self.name} is a targeted attack: give a target class")
-            tgt = np.full(n, -1, dtype=np.int64)
-        else:
-            tgt = np.broadcast_to(np.asarray(target, dtype=np.int64), (n,)).copy()
-            if ((tgt < 0) | (tgt >= oracle.num_classes)).any():
-                raise UserInputError(f"target class out of range 0..{oracle.num_classes - 1}")
-        seeds = (
-            np.arange(n, dtype=np.int64) + seed
-            if isinstance(seed, int)
-            else np.asarray(seed, dtype=np.int64)
-        )
-        if seeds.shape != (n,):
-            raise UserInputError(f"need one seed per image ({n}), got {len(seeds)}")
-        if (seeds < 0).any():
-            raise UserInputError("seeds must be >= 0")
         if (
             oracle.max_queries is None
             and oracle.max_total_queries is None
@@ -376,6 +353,42 @@ class Attack(ABC, Generic[C]):
             x_adv=xq,
             trace=trace,
         )
+
+
+def run_inputs(
+    oracle: Oracle,
+    x: NDArray[np.floating],
+    target: int | Sequence[int] | IntArray | None,
+    seed: int | Sequence[int],
+    name: str,
+    untargeted_ok: bool,
+) -> tuple[FloatArray, IntArray, IntArray]:
+    """Check and normalise ``run`` arguments: images (N, C, H, W), one target (-1: untargeted)
+    and one seed per image."""
+    xb = np.asarray(x, dtype=np.float32)
+    if xb.ndim == 3:
+        xb = xb[None]
+    if xb.ndim != 4 or tuple(xb.shape[1:]) != oracle.input_shape:
+        raise UserInputError(f"images must have shape (N, {oracle.input_shape}), got {xb.shape}")
+    n = len(xb)
+    if target is None:
+        if not untargeted_ok:
+            raise UserInputError(f"{name} is a targeted attack: give a target class")
+        tgt = np.full(n, -1, dtype=np.int64)
+    else:
+        tgt = np.broadcast_to(np.asarray(target, dtype=np.int64), (n,)).copy()
+        if ((tgt < 0) | (tgt >= oracle.num_classes)).any():
+            raise UserInputError(f"target class out of range 0..{oracle.num_classes - 1}")
+    seeds = (
+        np.arange(n, dtype=np.int64) + seed
+        if isinstance(seed, int)
+        else np.asarray(seed, dtype=np.int64)
+    )
+    if seeds.shape != (n,):
+        raise UserInputError(f"need one seed per image ({n}), got {len(seeds)}")
+    if (seeds < 0).any():
+        raise UserInputError("seeds must be >= 0")
+    return xb, tgt, seeds
 
 
 def noise_generator(seed: int) -> Any:

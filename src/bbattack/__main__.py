@@ -1,0 +1,5 @@
+"""``python -m bbattack``: the command line."""
+
+from .cli import entry
+
+entry()

@@ -1,0 +1,277 @@
+"""Benchmark grids: a TOML file, validated into a frozen config, expanded into cases.
+
+    name = "table1"
+    seed = 0                      # draws the targets
+    seeds = [0]                   # attack seeds: one case per seed
+    [model]
+    name = "efficientnet-lite0"   # or factory = "package.module:function" returning a Classifier
+    backend = "auto"
+    [images]
+    photos = ["coffee", "chelsea"]  # bundled photos by name, or "all"
+    paths = ["my.png"]              # files, relative to the config file
+    [targets]
+    pool = "images"               # "classes": uniform over all classes; "images": the clean
+    per_image = 1                 #   classes of the other images (which serve as start images)
+    [[attacks]]
+    name = "ql"                   # ql | pi | lo | a baseline (ta-square, art-hsj, ...)
+    threat = ["ql"]               # views: ql (scores), pi (top-k + scores), lo (top-k labels)
+    k = [1]
+    eps = [0.05]
+    budget = [10000]
+    params = { samples = 50 }     # the attack's hyperparameters (validated)
+
+Every error names the field it comes from (``attacks[1].params.lr: ...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ThreatModelError, UserInputError
+from ..oracle import Labels, Scores, TopK, View
+
+__all__ = [
+    "AttackSpec",
+    "BenchConfig",
+    "ImagesSpec",
+    "ModelSpec",
+    "TargetsSpec",
+    "attack_class",
+    "load_config",
+    "make_view",
+]
+
+Threat = Literal["ql", "pi", "lo"]
+
+
+def _registry() -> dict[str, Any]:
+    from ..attacks import ATTACKS
+    from ..baselines import BASELINES
+
+    return {**ATTACKS, **BASELINES}
+
+
+def attack_class(name: str) -> Any:
+    """Our attacks and the wrapped baselines, by name."""
+    return _registry()[name]
+
+
+def known_attacks() -> list[str]:
+    return list(_registry())
+
+
+# The threat model each attack is built for, when the config names none.
+NATURAL_THREAT: dict[str, Threat] = {"ql": "ql", "pi": "pi", "lo": "lo"}
+
+
+def make_view(threat: str, k: int) -> View:
+    if threat == "ql":
+        return Scores()
+    return TopK(k) if threat == "pi" else Labels(k)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(_Frozen):
+    name: str | None = None
+    factory: str | None = Field(
+        None,
+        description="'module:function' returning a bbattack Classifier",
+        pattern=r"^[\w.]+:\w+$",
+    )
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") is None and data.get("factory") is None:
+            return {**data, "name": "efficientnet-lite0"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if self.name is not None and self.factory is not None:
+            raise ValueError("give either name or factory, not both")
+        if self.name is not None:
+            from ..models import BUILTIN_MODELS
+
+            if self.name not in BUILTIN_MODELS:
+                raise ValueError(
+                    f"unknown model {self.name!r}; built-in: {', '.join(BUILTIN_MODELS)}"
+                )
+        return self
+
+    def describe(self) -> str:
+        return self.name or f"factory {self.factory}"
+
+
+class ImagesSpec(_Frozen):
+    photos: list[str] | Literal["all"] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+    limit: int | None = Field(None, ge=1, description="use the first N images")
+
+    @field_validator("photos")
+    @classmethod
+    def _known(cls, v: list[str] | str) -> list[str] | str:
+        if v == "all":
+            return v
+        from ..images import bundled_photos
+
+        have = bundled_photos()
+        for i, name in enumerate(v):
+            if name not in have:
+                raise ValueError(f"[{i}] {name!r} is not a bundled photo; have: {', '.join(have)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a photo is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _some(self) -> ImagesSpec:
+        if not self.photos and not self.paths:
+            raise ValueError("give photos and/or paths")
+        return self
+
+
+class TargetsSpec(_Frozen):
+    pool: Literal["classes", "images"] = "classes"
+    per_image: int = Field(1, ge=1, le=100)
+
+
+class AttackSpec(_Frozen):
+    name: str
+    threat: list[Threat] | None = None
+    k: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    eps: list[float] = Field(default_factory=lambda: [0.05], min_length=1)
+    budget: list[int] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError("k must be >= 1")
+        return v
+
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < e <= 1.0 for e in v):
+            raise ValueError("eps must be in (0, 1]")
+        return v
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: list[int]) -> list[int]:
+        if any(b < 3 for b in v):
+            raise ValueError("budget must be >= 3 (clean query, a step, final verification)")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        try:
+            attack_class(v)
+        except KeyError:
+            raise ValueError(f"unknown attack {v!r}; known: {', '.join(known_attacks())}") from None
+        return v
+
+    def threats(self) -> list[Threat]:
+        if self.threat is not None:
+            return self.threat
+        cls = attack_class(self.name)
+        natural = getattr(cls, "natural_threat", None) or NATURAL_THREAT.get(self.name, "ql")
+        return [natural]
+
+    def build(self, eps: float) -> Any:
+        """The attack object for one ε (raises ValidationError naming a bad param)."""
+        cls = attack_class(self.name)
+        return cls(cls.config_class(**{**self.params, "eps": eps}))
+
+
+class BenchConfig(_Frozen):
+    name: str = Field("bench", min_length=1, max_length=100)
+    seed: int = Field(0, ge=0)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec())
+    images: ImagesSpec
+    targets: TargetsSpec = Field(default_factory=lambda: TargetsSpec())
+    attacks: list[AttackSpec] = Field(min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if any(s < 0 for s in v) or len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct and >= 0")
+        return v
+
+    def digest(self) -> str:
+        """Hash of the validated config: cosmetic TOML edits do not change it."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "config"
+
+
+def validation_message(e: ValidationError, prefix: tuple[int | str, ...] = ()) -> str:
+    first = e.errors()[0]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return f"{_loc(prefix + tuple(first['loc']))}: {msg}"
+
+
+def _check_attacks(cfg: BenchConfig) -> None:
+    """Build every attack once and check each threat model, so a bad param or an attack that
+    cannot run under a view fails before anything is written."""
+    for i, spec in enumerate(cfg.attacks):
+        for eps in spec.eps:
+            try:
+                attack = spec.build(eps)
+            except ValidationError as e:
+                raise UserInputError(validation_message(e, ("attacks", i, "params"))) from None
+            except TypeError as e:
+                raise UserInputError(f"attacks[{i}].params: {e}") from None
+            for threat in spec.threats():
+                for k in spec.k if threat != "ql" else [1]:
+                    try:
+                        attack.check_view(make_view(threat, k))
+                    except ThreatModelError as e:
+                        raise UserInputError(
+                            f"attacks[{i}].threat: {spec.name} cannot run under {threat!r}: {e}"
+                        ) from None
+
+
+def parse_config(data: dict[str, Any]) -> BenchConfig:
+    try:
+        cfg = BenchConfig.model_validate(data)
+    except ValidationError as e:
+        raise UserInputError(validation_message(e)) from None
+    _check_attacks(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> tuple[BenchConfig, str]:
+    """Read and validate a TOML grid. Returns the config and the TOML text."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{p}: cannot read config ({e})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserInputError(f"{p}: not valid TOML ({e})") from None
+    return parse_config(data), text

@@ -1,0 +1,179 @@
+"""Expand a validated config into cases: images, their clean classes, seeded targets.
+
+A case is identified by a hash of everything that defines it (attack and params, threat, k, ε,
+budget, image bytes, target, start image, seed, model, backend), so the same grid always gives
+the same ids and a resumed run finds its finished cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ImageLoadError, UserInputError
+from ..images import bundled_photos, decode_png, encode_png, load_image
+from ..models import Classifier, TorchClassifier, load_model, to_backend
+from .config import BenchConfig, ModelSpec
+from .db import CaseRow
+
+__all__ = ["SourceImage", "build_cases", "collect_images", "draw_targets", "open_model"]
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    name: str
+    path: str
+    png: bytes  # the model input, 8-bit: what every worker decodes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.png).hexdigest()[:16]
+
+    def array(self) -> NDArray[np.float32]:
+        return decode_png(self.png)
+
+
+def open_model(spec: ModelSpec) -> Classifier:
+    """The classifier a config names: a built-in model or a factory's Classifier."""
+    if spec.name is not None:
+        return load_model(spec.name, backend=spec.backend)
+    assert spec.factory is not None
+    mod_name, _, fn_name = spec.factory.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise UserInputError(f"model.factory: cannot import {spec.factory!r} ({e})") from None
+    model = fn()
+    if not isinstance(model, Classifier):
+        raise UserInputError(
+            f"model.factory: {spec.factory} returned {type(model).__name__}, "
+            "not a bbattack Classifier"
+        )
+    if isinstance(model, TorchClassifier):
+        return to_backend(model, spec.backend, batch_size=model.batch_size)
+    if spec.backend != "auto":
+        raise UserInputError("model.backend: only a torch model can be moved to a backend")
+    return model
+
+
+def collect_images(cfg: BenchConfig, base: Path, size: tuple[int, int]) -> list[SourceImage]:
+    """Load every image the config names, at the model's input size."""
+    out: list[SourceImage] = []
+    photos = bundled_photos()
+    names = list(photos) if cfg.images.photos == "all" else cfg.images.photos
+    for name in names:
+        out.append(SourceImage(name, str(photos[name]), encode_png(load_image(photos[name], size))))
+    for i, raw in enumerate(cfg.images.paths):
+        p = Path(raw).expanduser()
+        p = p if p.is_absolute() else base / p
+        try:
+            x = load_image(p, size)
+        except ImageLoadError as e:
+            raise UserInputError(f"images.paths[{i}]: {e}") from None
+        out.append(SourceImage(p.stem, str(p), encode_png(x)))
+    seen: set[str] = set()
+    for im in out:
+        if im.name in seen:
+            raise UserInputError(f"images: two images are named {im.name!r}; rename one")
+        seen.add(im.name)
+    return out[: cfg.images.limit] if cfg.images.limit else out
+
+
+def _rng(seed: int, image: str, t: int) -> np.random.Generator:
+    # Keyed by the image's name, so adding an image does not change the others' targets.
+    key = int.from_bytes(hashlib.sha256(image.encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, key, t])
+
+
+def draw_targets(
+    cfg: BenchConfig, images: list[SourceImage], clean: dict[str, int], num_classes: int
+) -> dict[str, list[tuple[int, str | None]]]:
+    """Per image: ``per_image`` (target class, start image) pairs, never the clean class."""
+    out: dict[str, list[tuple[int, str | None]]] = {}
+    for im in images:
+        pairs: list[tuple[int, str | None]] = []
+        for t in range(cfg.targets.per_image):
+            rng = _rng(cfg.seed, im.name, t)
+            if cfg.targets.pool == "classes":
+                c = int(rng.integers(0, num_classes - 1))
+                pairs.append((c + (c >= clean[im.name]), None))
+            else:
+                # Each other image whose clean class differs is a start image for its class.
+                others = [o.name for o in images if clean[o.name] != clean[im.name]]
+                if not others:
+                    raise UserInputError(
+                        "targets.pool = 'images' needs images of at least two clean classes"
+                    )
+                o = others[int(rng.integers(0, len(others)))]
+                pairs.append((clean[o], o))
+        out[im.name] = pairs
+    return out
+
+
+def case_id(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def build_cases(
+    cfg: BenchConfig,
+    images: list[SourceImage],
+    clean: dict[str, int],
+    num_classes: int,
+    class_name: Any,
+) -> list[CaseRow]:
+    """The whole grid, in a stable order: attack, threat, k, ε, budget, image, target, seed."""
+    targets = draw_targets(cfg, images, clean, num_classes)
+    digest = {im.name: im.digest for im in images}
+    model = cfg.model.model_dump(mode="json")
+    rows: list[CaseRow] = []
+    for spec in cfg.attacks:
+        params = json.dumps(spec.params, sort_keys=True)
+        for threat in spec.threats():
+            for k in spec.k if threat != "ql" else [0]:
+                for eps in spec.eps:
+                    for budget in spec.budget:
+                        for im in images:
+                            for target, start in targets[im.name]:
+                                for seed in cfg.seeds:
+                                    fields = {
+                                        "attack": spec.name,
+                                        "params": params,
+                                        "threat": threat,
+                                        "k": k,
+                                        "eps": eps,
+                                        "budget": budget,
+                                        "image": im.name,
+                                        "image_digest": digest[im.name],
+                                        "target": target,
+                                        "start": start and digest[start],
+                                        "seed": seed,
+                                        "model": model,
+                                    }
+                                    rows.append(
+                                        CaseRow(
+                                            id=case_id(fields),
+                                            idx=len(rows),
+                                            attack=spec.name,
+                                            threat=threat,
+                                            k=k,
+                                            eps=eps,
+                                            budget=budget,
+                                            image=im.name,
+                                            target_id=target,
+                                            target_name=class_name(target),
+                                            start_image=start,
+                                            seed=seed,
+                                            params=params,
+                                        )
+                                    )
+    ids = [r.id for r in rows]
+    if len(set(ids)) != len(ids):
+        raise UserInputError("attacks: the grid lists the same case twice (duplicate values?)")
+    return rows

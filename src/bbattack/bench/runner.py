@@ -1,0 +1,319 @@
+"""Run a benchmark grid: in this process, in local worker processes, or as Ray tasks.
+
+Only this (the driver) process writes the database; workers get plain-data tasks and send
+plain-data outcomes back. Each case gets a fresh oracle with its own budget and the attack
+runs with the case's seed, so a case's result does not depend on where or when it runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, StartImageError, UserInputError
+from ..images import encode_png
+from ..models import Classifier
+from ..oracle import Oracle
+from .config import BenchConfig, ModelSpec, load_config, make_view
+from .db import BenchDB, CaseOutcome, CaseRow
+from .grid import build_cases, collect_images, open_model
+
+__all__ = ["BenchSummary", "Task", "prepare", "run_bench", "run_case"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a worker needs for one case; picklable, no file access needed."""
+
+    case: CaseRow
+    model: dict[str, Any]  # ModelSpec dump
+    image_png: bytes
+    start_png: bytes | None
+
+
+_MODELS: dict[str, Classifier] = {}
+
+
+def _model(spec: dict[str, Any]) -> Classifier:
+    # One model per worker process, reused across its cases.
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _MODELS:
+        _MODELS[key] = open_model(ModelSpec.model_validate(spec))
+    return _MODELS[key]
+
+
+def run_case(task: Task) -> CaseOutcome:
+    """Run one case through a fresh oracle with the case's budget and view."""
+    from ..images import decode_png
+    from .config import attack_class
+
+    c = task.case
+    model = _model(task.model)
+    cls = attack_class(c.attack)
+    attack = cls(cls.config_class(**{**c.params_dict(), "eps": c.eps}))
+    oracle = Oracle(model, make_view(c.threat, c.k), max_queries=c.budget)
+    x = decode_png(task.image_png)[None]
+    start = None if task.start_png is None else decode_png(task.start_png)[None]
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    t0 = time.perf_counter()
+    try:
+        res = attack.run(oracle, x, c.target_id, seed=[c.seed], start=start)
+    except StartImageError:
+        # The start image does not show the target under this view: a failed case, with
+        # the queries it spent looking.
+        q = oracle.total_queries
+        return CaseOutcome(
+            case_id=c.id,
+            success=False,
+            queries=q,
+            queries_at_success=None,
+            queries_by_kind=oracle.queries_by_kind(0) if q else {},
+            linf=0.0,
+            l2=0.0,
+            final_top1=None,
+            final_topk=[],
+            stop_reason="no_start_image",
+            steps=0,
+            wall_time_s=time.perf_counter() - t0,
+            worker=worker,
+            adv_png=task.image_png,
+            trace=[],
+        )
+    r = res.images[0]
+    return CaseOutcome(
+        case_id=c.id,
+        success=r.success,
+        queries=r.queries,
+        queries_at_success=r.queries_at_success,
+        queries_by_kind=r.queries_by_kind,
+        linf=r.linf,
+        l2=r.l2,
+        final_top1=r.final_topk[0].id if r.final_topk else None,
+        final_topk=[e.model_dump(mode="json") for e in r.final_topk],
+        stop_reason=r.stop_reason,
+        steps=r.steps,
+        wall_time_s=r.wall_time_s,
+        worker=worker,
+        adv_png=encode_png(res.x_adv[0]),
+        trace=[t.to_dict() for t in res.trace],
+    )
+
+
+def _versions(cfg: BenchConfig) -> dict[str, str]:
+    names = ["bbattack", "numpy", "torch", "onnxruntime"]
+    names += ["torchattacks", "adversarial-robustness-toolbox"]
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.metadata.version(n)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _machine() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def prepare(config_path: Path, db_path: Path) -> BenchDB:
+    """Validate the config, then open the database: create it for a new grid (atomically),
+    or check that an existing one holds this same grid. Nothing is written on bad input."""
+    cfg, text = load_config(config_path)
+    if db_path.exists():
+        db = BenchDB.open(db_path, create=False)
+        meta = db.meta()
+        if meta.get("config_hash") != cfg.digest():
+            db.close()
+            raise UserInputError(
+                f"{db_path} holds another grid ({meta.get('name')!r}, config hash "
+                f"{meta.get('config_hash')}; this config is {cfg.digest()}): use another --db"
+            )
+        return db
+    if not db_path.parent.is_dir():
+        raise UserInputError(f"--db: {db_path.parent} is not a directory")
+    model = open_model(cfg.model)
+    images = collect_images(cfg, config_path.parent, model.input_shape[1:])
+    x = np.stack([im.array() for im in images])
+    clean = dict(zip([im.name for im in images], model(x).argmax(axis=1).tolist(), strict=True))
+    names = model.class_names
+
+    def class_name(c: int) -> str | None:
+        return names.name(c) if names is not None else None
+
+    cases = build_cases(cfg, images, clean, model.num_classes, class_name)
+    meta = {
+        "name": cfg.name,
+        "config_toml": text,
+        "config_json": json.dumps(cfg.model_dump(mode="json")),
+        "config_hash": cfg.digest(),
+        "versions": json.dumps(_versions(cfg)),
+        "model": cfg.model.describe(),
+        "backend": getattr(model, "backend", type(model).__name__),
+        "machine": _machine(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    # Built under a temporary name and renamed: a crash here leaves no database behind.
+    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
+    for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    db = BenchDB.open(tmp, create=True)
+    try:
+        db.initialise(
+            meta,
+            [
+                (im.name, im.path, im.digest, clean[im.name], class_name(clean[im.name]), im.png)
+                for im in images
+            ],
+            cases,
+        )
+        db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    os.replace(tmp, db_path)
+    for side in ("-wal", "-shm"):
+        tmp.with_name(tmp.name + side).unlink(missing_ok=True)
+    return BenchDB.open(db_path, create=False)
+
+
+def _tasks(db: BenchDB, cases: list[CaseRow]) -> list[Task]:
+    cfg = json.loads(db.meta()["config_json"])
+    images = {n: d["png"] for n, d in db.images().items()}
+    return [
+        Task(c, cfg["model"], images[c.image], images[c.start_image] if c.start_image else None)
+        for c in cases
+    ]
+
+
+# -- executors: each yields outcomes as they finish
+
+
+def _serial(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
+    for t in tasks:
+        yield run_case(t)
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["BBATTACK_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _processes(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn: torch and ONNX Runtime thread pools do not survive fork.
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        futures = [pool.submit(run_case, t) for t in tasks]
+        try:
+            for f in cf.as_completed(futures):
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+
+def _ray(address: str | None) -> Callable[[list[Task], int], Iterator[CaseOutcome]]:
+    def execute(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
+        try:
+            import ray
+        except ImportError:
+            raise BackendUnavailableError("--ray needs Ray: pip install 'bbattack[ray]'") from None
+        started = not ray.is_initialized()
+        if started:
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address is None:
+                kwargs["num_cpus"] = workers
+            ray.init(address=address, **kwargs)
+        remote = ray.remote(num_cpus=1)(run_case)
+        pending = [remote.remote(t) for t in tasks]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    yield ray.get(ref)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+    return execute
+
+
+@dataclass
+class BenchSummary:
+    done: int
+    total: int
+    succeeded: int
+    ran: int  # cases run by this invocation
+    queries: int  # queries spent by this invocation
+    wall_s: float
+
+
+def run_bench(
+    config_path: str | Path,
+    db_path: str | Path,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    use_ray: bool = False,
+    on_case: Callable[[CaseRow, CaseOutcome, BenchSummary], None] | None = None,
+    on_start: Callable[[BenchSummary], None] | None = None,
+) -> BenchSummary:
+    """Run (or resume) the grid in ``config_path``, storing every case in ``db_path``."""
+    if workers < 1:
+        raise UserInputError(f"--workers must be >= 1, got {workers}")
+    with prepare(Path(config_path), Path(db_path)) as db:
+        pending = db.pending()
+        done, total, ok = db.counts()
+        summary = BenchSummary(done, total, ok, 0, 0, 0.0)
+        if on_start is not None:
+            on_start(summary)
+        if not pending:
+            return summary
+        tasks = _tasks(db, pending)
+        execute: Callable[[list[Task], int], Iterable[CaseOutcome]]
+        if use_ray:
+            execute = _ray(ray_address)
+        elif workers > 1:
+            execute = _processes
+        else:
+            execute = _serial
+        by_id = {c.id: c for c in pending}
+        t0 = time.perf_counter()
+        for outcome in execute(tasks, workers):
+            if db.record(outcome):
+                summary.done += 1
+                summary.ran += 1
+                summary.succeeded += int(outcome.success)
+                summary.queries += outcome.queries
+            summary.wall_s = time.perf_counter() - t0
+            if on_case is not None:
+                on_case(by_id[outcome.case_id], outcome, summary)
+        return summary

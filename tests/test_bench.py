@@ -1,0 +1,335 @@
+"""The benchmark harness end to end: grid expansion, the SQLite store, resume after SIGKILL,
+worker processes and Ray giving the same results, and bad configs failing cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bbattack.bench import BenchDB, load_config
+from bbattack.bench.config import parse_config
+from bbattack.bench.db import CaseOutcome
+from bbattack.bench.grid import collect_images, draw_targets
+from bbattack.cli import _ray_argv, main
+from bbattack.errors import UserInputError
+from bbattack.images import decode_png
+
+TESTS = Path(__file__).parent
+
+GRID = """
+name = "smoke"
+seed = 0
+seeds = [0, 1]
+[model]
+factory = "bench_models:{factory}"
+backend = "torch"
+[images]
+photos = ["coffee", "chelsea", "camera", "flower"]
+[targets]
+pool = "images"
+[[attacks]]
+name = "ql"
+budget = [3000]
+eps = [0.05, 0.1]
+[[attacks]]
+name = "pi"
+k = [1, 3]
+budget = [5000]
+eps = [0.1]
+"""
+N_CASES = 4 * 2 * (2 + 2)  # images x seeds x (QL: 2 eps + PI: 2 k)
+
+
+def write_grid(tmp_path: Path, factory: str = "tiny_net", text: str = GRID) -> Path:
+    p = tmp_path / "grid.toml"
+    p.write_text(text.format(factory=factory))
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _importable_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Worker processes and Ray workers import the factory by name.
+    paths = [str(TESTS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+
+
+def results(db_path: Path) -> dict[int, tuple[Any, ...]]:
+    """Per case: everything a rerun must reproduce (not wall times or worker names)."""
+    with BenchDB.open(db_path, create=False) as db:
+        rows = db.cases()
+        return {
+            r["idx"]: (
+                r["success"],
+                r["queries"],
+                r["queries_at_success"],
+                r["final_top1"],
+                r["linf"],
+                r["steps"],
+                db.adv_png(r["id"]),
+                tuple(s["queries"] for s in db.steps(r["id"])),
+            )
+            for r in rows
+        }
+
+
+@pytest.fixture(scope="module")
+def serial_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("serial")
+    os.environ["PYTHONPATH"] = str(TESTS)
+    cfg = write_grid(tmp)
+    assert main(["bench", str(cfg), "--db", str(tmp / "r.sqlite"), "-q"]) == 0
+    return tmp / "r.sqlite"
+
+
+def test_grid_runs_end_to_end(serial_db: Path) -> None:
+    with BenchDB.open(serial_db, create=False) as db:
+        done, total, ok = db.counts()
+        assert (done, total) == (N_CASES, N_CASES)
+        assert ok >= N_CASES // 2  # the tiny model is easy to fool
+        meta = db.meta()
+        assert meta["name"] == "smoke"
+        assert len(meta["config_hash"]) == 16
+        assert "numpy" in meta["versions"]
+        assert "bbattack" in meta["versions"]
+        assert meta["backend"] == "torch"
+        images = db.images()
+        cases = db.cases()
+        assert {c["attack"] for c in cases} == {"ql", "pi"}
+        assert {(c["threat"], c["k"]) for c in cases} == {("ql", 0), ("pi", 1), ("pi", 3)}
+        for c in cases:
+            # Targets never equal the clean class, and the start image shows the target.
+            assert c["target_id"] != images[c["image"]]["clean_id"]
+            assert images[c["start_image"]]["clean_id"] == c["target_id"]
+            assert c["queries"] <= c["budget"]
+            assert sum(c["queries_by_kind"].values()) == c["queries"]
+            adv = decode_png(db.adv_png(c["id"]) or b"")
+            x0 = decode_png(images[c["image"]]["png"])
+            linf = float(np.abs(adv - x0).max())
+            assert linf == pytest.approx(c["linf"], abs=1e-6)
+            if c["success"]:
+                assert linf <= c["eps"] + 1e-6
+                assert c["final_top1"] == c["target_id"]
+                assert c["queries_at_success"] <= c["queries"]
+                steps = db.steps(c["id"])
+                assert len(steps) == c["steps"] > 0
+                assert [s["step"] for s in steps] == list(range(1, len(steps) + 1))
+
+
+def test_same_targets_for_every_attack(serial_db: Path) -> None:
+    with BenchDB.open(serial_db, create=False) as db:
+        by_image: dict[str, set[int]] = {}
+        for c in db.cases():
+            by_image.setdefault(c["image"], set()).add(c["target_id"])
+    assert all(len(t) == 1 for t in by_image.values())
+
+
+def test_rerun_of_a_finished_grid_runs_nothing(serial_db: Path, tmp_path: Path) -> None:
+    before = results(serial_db)
+    cfg = write_grid(tmp_path)
+    assert main(["bench", str(cfg), "--db", str(serial_db), "-q"]) == 0
+    assert results(serial_db) == before
+
+
+def test_targets_are_seeded_and_exclude_the_clean_class(tmp_path: Path) -> None:
+    cfg = parse_config(
+        {
+            "images": {"photos": ["coffee", "chelsea", "camera"]},
+            "targets": {"pool": "classes", "per_image": 20},
+            "attacks": [{"name": "ql", "budget": [100]}],
+        }
+    )
+    images = collect_images(cfg, tmp_path, (16, 16))
+    clean = {"coffee": 3, "chelsea": 0, "camera": 9}
+    t1 = draw_targets(cfg, images, clean, 10)
+    assert t1 == draw_targets(cfg, images, clean, 10)
+    for name, pairs in t1.items():
+        assert all(t != clean[name] and 0 <= t < 10 and s is None for t, s in pairs)
+        assert len({t for t, _ in pairs}) > 3  # actually random
+    # Another image in the grid does not change these images' targets.
+    more = collect_images(
+        parse_config(
+            {**cfg.model_dump(), "images": {"photos": ["coffee", "chelsea", "camera", "flower"]}}
+        ),
+        tmp_path,
+        (16, 16),
+    )
+    t2 = draw_targets(cfg, more, {**clean, "flower": 5}, 10)
+    assert all(t2[n] == t1[n] for n in t1)
+
+
+def test_record_never_overwrites_a_finished_case(serial_db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.sqlite"
+    with BenchDB.open(serial_db, create=False) as db:
+        db.conn.execute(f"VACUUM INTO '{copy}'")
+    with BenchDB.open(copy, create=False) as db:
+        case = db.cases()[0]
+        fake = CaseOutcome(
+            case_id=case["id"],
+            success=not case["success"],
+            queries=1,
+            queries_at_success=None,
+            queries_by_kind={},
+            linf=0.0,
+            l2=0.0,
+            final_top1=None,
+            final_topk=[],
+            stop_reason="fake",
+            steps=0,
+            wall_time_s=0.0,
+            worker="test",
+            adv_png=b"",
+            trace=[{"step": 99, "queries": 1}],
+        )
+        assert db.record(fake) is False
+        again = db.cases()[0]
+        assert again["success"] == case["success"]
+        assert again["queries"] == case["queries"]
+        assert 99 not in [s["step"] for s in db.steps(case["id"])]
+
+
+def test_workers_give_the_same_results(serial_db: Path, tmp_path: Path) -> None:
+    cfg = write_grid(tmp_path)
+    db = tmp_path / "w.sqlite"
+    assert main(["bench", str(cfg), "--db", str(db), "--workers", "2", "-q"]) == 0
+    assert results(db) == results(serial_db)
+    with BenchDB.open(db, create=False) as d:
+        pids = {int(c["worker"].rsplit(":", 1)[1]) for c in d.cases()}
+    # Cases ran in worker processes (how many of the two got work depends on scheduling).
+    assert os.getpid() not in pids
+    assert 1 <= len(pids) <= 2
+
+
+def test_ray_local_gives_the_same_results(serial_db: Path, tmp_path: Path) -> None:
+    cfg = write_grid(tmp_path)
+    db = tmp_path / "ray.sqlite"
+    assert main(["bench", str(cfg), "--db", str(db), "--ray", "--workers", "2", "-q"]) == 0
+    assert results(db) == results(serial_db)
+
+
+def _done(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db)
+    try:
+        return int(con.execute("SELECT COUNT(*) FROM cases WHERE status = 'done'").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def test_resume_after_sigkill(serial_db: Path, tmp_path: Path) -> None:
+    cfg = write_grid(tmp_path, factory="slow_tiny_net")
+    db = tmp_path / "k.sqlite"
+    cmd = [sys.executable, "-m", "bbattack", "bench", str(cfg), "--db", str(db), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _done(db) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _done(db)
+    assert 3 <= killed_at < N_CASES, "the kill should land mid-grid"
+    with BenchDB.open(db, create=False) as d:
+        first = {c["id"]: (c["finished_at"], c["queries"]) for c in d.cases()}
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming: {killed_at}/{N_CASES}" in rerun.stderr
+    with BenchDB.open(db, create=False) as d:
+        assert d.counts()[:2] == (N_CASES, N_CASES)
+        after = {c["id"]: (c["finished_at"], c["queries"]) for c in d.cases()}
+        steps = d.conn.execute("SELECT COUNT(*), COUNT(DISTINCT case_id || '/' || step) FROM steps")
+        n_steps, n_distinct = steps.fetchone()
+    assert n_steps == n_distinct  # no case ran twice into the steps table
+    assert all(after[k] == v for k, v in first.items())  # finished results untouched
+    # The slow model computes the same function: the resumed grid equals an unbroken run.
+    assert results(db) == results(serial_db)
+
+
+PHOTO = 'images = {photos = ["coffee"]}\n'
+QL = '[[attacks]]\nname = "ql"\nbudget = [10]\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (PHOTO + '[[attacks]]\nname = "nes"\nbudget = [10]', "attacks[0].name"),
+        (PHOTO + QL + "eps = [2.0]", "attacks[0].eps"),
+        (PHOTO + '[[attacks]]\nname = "ql"', "attacks[0].budget"),
+        ('images = {paths = ["missing.png"]}\n' + QL, "images.paths[0]"),
+        ('images = {photos = ["nope"]}\n' + QL, "images.photos"),
+        (PHOTO + QL + "params = {max_lr = -1}", "attacks[0].params.max_lr"),
+        (PHOTO + QL + "params = {bogus = 1}", "attacks[0].params.bogus"),
+        (PHOTO + QL + 'threat = ["pi"]', "attacks[0].threat"),
+        (PHOTO + "attacks = []", "attacks"),
+        (PHOTO + 'model = {name = "resnet"}\n' + QL, "model"),
+        (PHOTO + "colour = 1\n" + QL, "colour"),
+        ("images = [", "not valid TOML"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str
+) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    db = tmp_path / "r.sqlite"
+    assert main(["bench", str(cfg), "--db", str(db), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert field in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [cfg]  # no database, no temporary file
+
+
+def test_another_grid_in_the_same_db_is_refused(
+    serial_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = results(serial_db)
+    cfg = write_grid(tmp_path, text=GRID.replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    assert main(["bench", str(cfg), "--db", str(serial_db), "-q"]) == 2
+    assert "holds another grid" in capsys.readouterr().err
+    assert results(serial_db) == before
+
+
+def test_missing_config_and_bad_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(tmp_path / "none.toml"), "--db", str(tmp_path / "r.sqlite")]) == 2
+    cfg = write_grid(tmp_path)
+    assert main(["bench", str(cfg), "--db", str(tmp_path / "r.sqlite"), "--workers", "0"]) == 2
+    assert not (tmp_path / "r.sqlite").exists()
+    err = capsys.readouterr().err
+    assert "no such config file" in err
+    assert "--workers" in err
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_text("hello")
+    with pytest.raises(UserInputError, match="not a"):
+        BenchDB.open(junk, create=False)
+
+
+def test_ray_flag_takes_an_optional_address() -> None:
+    assert _ray_argv(["bench", "c.toml", "--ray"]) == ["bench", "c.toml", "--ray=local"]
+    assert _ray_argv(["bench", "--ray", "c.toml"]) == ["bench", "--ray=local", "c.toml"]
+    assert _ray_argv(["bench", "--ray", "10.0.0.1:6379", "c.toml"]) == [
+        "bench",
+        "--ray=10.0.0.1:6379",
+        "c.toml",
+    ]
+    assert _ray_argv(["--ray", "auto"]) == ["--ray=auto"]
+    assert _ray_argv(["--ray", "ray://head:10001"]) == ["--ray=ray://head:10001"]
+
+
+def test_committed_table1_config_is_valid() -> None:
+    cfg, _ = load_config(TESTS.parent / "benchmarks" / "table1.toml")
+    assert {a.name for a in cfg.attacks} >= {"ql", "pi"}
+    assert all(e == 0.05 for a in cfg.attacks for e in a.eps)
