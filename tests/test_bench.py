@@ -333,3 +333,21 @@ def test_committed_table1_config_is_valid() -> None:
     cfg, _ = load_config(TESTS.parent / "benchmarks" / "table1.toml")
     assert {a.name for a in cfg.attacks} >= {"ql", "pi"}
     assert all(e == 0.05 for a in cfg.attacks for e in a.eps)
+
+
+def test_report_of_a_bench_database(serial_db: Path, tmp_path: Path) -> None:
+    html_out, md_out = tmp_path / "r.html", tmp_path / "r.md"
+    assert main(["report", str(serial_db), "-o", str(html_out)]) == 0
+    assert main(["report", str(serial_db), "-o", str(md_out), "--format", "md"]) == 0
+    page = html_out.read_text()
+    assert page.count("data:image/png;base64,") >= 2 + 3 * 8
+    md = md_out.read_text()
+    assert md.count("\n| ") >= N_CASES  # one row per case, plus the tables' headers
+    assert "| ql |" in md
+    assert "| pi |" in md
+
+
+def test_report_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "none.sqlite"), "-o", str(tmp_path / "r.html")]) == 2
+    assert not (tmp_path / "r.html").exists()
+    assert "no such" in capsys.readouterr().err

@@ -180,7 +180,7 @@ def _int(v: int | None) -> str:
 def _queries(v: float | None) -> str:
     if v is None:
         return _DASH
-    return f"{int(v):,}" if float(v).is_integer() else f"{v:,.1f}"
+    return f"{v:,.0f}"  # a mean or median of query counts: a fraction of a query says nothing
 
 
 def _float(v: float | None, digits: int) -> str:

@@ -249,7 +249,10 @@ def _ray(address: str | None) -> Callable[[list[Task], int], Iterator[CaseOutcom
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address is None:
                 kwargs["num_cpus"] = workers
-            ray.init(address=address, **kwargs)
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UserInputError(f"--ray {address}: cannot connect ({e})") from None
         remote = ray.remote(num_cpus=1)(run_case)
         pending = [remote.remote(t) for t in tasks]
         try:
