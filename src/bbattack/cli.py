@@ -720,6 +720,14 @@ def bench(
                 on_start=on_start,
                 on_case=on_case,
             )
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(
+                f"interrupted; finished cases are saved in {db}: "
+                "run the same command again to resume",
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
         finally:
             progress.stop()
         out.print(

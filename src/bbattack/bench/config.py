@@ -242,6 +242,8 @@ def _check_attacks(cfg: BenchConfig) -> None:
                 raise UserInputError(validation_message(e, ("attacks", i, "params"))) from None
             except TypeError as e:
                 raise UserInputError(f"attacks[{i}].params: {e}") from None
+            except UserInputError as e:  # e.g. the baseline's library is not installed
+                raise UserInputError(f"attacks[{i}].name: {e}") from None
             for threat in spec.threats():
                 for k in spec.k if threat != "ql" else [1]:
                     try:
