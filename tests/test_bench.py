@@ -4,6 +4,7 @@ worker processes and Ray giving the same results, and bad configs failing cleanl
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -64,7 +65,7 @@ def _importable_models(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def results(db_path: Path) -> dict[int, tuple[Any, ...]]:
     """Per case: everything a rerun must reproduce (not wall times or worker names)."""
-    with BenchDB.open(db_path, create=False) as db:
+    with BenchDB.open(db_path, create=False, read_only=True) as db:
         rows = db.cases()
         return {
             r["idx"]: (
@@ -91,7 +92,7 @@ def serial_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_grid_runs_end_to_end(serial_db: Path) -> None:
-    with BenchDB.open(serial_db, create=False) as db:
+    with BenchDB.open(serial_db, create=False, read_only=True) as db:
         done, total, ok = db.counts()
         assert (done, total) == (N_CASES, N_CASES)
         assert ok >= N_CASES // 2  # the tiny model is easy to fool
@@ -125,7 +126,7 @@ def test_grid_runs_end_to_end(serial_db: Path) -> None:
 
 
 def test_same_targets_for_every_attack(serial_db: Path) -> None:
-    with BenchDB.open(serial_db, create=False) as db:
+    with BenchDB.open(serial_db, create=False, read_only=True) as db:
         by_image: dict[str, set[int]] = {}
         for c in db.cases():
             by_image.setdefault(c["image"], set()).add(c["target_id"])
@@ -143,7 +144,7 @@ def test_targets_are_seeded_and_exclude_the_clean_class(tmp_path: Path) -> None:
     cfg = parse_config(
         {
             "images": {"photos": ["coffee", "chelsea", "camera"]},
-            "targets": {"pool": "classes", "per_image": 20},
+            "targets": {"pool": "classes", "per_image": 8},
             "attacks": [{"name": "ql", "budget": [100]}],
         }
     )
@@ -168,7 +169,7 @@ def test_targets_are_seeded_and_exclude_the_clean_class(tmp_path: Path) -> None:
 
 def test_record_never_overwrites_a_finished_case(serial_db: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.sqlite"
-    with BenchDB.open(serial_db, create=False) as db:
+    with BenchDB.open(serial_db, create=False, read_only=True) as db:
         db.conn.execute(f"VACUUM INTO '{copy}'")
     with BenchDB.open(copy, create=False) as db:
         case = db.cases()[0]
@@ -201,7 +202,7 @@ def test_workers_give_the_same_results(serial_db: Path, tmp_path: Path) -> None:
     db = tmp_path / "w.sqlite"
     assert main(["bench", str(cfg), "--db", str(db), "--workers", "2", "-q"]) == 0
     assert results(db) == results(serial_db)
-    with BenchDB.open(db, create=False) as d:
+    with BenchDB.open(db, create=False, read_only=True) as d:
         pids = {int(c["worker"].rsplit(":", 1)[1]) for c in d.cases()}
     # Cases ran in worker processes (how many of the two got work depends on scheduling).
     assert os.getpid() not in pids
@@ -239,12 +240,12 @@ def test_resume_after_sigkill(serial_db: Path, tmp_path: Path) -> None:
     proc.wait()
     killed_at = _done(db)
     assert 3 <= killed_at < N_CASES, "the kill should land mid-grid"
-    with BenchDB.open(db, create=False) as d:
+    with BenchDB.open(db, create=False, read_only=True) as d:
         first = {c["id"]: (c["finished_at"], c["queries"]) for c in d.cases()}
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming: {killed_at}/{N_CASES}" in rerun.stderr
-    with BenchDB.open(db, create=False) as d:
+    with BenchDB.open(db, create=False, read_only=True) as d:
         assert d.counts()[:2] == (N_CASES, N_CASES)
         after = {c["id"]: (c["finished_at"], c["queries"]) for c in d.cases()}
         steps = d.conn.execute("SELECT COUNT(*), COUNT(DISTINCT case_id || '/' || step) FROM steps")
@@ -351,3 +352,84 @@ def test_report_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["report", str(tmp_path / "none.sqlite"), "-o", str(tmp_path / "r.html")]) == 2
     assert not (tmp_path / "r.html").exists()
     assert "no such" in capsys.readouterr().err
+
+
+def test_a_finished_grid_is_one_plain_file(serial_db: Path) -> None:
+    con = sqlite3.connect(serial_db)
+    try:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    finally:
+        con.close()
+    assert not Path(f"{serial_db}-wal").exists()
+
+
+def test_a_second_run_on_a_busy_database_is_refused(
+    serial_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bbattack.bench.runner import _locked
+
+    cfg = write_grid(tmp_path)
+    holder = _locked(BenchDB.open(serial_db, create=False))
+    try:
+        assert main(["bench", str(cfg), "--db", str(serial_db), "-q"]) == 2
+        assert "another `bbattack bench` is running" in capsys.readouterr().err
+    finally:
+        holder.close()
+    assert main(["bench", str(cfg), "--db", str(serial_db), "-q"]) == 0
+
+
+def test_a_foreign_sqlite_file_is_left_untouched(tmp_path: Path) -> None:
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    assert main(["report", str(other), "-o", str(tmp_path / "r.html")]) == 2
+    assert main(["bench", str(write_grid(tmp_path)), "--db", str(other), "-q"]) == 2
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml", "other.sqlite"]
+
+
+def test_a_failing_model_factory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_grid(tmp_path, factory="no_such_function")
+    assert main(["bench", str(cfg), "--db", str(tmp_path / "r.sqlite"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "model.factory" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_targets_per_image_are_distinct_and_bounded(tmp_path: Path) -> None:
+    cfg = parse_config(
+        {
+            "images": {"photos": ["coffee"]},
+            "targets": {"pool": "classes", "per_image": 9},
+            "attacks": [{"name": "ql", "budget": [100]}],
+        }
+    )
+    images = collect_images(cfg, tmp_path, (8, 8))
+    pairs = draw_targets(cfg, images, {"coffee": 4}, 10)["coffee"]
+    assert sorted(t for t, _ in pairs) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    too_many = cfg.model_copy(update={"targets": cfg.targets.model_copy(update={"per_image": 10})})
+    with pytest.raises(UserInputError, match=r"targets.per_image"):
+        draw_targets(too_many, images, {"coffee": 4}, 10)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [("threat = []", "attacks[0].threat"), ("params = {eps = 0.1}", "attacks[0].params")],
+)
+def test_more_bad_attack_fields(extra: str, field: str) -> None:
+    import tomllib
+
+    with pytest.raises(UserInputError, match=re.escape(field)):
+        parse_config(tomllib.loads(PHOTO + QL + extra))
+
+
+def test_db_that_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_grid(tmp_path)
+    assert main(["bench", str(cfg), "--db", str(tmp_path), "-q"]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -716,7 +716,7 @@ def bench(
                 db,
                 workers=workers,
                 use_ray=ray is not None,
-                ray_address=None if ray in (None, "local") else ray,
+                ray_address=ray or "local",
                 on_start=on_start,
                 on_case=on_case,
             )

@@ -147,11 +147,18 @@ class TargetsSpec(_Frozen):
 
 class AttackSpec(_Frozen):
     name: str
-    threat: list[Threat] | None = None
+    threat: list[Threat] | None = Field(None, min_length=1)
     k: list[int] = Field(default_factory=lambda: [1], min_length=1)
     eps: list[float] = Field(default_factory=lambda: [0.05], min_length=1)
     budget: list[int] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "eps" in v:
+            raise ValueError("eps is a grid axis: set the attack's eps list, not params.eps")
+        return v
 
     @field_validator("k")
     @classmethod

@@ -19,6 +19,7 @@ steps   per-step metrics of finished cases (case_id, step, queries, loss, target
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -153,53 +154,87 @@ class BenchDB:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self.lock_fd: int | None = None  # held by a running bench (see runner._locked)
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool) -> BenchDB:
+    def open(cls, path: str | Path, *, create: bool, read_only: bool = False) -> BenchDB:
+        """Open a database: ``create`` a new one, or open an existing one for writing, or
+        (``read_only``, the report) without writing anything."""
         p = Path(path)
-        if not create and not p.is_file():
-            raise UserInputError(f"{p}: no such benchmark database")
-        if create and p.parent and not p.parent.is_dir():
-            raise UserInputError(f"{p.parent}: no such directory for the database")
-        if not create:
-            # Check before connecting: the PRAGMAs below would turn an empty or foreign file
-            # into a database.
+        if create:
+            if not p.parent.is_dir():
+                raise UserInputError(f"{p.parent}: no such directory for the database")
             try:
-                with p.open("rb") as f:
-                    header = f.read(16)
-            except OSError as e:
-                raise UserInputError(f"{p}: cannot read ({e.strerror})") from None
-            if header != b"SQLite format 3\x00":
-                raise UserInputError(f"{p}: not a bbattack benchmark database")
-        try:
-            conn = sqlite3.connect(p, isolation_level=None)  # explicit BEGIN/COMMIT below
-            conn.row_factory = sqlite3.Row
-            # WAL + synchronous=FULL: a commit survives SIGKILL and power loss; readers (the
-            # report) never block the writer.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if create:
+                conn = sqlite3.connect(p, isolation_level=None)
+                cls._pragmas(conn)
                 conn.executescript(_SCHEMA)
+            except sqlite3.Error as e:
+                raise UserInputError(f"{p}: cannot create the database ({e})") from None
+            return cls(conn, p)
+        cls._probe(p)
+        try:
+            if read_only:
+                conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
             else:
-                names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                if not {"meta", "cases", "steps", "images"} <= names:
-                    conn.close()
-                    raise UserInputError(f"{p}: not a bbattack benchmark database")
-        except sqlite3.DatabaseError as e:
-            raise UserInputError(f"{p}: not a benchmark database ({e})") from None
-        db = cls(conn, p)
-        if not create:
-            v = db.meta().get("schema_version")
-            if v != str(SCHEMA_VERSION):
-                conn.close()
-                raise UserInputError(
-                    f"{p}: database schema {v}, this bbattack reads {SCHEMA_VERSION}"
-                )
-        return db
+                conn = sqlite3.connect(p, isolation_level=None)
+                cls._pragmas(conn)
+        except sqlite3.Error as e:
+            raise UserInputError(f"{p}: cannot open the database ({e})") from None
+        conn.row_factory = sqlite3.Row
+        return cls(conn, p)
+
+    @staticmethod
+    def _pragmas(conn: sqlite3.Connection) -> None:
+        # WAL + synchronous=FULL: a commit survives SIGKILL and power loss; readers (the
+        # report) never block the writer. isolation_level=None: explicit BEGIN/COMMIT.
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+
+    @staticmethod
+    def _probe(p: Path) -> None:
+        """Check, without writing a byte, that ``p`` is a benchmark database of our schema:
+        opening a foreign file for writing would switch it to WAL."""
+        if p.is_dir():
+            raise UserInputError(f"{p}: is a directory, not a benchmark database")
+        if not p.is_file():
+            raise UserInputError(f"{p}: no such benchmark database")
+        try:
+            with p.open("rb") as f:
+                header = f.read(16)
+        except OSError as e:
+            raise UserInputError(f"{p}: cannot read ({e.strerror})") from None
+        if header != b"SQLite format 3\x00":
+            raise UserInputError(f"{p}: not a bbattack benchmark database")
+        try:
+            conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as e:
+            raise UserInputError(f"{p}: cannot open the database ({e})") from None
+        try:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if not {"meta", "cases", "steps", "images"} <= names:
+                raise UserInputError(f"{p}: not a bbattack benchmark database")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.Error as e:
+            raise UserInputError(f"{p}: cannot read the database ({e})") from None
+        finally:
+            conn.close()
+        v = None if row is None else row[0]
+        if v != str(SCHEMA_VERSION):
+            raise UserInputError(f"{p}: database schema {v}, this bbattack reads {SCHEMA_VERSION}")
+
+    def finish(self) -> None:
+        """A finished grid becomes one plain file (no -wal/-shm), easy to copy and to read on
+        read-only storage."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.execute("PRAGMA journal_mode=DELETE")
 
     def close(self) -> None:
         self.conn.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
     def __enter__(self) -> BenchDB:
         return self

@@ -46,11 +46,20 @@ def open_model(spec: ModelSpec) -> Classifier:
         return load_model(spec.name, backend=spec.backend)
     assert spec.factory is not None
     mod_name, _, fn_name = spec.factory.partition(":")
+    # A user's factory can fail in any way; it gets one line naming it, not a traceback.
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise UserInputError(f"model.factory: cannot import {spec.factory!r} ({e})") from None
-    model = fn()
+    except Exception as e:  # noqa: BLE001
+        raise UserInputError(
+            f"model.factory: cannot import {spec.factory!r} ({type(e).__name__}: {e}); "
+            "its module must be importable (PYTHONPATH)"
+        ) from None
+    try:
+        model = fn()
+    except Exception as e:  # noqa: BLE001
+        raise UserInputError(
+            f"model.factory: {spec.factory}() failed ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(model, Classifier):
         raise UserInputError(
             f"model.factory: {spec.factory} returned {type(model).__name__}, "
@@ -99,20 +108,31 @@ def draw_targets(
     out: dict[str, list[tuple[int, str | None]]] = {}
     for im in images:
         pairs: list[tuple[int, str | None]] = []
+        # Each other image whose clean class differs is a start image for its class.
+        others = [o.name for o in images if clean[o.name] != clean[im.name]]
+        if cfg.targets.pool == "classes":
+            available = num_classes - 1
+        else:
+            available = len({clean[o] for o in others})
+        if cfg.targets.per_image > available:
+            raise UserInputError(
+                f"targets.per_image: {cfg.targets.per_image} targets per image, but "
+                f"{im.name!r} has only {available} possible target classes"
+                + ("" if cfg.targets.pool == "classes" else " (other images' clean classes)")
+            )
         for t in range(cfg.targets.per_image):
             rng = _rng(cfg.seed, im.name, t)
-            if cfg.targets.pool == "classes":
-                c = int(rng.integers(0, num_classes - 1))
-                pairs.append((c + (c >= clean[im.name]), None))
-            else:
-                # Each other image whose clean class differs is a start image for its class.
-                others = [o.name for o in images if clean[o.name] != clean[im.name]]
-                if not others:
-                    raise UserInputError(
-                        "targets.pool = 'images' needs images of at least two clean classes"
-                    )
-                o = others[int(rng.integers(0, len(others)))]
-                pairs.append((clean[o], o))
+            # Distinct targets: redraw (same stream) a class this image already has.
+            while True:
+                if cfg.targets.pool == "classes":
+                    c = int(rng.integers(0, num_classes - 1))
+                    pair: tuple[int, str | None] = (c + (c >= clean[im.name]), None)
+                else:
+                    o = others[int(rng.integers(0, len(others)))]
+                    pair = (clean[o], o)
+                if all(pair[0] != q for q, _ in pairs):
+                    break
+            pairs.append(pair)
         out[im.name] = pairs
     return out
 

@@ -781,6 +781,9 @@ def write_report(
         raise UserInputError(f"{out_p}: is a directory")
     if out_p.exists() and db_p.exists() and out_p.samefile(db_p):
         raise UserInputError(f"{out_p}: is the benchmark database itself")
-    with BenchDB.open(db_p, create=False) as db:
+    with BenchDB.open(db_p, create=False, read_only=True) as db:
         text = render_html(db, samples) if fmt == "html" else render_markdown(db)
-    write_atomic(out_p, text)
+    try:
+        write_atomic(out_p, text)
+    except OSError as e:
+        raise UserInputError(f"{out_p}: cannot write ({e.strerror})") from None

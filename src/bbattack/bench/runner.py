@@ -142,18 +142,17 @@ def prepare(config_path: Path, db_path: Path) -> BenchDB:
     """Validate the config, then open the database: create it for a new grid (atomically),
     or check that an existing one holds this same grid. Nothing is written on bad input."""
     cfg, text = load_config(config_path)
+    if db_path.is_dir():
+        raise UserInputError(f"--db {db_path}: is a directory")
     if db_path.exists():
-        db = BenchDB.open(db_path, create=False)
-        meta = db.meta()
+        with BenchDB.open(db_path, create=False, read_only=True) as ro:  # refuse untouched
+            meta = ro.meta()
         if meta.get("config_hash") != cfg.digest():
-            db.close()
             raise UserInputError(
                 f"{db_path} holds another grid ({meta.get('name')!r}, config hash "
                 f"{meta.get('config_hash')}; this config is {cfg.digest()}): use another --db"
             )
-        return db
-    if not db_path.parent.is_dir():
-        raise UserInputError(f"--db: {db_path.parent} is not a directory")
+        return _locked(BenchDB.open(db_path, create=False))
     model = open_model(cfg.model)
     images = collect_images(cfg, config_path.parent, model.input_shape[1:])
     x = np.stack([im.array() for im in images])
@@ -175,27 +174,65 @@ def prepare(config_path: Path, db_path: Path) -> BenchDB:
         "machine": _machine(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    # Built under a temporary name and renamed: a crash here leaves no database behind.
+    # Built under a temporary name, then linked into place (which fails if the name exists,
+    # unlike a rename): a crash leaves no database behind, and of two runs creating the same
+    # --db at once, one wins and the other stops.
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
-    for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
-        leftover.unlink(missing_ok=True)
-    db = BenchDB.open(tmp, create=True)
+    sides = [tmp.with_name(tmp.name + side) for side in ("-wal", "-shm", "-journal")]
     try:
-        db.initialise(
-            meta,
-            [
-                (im.name, im.path, im.digest, clean[im.name], class_name(clean[im.name]), im.png)
-                for im in images
-            ],
-            cases,
-        )
-        db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
+        for leftover in (tmp, *sides):
+            leftover.unlink(missing_ok=True)
+        db = BenchDB.open(tmp, create=True)
+        try:
+            db.initialise(
+                meta,
+                [
+                    (
+                        im.name,
+                        im.path,
+                        im.digest,
+                        clean[im.name],
+                        class_name(clean[im.name]),
+                        im.png,
+                    )
+                    for im in images
+                ],
+                cases,
+            )
+            db.finish()
+        finally:
+            db.close()
+        try:
+            os.link(tmp, db_path)
+        except FileExistsError:
+            raise UserInputError(
+                f"--db {db_path}: another `bbattack bench` created it meanwhile"
+            ) from None
+        finally:
+            for f in (tmp, *sides):
+                f.unlink(missing_ok=True)
+    except OSError as e:
+        raise UserInputError(f"--db {db_path}: cannot write ({e.strerror})") from None
+    return _locked(BenchDB.open(db_path, create=False))
+
+
+def _locked(db: BenchDB) -> BenchDB:
+    """One `bbattack bench` per database at a time (two would redo the same pending cases).
+    flock on the file itself: independent of SQLite's own POSIX locks, released with the
+    process even on SIGKILL."""
+    import fcntl
+
+    fd = os.open(db.path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
         db.close()
-    os.replace(tmp, db_path)
-    for side in ("-wal", "-shm"):
-        tmp.with_name(tmp.name + side).unlink(missing_ok=True)
-    return BenchDB.open(db_path, create=False)
+        raise UserInputError(
+            f"another `bbattack bench` is running on {db.path}; wait for it or stop it"
+        ) from None
+    db.lock_fd = fd
+    return db
 
 
 def _tasks(db: BenchDB, cases: list[CaseRow]) -> list[Task]:
@@ -238,7 +275,7 @@ def _processes(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
                 f.cancel()
 
 
-def _ray(address: str | None) -> Callable[[list[Task], int], Iterator[CaseOutcome]]:
+def _ray(address: str) -> Callable[[list[Task], int], Iterator[CaseOutcome]]:
     def execute(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
         try:
             import ray
@@ -247,8 +284,9 @@ def _ray(address: str | None) -> Callable[[list[Task], int], Iterator[CaseOutcom
         started = not ray.is_initialized()
         if started:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address is None:
-                kwargs["num_cpus"] = workers
+            if address == "local":
+                # "local" starts a new cluster even where RAY_ADDRESS or `ray start` left one.
+                kwargs["num_cpus"] = workers if workers > 1 else os.cpu_count()
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
@@ -284,7 +322,7 @@ def run_bench(
     db_path: str | Path,
     *,
     workers: int = 1,
-    ray_address: str | None = None,
+    ray_address: str = "local",
     use_ray: bool = False,
     on_case: Callable[[CaseRow, CaseOutcome, BenchSummary], None] | None = None,
     on_start: Callable[[BenchSummary], None] | None = None,
@@ -292,13 +330,17 @@ def run_bench(
     """Run (or resume) the grid in ``config_path``, storing every case in ``db_path``."""
     if workers < 1:
         raise UserInputError(f"--workers must be >= 1, got {workers}")
-    with prepare(Path(config_path), Path(db_path)) as db:
+    db_p = Path(db_path)
+    if not db_p.parent.is_dir():
+        raise UserInputError(f"--db: {db_p.parent} is not a directory")
+    with prepare(Path(config_path), db_p) as db:
         pending = db.pending()
         done, total, ok = db.counts()
         summary = BenchSummary(done, total, ok, 0, 0, 0.0)
         if on_start is not None:
             on_start(summary)
         if not pending:
+            db.finish()
             return summary
         tasks = _tasks(db, pending)
         execute: Callable[[list[Task], int], Iterable[CaseOutcome]]
@@ -319,4 +361,6 @@ def run_bench(
             summary.wall_s = time.perf_counter() - t0
             if on_case is not None:
                 on_case(by_id[outcome.case_id], outcome, summary)
+        if summary.done == summary.total:
+            db.finish()
         return summary
