@@ -45,7 +45,7 @@ import torch
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .attacks.base import StepInfo, require, run_inputs
+from .attacks.base import StepInfo, check_budget, require, run_inputs, with_overrides
 from .errors import BackendUnavailableError, StartImageError, UserInputError
 from .images import bundled_photos, load_image, quantize
 from .oracle import LabelsObservation, Observation, Oracle, QueryKind, Scores, View
@@ -391,13 +391,7 @@ class Baseline(ABC, Generic[C]):
     fallback_by_score: ClassVar[bool] = True
 
     def __init__(self, config: C | None = None, **overrides: Any) -> None:
-        base = config if config is not None else self.config_class()
-        if not isinstance(base, self.config_class):
-            raise UserInputError(
-                f"{self.name} takes a {self.config_class.__name__}, got {type(base).__name__}"
-            )
-        cfg = type(base).model_validate({**base.model_dump(), **overrides}) if overrides else base
-        self.config: C = cfg  # type: ignore[assignment]
+        self.config: C = with_overrides(self.config_class, config, overrides)  # type: ignore[assignment]
         self._require()  # a missing library is an error now, not in the middle of a run
 
     def __repr__(self) -> str:
@@ -456,25 +450,8 @@ class Baseline(ABC, Generic[C]):
         self._require()
         xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, untargeted_ok=False)
         n = len(xb)
-        if (
-            oracle.max_queries is None
-            and oracle.max_total_queries is None
-            and self.config.max_iter is None
-        ):
-            raise UserInputError(
-                "a baseline that cannot succeed would never stop: give the oracle a budget "
-                "(max_queries) or the baseline max_iter"
-            )
-        if oracle.max_queries is not None and oracle.max_queries < 2:
-            raise UserInputError(
-                "the budget must allow at least 2 queries (the clean query and the final "
-                "verification)"
-            )
-        if oracle.total_remaining() < 2 * n:
-            raise UserInputError(
-                f"the total budget left ({oracle.total_remaining()}) must allow 2 queries per "
-                f"image for {n} images"
-            )
+        # One reserved query per image: the final verification.
+        check_budget(oracle, n, 1, self.config.max_iter is not None, "the baseline max_iter")
         st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
 
         ids = oracle.register(n)
@@ -633,7 +610,22 @@ class _TorchOracle(torch.nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
-class TorchattacksSquare(Baseline[TorchattacksSquareConfig]):
+class _SquareBaseline(Baseline[C]):
+    """What both Square wrappers share: full scores as log-probabilities, queries rounded onto
+    the 8-bit grid inside the box."""
+
+    views = "full scores (Scores)"
+    natural_threat = "ql"
+    quantize_queries = True
+
+    def check_view(self, view: View) -> None:
+        require(isinstance(view, Scores), "Square needs the full scores view (ql)")
+
+    def _render(self, obs: Observation, k: int) -> FloatArray:
+        return _log_probs(obs)
+
+
+class TorchattacksSquare(_SquareBaseline[TorchattacksSquareConfig]):
     """Square Attack (L∞, targeted) from torchattacks 3.5.1, run through the oracle.
 
     Paper: Andriushchenko, Croce, Flammarion, Hein, "Square Attack: a query-efficient black-box
@@ -657,18 +649,9 @@ class TorchattacksSquare(Baseline[TorchattacksSquareConfig]):
 
     name = "ta-square"
     config_class = TorchattacksSquareConfig
-    views = "full scores (Scores)"
-    natural_threat = "ql"
-    quantize_queries = True
-
-    def check_view(self, view: View) -> None:
-        require(isinstance(view, Scores), "Square needs the full scores view (ql)")
 
     def _require(self) -> Any:
         return _backend("torchattacks", "torchattacks")
-
-    def _render(self, obs: Observation, k: int) -> FloatArray:
-        return _log_probs(obs)
 
     def _attack(
         self, tracker: _Tracker, x0: FloatArray, seed: int, start: FloatArray | None
@@ -693,7 +676,7 @@ class TorchattacksSquare(Baseline[TorchattacksSquareConfig]):
         return out
 
 
-class ArtSquare(Baseline[ArtSquareConfig]):
+class ArtSquare(_SquareBaseline[ArtSquareConfig]):
     """Square Attack (L∞, targeted) from the Adversarial Robustness Toolbox 1.20.1.
 
     Paper: Andriushchenko, Croce, Flammarion, Hein, ECCV 2020 (arXiv:1912.00049).
@@ -711,19 +694,10 @@ class ArtSquare(Baseline[ArtSquareConfig]):
 
     name = "art-square"
     config_class = ArtSquareConfig
-    views = "full scores (Scores)"
-    natural_threat = "ql"
-    quantize_queries = True
-
-    def check_view(self, view: View) -> None:
-        require(isinstance(view, Scores), "Square needs the full scores view (ql)")
 
     def _require(self) -> Any:
         _backend("scipy", "scipy")
         return _backend("art.attacks.evasion", "adversarial-robustness-toolbox")
-
-    def _render(self, obs: Observation, k: int) -> FloatArray:
-        return _log_probs(obs)
 
     def _attack(
         self, tracker: _Tracker, x0: FloatArray, seed: int, start: FloatArray | None

@@ -97,10 +97,7 @@ class Attack(ABC, Generic[C]):
     reserve: ClassVar[int] = 1  # queries kept back per image for the final verification
 
     def __init__(self, config: C | None = None, **overrides: Any) -> None:
-        base = config if config is not None else self.config_class()
-        # Re-validate with the overrides: a typo (extra="forbid") or a bad value is an error.
-        cfg = type(base).model_validate({**base.model_dump(), **overrides}) if overrides else base
-        self.config: C = cfg  # type: ignore[assignment]
+        self.config: C = with_overrides(self.config_class, config, overrides)  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
@@ -192,25 +189,9 @@ class Attack(ABC, Generic[C]):
         self.check_view(oracle.view)
         xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.supports_untargeted)
         n = len(xb)
-        if (
-            oracle.max_queries is None
-            and oracle.max_total_queries is None
-            and self.config.max_steps is None
-        ):
-            raise UserInputError(
-                "an attack that cannot succeed would never stop: give the oracle a budget "
-                "(max_queries) or the attack max_steps"
-            )
-        if oracle.max_queries is not None and oracle.max_queries < 1 + self.reserve:
-            raise UserInputError(
-                f"the budget must allow at least {1 + self.reserve} queries "
-                "(the clean query and the final verification)"
-            )
-        if oracle.total_remaining() < n * (1 + self.reserve):
-            raise UserInputError(
-                f"the total budget left ({oracle.total_remaining()}) must allow "
-                f"{1 + self.reserve} queries per image for {n} images"
-            )
+        check_budget(
+            oracle, n, self.reserve, self.config.max_steps is not None, "the attack max_steps"
+        )
         st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
 
         t0 = time.perf_counter()
@@ -352,6 +333,37 @@ class Attack(ABC, Generic[C]):
             images=images,
             x_adv=xq,
             trace=trace,
+        )
+
+
+def with_overrides(
+    config_class: type[BaseModel], config: BaseModel | None, overrides: dict[str, Any]
+) -> BaseModel:
+    """A config re-validated with keyword overrides: a typo (extra="forbid") or a bad value is
+    an error, and so is a config of another class."""
+    base = config if config is not None else config_class()
+    if not isinstance(base, config_class):
+        raise UserInputError(f"expected a {config_class.__name__}, got {type(base).__name__}")
+    return type(base).model_validate({**base.model_dump(), **overrides}) if overrides else base
+
+
+def check_budget(oracle: Oracle, n: int, reserve: int, capped: bool, cap: str) -> None:
+    """Refuse a run that could never stop, or whose budget cannot pay each image's clean query
+    and its ``reserve`` (the final verification)."""
+    if oracle.max_queries is None and oracle.max_total_queries is None and not capped:
+        raise UserInputError(
+            "an attack that cannot succeed would never stop: give the oracle a budget "
+            f"(max_queries) or {cap}"
+        )
+    if oracle.max_queries is not None and oracle.max_queries < 1 + reserve:
+        raise UserInputError(
+            f"the budget must allow at least {1 + reserve} queries "
+            "(the clean query and the final verification)"
+        )
+    if oracle.total_remaining() < n * (1 + reserve):
+        raise UserInputError(
+            f"the total budget left ({oracle.total_remaining()}) must allow "
+            f"{1 + reserve} queries per image for {n} images"
         )
 
 
