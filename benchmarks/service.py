@@ -24,10 +24,10 @@ import httpx
 import numpy as np
 
 import bbattack as bb
+from bbattack.bench.machine import describe
 from bbattack.remote import encode_png
 from bbattack.service import create_app
 from bbattack.service.runner import serve_in_thread
-from machine import describe
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 import bbattack as bb
+from bbattack.bench.machine import describe
 from bbattack.models import _efficientnet_lite0_torch, to_backend
 from bbattack.tuning import CANDIDATES, measure_throughput, tuned_batch_size
-from machine import describe
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -29,6 +29,7 @@ from ..oracle import Oracle
 from .config import BenchConfig, ModelSpec, load_config, make_view
 from .db import BenchDB, CaseOutcome, CaseRow
 from .grid import build_cases, collect_images, open_model
+from .machine import describe
 
 __all__ = ["BenchSummary", "Task", "prepare", "run_bench", "run_case"]
 
@@ -123,21 +124,6 @@ def _versions(cfg: BenchConfig) -> dict[str, str]:
     return out
 
 
-def _machine() -> str:
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
 def prepare(config_path: Path, db_path: Path) -> BenchDB:
     """Validate the config, then open the database: create it for a new grid (atomically),
     or check that an existing one holds this same grid. Nothing is written on bad input."""
@@ -171,7 +157,7 @@ def prepare(config_path: Path, db_path: Path) -> BenchDB:
         "versions": json.dumps(_versions(cfg)),
         "model": cfg.model.describe(),
         "backend": getattr(model, "backend", type(model).__name__),
-        "machine": _machine(),
+        "machine": describe(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     # Built under a temporary name, then linked into place (which fails if the name exists,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def describe() -> str:
+    """CPU model, cores, RAM and the GPU if torch sees one: stored with every benchmark."""
     cpu = platform.processor() or platform.machine()
     info = Path("/proc/cpuinfo")
     if info.exists():
