@@ -46,7 +46,7 @@ def attack_rate(model: bb.Classifier, threat: str, n_images: int, steps: int) ->
     overrides: dict[str, Any] = {"max_steps": steps}
     if threat == "lo":
         overrides.update(samples=10, noise_samples=10)  # keep the LO step short; same query path
-    attack = bb.ATTACKS[threat](**overrides)
+    attack = bb.all_attacks()[threat].cls(**overrides)
     oracle = bb.Oracle(model, view)
     t0 = time.perf_counter()
     attack.run(oracle, x, clean_start, start=None if threat == "ql" else start, seed=0)

@@ -30,8 +30,8 @@ from bbattack import (
     UserInputError,
     View,
 )
+from bbattack.attacks import registry
 from bbattack.baselines import (
-    BASELINES,
     ArtHopSkipJump,
     ArtHopSkipJumpConfig,
     ArtSquare,
@@ -40,14 +40,15 @@ from bbattack.baselines import (
     BaselineConfig,
     TorchattacksSquare,
     TorchattacksSquareConfig,
-    _start_candidates,
 )
+from bbattack.images import start_candidates
 from support import Task
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
 
 KIND_KEYS = {"init", "gradient", "line_search", "success_check", "noise", "final"}
+BASELINES = {n: i.cls for n, i in registry.all_attacks().items() if i.baseline}
 EPS = 0.3  # the 8x8 digits need a large box; ImageNet runs use 0.05
 HSJ = {"init_eval": 20, "max_eval": 200}  # small gradient batches for an 8x8 model
 
@@ -55,7 +56,8 @@ HSJ = {"init_eval": 20, "max_eval": 200}  # small gradient batches for an 8x8 mo
 def make(name: str, **kw: Any) -> Baseline[Any]:
     cls = BASELINES[name]
     extra = HSJ if cls is ArtHopSkipJump else {}
-    return cls(**{"eps": EPS, **extra, **kw})
+    out: Baseline[Any] = cls(**{"eps": EPS, **extra, **kw})
+    return out
 
 
 def natural_view(name: str) -> View:
@@ -119,15 +121,14 @@ def test_the_registry_names_each_baseline() -> None:
     assert set(BASELINES) == {"ta-square", "art-square", "art-hsj"}
     for key, cls in BASELINES.items():
         assert cls.name == key
+        assert cls.info.baseline
         assert issubclass(cls.config_class, BaselineConfig)
-        assert cls.natural_threat in ("ql", "pi", "lo")
-        assert isinstance(cls.views, str)
         assert cls.__doc__ is not None
         assert "Paper:" in cls.__doc__
         assert "Query cost per step" in cls.__doc__
-    assert BASELINES["art-hsj"].needs_start
-    assert not BASELINES["ta-square"].needs_start
-    assert not BASELINES["art-square"].needs_start
+    assert BASELINES["art-hsj"].info.needs_start
+    assert not BASELINES["ta-square"].info.needs_start
+    assert not BASELINES["art-square"].info.needs_start
 
 
 def test_the_bench_knows_the_baselines() -> None:
@@ -266,16 +267,15 @@ def test_square_needs_the_full_scores(
     name: str, view: View, digits_torch: TorchClassifier, task: Task
 ) -> None:
     oracle = Oracle(digits_torch, view, max_queries=100)
-    with pytest.raises(ThreatModelError):
+    with pytest.raises(ThreatModelError, match="needs scores"):
         make(name).run(oracle, task.x, task.target)
-    with pytest.raises(ThreatModelError):
-        make(name).check_view(view)
+    assert registry.view_refusal(BASELINES[name].info, view) is not None
     assert oracle.total_queries == 0
 
 
 def test_hsj_accepts_every_view() -> None:
     for view in (Scores(), TopK(1), Labels(2), Label()):
-        make("art-hsj").check_view(view)
+        assert registry.view_refusal(BASELINES["art-hsj"].info, view) is None
 
 
 def test_hsj_sees_nothing_but_the_top1_label(digits_torch: TorchClassifier, task: Task) -> None:
@@ -310,7 +310,7 @@ def test_hsj_refuses_a_start_image_outside_the_target(
 def test_hsj_without_a_start_searches_the_bundled_photos(
     digits_torch: TorchClassifier, task: Task
 ) -> None:
-    cands = _start_candidates(digits_torch.input_shape)
+    cands = start_candidates(digits_torch.input_shape)
     labels = set(digits_torch(cands).argmax(axis=1).tolist())
     clean = int(task.label[0])
     reachable = [t for t in sorted(labels) if t != clean]
@@ -444,6 +444,24 @@ def test_a_single_chw_image_is_accepted(digits_torch: TorchClassifier, task: Tas
     assert res.x_adv.shape == (1, *task.x.shape[1:])
 
 
+def test_ta_square_untargeted_and_l2(digits_torch: TorchClassifier, task: Task) -> None:
+    oracle = Oracle(digits_torch, Scores(), max_queries=400)
+    res = make("ta-square").run(oracle, task.x, None, seed=0)
+    clean = digits_torch(task.x).argmax(axis=1)
+    top1 = digits_torch(res.x_adv).argmax(axis=1)
+    for i, r in enumerate(res.images):
+        assert r.target is None
+        assert r.success == bool(top1[i] != clean[i])
+        assert r.queries <= 400
+    assert res.success.mean() >= 0.5
+    oracle = Oracle(digits_torch, Scores(), max_queries=400)
+    res = make("ta-square", norm="l2", eps=2.0).run(oracle, task.x, task.target, seed=0)
+    l2 = np.sqrt(((res.x_adv - task.x).reshape(len(task.x), -1).astype(np.float64) ** 2).sum(1))
+    assert (l2 <= 2.0 + 1e-6).all()
+    assert all(r.norm == "l2" for r in res.images)
+    np.testing.assert_allclose([r.l2 for r in res.images], l2, atol=1e-6)
+
+
 # ---------------------------------------------------------------- input errors and configs
 
 
@@ -453,7 +471,7 @@ def test_bad_run_arguments_raise_user_input_error(
     oracle = Oracle(digits_torch, Scores(), max_queries=100)
     sq = make("ta-square")
     with pytest.raises(UserInputError, match="targeted"):
-        sq.run(oracle, task.x, None)
+        make("art-square").run(oracle, task.x, None)
     with pytest.raises(UserInputError, match="out of range"):
         sq.run(oracle, task.x, 10)
     with pytest.raises(UserInputError, match="shape"):
@@ -555,7 +573,9 @@ def test_importing_the_module_needs_neither_library() -> None:
         "    sys.modules[m] = None\n"
         "import bbattack.baselines as b\n"
         "from bbattack.errors import BackendUnavailableError\n"
-        "assert set(b.BASELINES) == {'ta-square', 'art-square', 'art-hsj'}\n"
+        "from bbattack.attacks import registry\n"
+        "names = {n for n, i in registry.all_attacks().items() if i.baseline}\n"
+        "assert names == {'ta-square', 'art-square', 'art-hsj'}, names\n"
         "try:\n"
         "    b.TorchattacksSquare()\n"
         "except BackendUnavailableError as e:\n"

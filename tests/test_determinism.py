@@ -61,7 +61,7 @@ def run(
         oracle,
         task.x[rows],
         target=task.target[rows] if targeted else None,
-        start=task.start[rows] if attack.needs_start else None,
+        start=task.start[rows] if attack.info.needs_start else None,
         seed=seed,
     )
 

@@ -14,15 +14,15 @@ from bbattack import (
     LOConfig,
     Oracle,
     PIAttack,
-    QLAttack,
     QueryKind,
     Scores,
-    ThreatModelError,
     TopK,
     TopKObservation,
     TorchClassifier,
     UserInputError,
+    ViewRefused,
 )
+from bbattack.attacks.goals import Within
 from bbattack.targets import LabelTarget, Vocabulary
 from support import Task
 
@@ -89,10 +89,14 @@ def test_observations_are_padded_where_fewer_labels_came_back(
     assert not hasattr(lobs, "scores")
 
 
-def test_label_targets_reveal_no_score_vector(digits_torch: TorchClassifier, task: Task) -> None:
-    oracle = Oracle(LabelTarget(DigitLabeler(digits_torch)), Scores(), max_queries=100)
-    with pytest.raises(ThreatModelError):
-        QLAttack().run(oracle, task.x[0], None)
+def test_label_targets_refuse_a_score_vector_before_any_query(
+    digits_torch: TorchClassifier,
+) -> None:
+    labeler = DigitLabeler(digits_torch)
+    # Refused when the oracle is built: nothing is asked of the source, nothing is paid.
+    with pytest.raises(ViewRefused, match="not a score vector"):
+        Oracle(LabelTarget(labeler), Scores(), max_queries=100)
+    assert labeler.calls == 0
 
 
 def parity(digit: int) -> str:
@@ -101,7 +105,7 @@ def parity(digit: int) -> str:
 
 @pytest.mark.parametrize("success", ["top1", "topk"])
 def test_pi_reaches_a_target_label_string(
-    digits_torch: TorchClassifier, task: Task, success: str
+    digits_torch: TorchClassifier, task: Task, success: Within
 ) -> None:
     # The coarse parity label outranks every digit name (it sums five of them), as "Dog"
     # outranks a breed on Cloud Vision: top-1 success targets it, top-k success the digit name.
@@ -110,8 +114,8 @@ def test_pi_reaches_a_target_label_string(
     target = LabelTarget(DigitLabeler(digits_torch))
     oracle = Oracle(target, TopK(None), max_queries=20_000)
     tid = target.class_names.resolve(label)
-    attack = PIAttack(eps=0.3, samples=20, success=success)
-    result = attack.run(oracle, task.x[:1], tid, start=task.start[:1], seed=0)
+    attack = PIAttack(eps=0.3, samples=20)
+    result = attack.run(oracle, task.x[:1], tid, start=task.start[:1], seed=0, success=success)
     (r,) = result.images
     assert r.success
     assert r.queries <= 20_000

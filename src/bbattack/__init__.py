@@ -6,9 +6,13 @@ result = bbattack.PIAttack().run(oracle, x, target=967, start=x_start, seed=0)
 """
 
 from .attacks import (
-    ATTACKS,
     Attack,
     AttackConfig,
+    AttackInfo,
+    Ball,
+    Goal,
+    L2Ball,
+    LinfBall,
     LOAttack,
     LOConfig,
     PIAttack,
@@ -16,6 +20,8 @@ from .attacks import (
     QLAttack,
     QLConfig,
     StepInfo,
+    all_attacks,
+    make_ball,
 )
 from .classes import ClassNames, imagenet_classes
 from .errors import (
@@ -28,6 +34,7 @@ from .errors import (
     ThreatModelError,
     UnknownClassError,
     UserInputError,
+    ViewRefused,
 )
 from .images import bundled_photos, load_image, quantize, save_png
 from .models import CallableClassifier, Classifier, OnnxClassifier, TorchClassifier, load_model
@@ -50,18 +57,21 @@ from .targets import LabelSource, LabelTarget, Vocabulary
 __version__ = "0.1.0"
 
 __all__ = [
-    "ATTACKS",
     "Attack",
     "AttackConfig",
+    "AttackInfo",
     "AttackResult",
     "BBAttackError",
     "BackendUnavailableError",
+    "Ball",
     "BudgetExhausted",
     "CallableClassifier",
     "ClassNames",
     "Classifier",
+    "Goal",
     "ImageLoadError",
     "ImageResult",
+    "L2Ball",
     "LOAttack",
     "LOConfig",
     "Label",
@@ -69,6 +79,7 @@ __all__ = [
     "LabelTarget",
     "Labels",
     "LabelsObservation",
+    "LinfBall",
     "OnnxClassifier",
     "Oracle",
     "OracleError",
@@ -89,12 +100,15 @@ __all__ = [
     "UnknownClassError",
     "UserInputError",
     "View",
+    "ViewRefused",
     "Vocabulary",
     "__version__",
+    "all_attacks",
     "bundled_photos",
     "imagenet_classes",
     "load_image",
     "load_model",
+    "make_ball",
     "quantize",
     "save_png",
     "view_from_name",

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .attacks import ATTACKS, Attack, StepInfo
+from .attacks import StepInfo, registry
+from .attacks.goals import Within
 from .errors import BBAttackError, UserInputError
 from .images import bundled_photos, load_image
 from .models import Classifier, load_model
@@ -92,12 +93,11 @@ def make_view(threat: Threat, k: int) -> View:
     return TopK(k) if threat is Threat.pi else Labels(k)
 
 
-def make_attack(threat: Threat, eps: float, params: dict[str, Any]) -> Attack[Any]:
+def make_attack(threat: Threat, eps: float, params: dict[str, Any]) -> registry.Runnable:
     if not 0.0 < eps <= 1.0:
         raise UserInputError(f"--eps must be in (0, 1], got {eps}")
-    cls = ATTACKS[threat.value]
     try:
-        return cls(cls.config_class(eps=eps, **params))
+        return registry.build(registry.default_attack(threat.value).name, eps=eps, **params)
     except ValidationError as e:
         raise UserInputError(_validation_message(e)) from None
     except TypeError as e:
@@ -105,13 +105,14 @@ def make_attack(threat: Threat, eps: float, params: dict[str, Any]) -> Attack[An
 
 
 def _progress_run(
-    attack: Attack[Any],
+    attack: registry.Runnable,
     oracle: Oracle,
     x: NDArray[np.float32],
     target: int | None,
     seed: int,
     start: NDArray[np.float32] | None,
     quiet: bool,
+    success: Within = "top1",
 ) -> AttackResult:
     budget = oracle.max_queries or 0
     show_rank = not oracle.view.reveals_scores
@@ -149,7 +150,9 @@ def _progress_run(
         on_step(info)
 
     try:
-        result = attack.run(oracle, x, target, seed=seed, start=start, on_step=first_step)
+        result = attack.run(
+            oracle, x, target, seed=seed, start=start, success=success, on_step=first_step
+        )
         progress.update(task, completed=result.images[0].queries)
     finally:
         if started:
@@ -218,6 +221,10 @@ class AttackJob:
     success: str = "top1"
     remote: RemoteOptions | None = None
 
+    @property
+    def goal(self) -> Within:
+        return "topk" if self.success == "topk" else "top1"  # validated by _check_job
+
 
 def _check_job(job: AttackJob) -> None:
     if job.k is not None and job.k < 1:
@@ -248,8 +255,6 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
     """Validate, attack one image, write the outputs, print a summary (or JSON)."""
     _check_job(job)
     params = _parse_params(list(job.params))
-    if job.threat is not Threat.ql:
-        params.setdefault("success", job.success)
     attack = make_attack(job.threat, job.eps, params)
     budget = job.max_queries or DEFAULT_BUDGET[job.threat.value]
     x = load_image(job.image)
@@ -290,7 +295,9 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
         view = make_view(job.threat, 1 if job.k is None else job.k)
     oracle = Oracle(target_obj, view, max_queries=budget)
     try:
-        result = _progress_run(attack, oracle, x, tgt, job.seed, start, quiet=False)
+        result = _progress_run(
+            attack, oracle, x, tgt, job.seed, start, quiet=False, success=job.goal
+        )
     finally:
         if job.remote is not None:
             client.close()

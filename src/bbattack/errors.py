@@ -5,7 +5,8 @@ BBAttackError                 base of everything bbattack raises on purpose
 │   ├── ImageLoadError
 │   ├── UnknownClassError
 │   ├── StartImageError
-│   └── BackendUnavailableError
+│   ├── BackendUnavailableError
+│   └── ViewRefused           (also a ThreatModelError) a target cannot serve the view asked for
 └── OracleError
     ├── BudgetExhausted       a query batch would cross a budget; nothing was charged or evaluated
     └── ThreatModelError      an attack asked for more than the oracle's view reveals
@@ -23,6 +24,7 @@ __all__ = [
     "ThreatModelError",
     "UnknownClassError",
     "UserInputError",
+    "ViewRefused",
 ]
 
 
@@ -63,3 +65,8 @@ class BudgetExhausted(OracleError):  # noqa: N818 - reads as a state, like StopI
 
 class ThreatModelError(OracleError):
     """An attack needs information that the oracle's view does not reveal."""
+
+
+class ViewRefused(ThreatModelError, UserInputError):  # noqa: N818 - reads as a state
+    """A target cannot serve a view (a label API has no score vector); raised when the oracle
+    is built, before anything is paid."""

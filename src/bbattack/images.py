@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, StartImageError
 from .results import default_mode
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "load_image",
     "quantize",
     "save_png",
+    "start_candidates",
     "to_model_input",
     "to_uint8",
 ]
@@ -182,3 +183,20 @@ def bundled_photos() -> dict[str, Path]:
     except ImportError:
         pass
     return found
+
+
+def start_candidates(shape: tuple[int, int, int]) -> FloatArray:
+    """The bundled photos at a model's input shape (C, H, W), as start-image candidates:
+    grey (luminance kept on the 8-bit grid) for 1-channel models."""
+    photos = bundled_photos()
+    if not photos:
+        raise StartImageError("no bundled photos are installed; give a start image (--start-image)")
+    if shape[0] not in (1, 3):
+        raise StartImageError(
+            f"bundled photos are RGB; a {shape[0]}-channel model needs a start image"
+        )
+    cands = np.stack([load_image(p, size=(shape[1], shape[2])) for p in photos.values()])
+    if shape[0] == 1:
+        grey = (cands * np.array([0.299, 0.587, 0.114], np.float32)[:, None, None]).sum(1)
+        cands = (np.rint(grey * 255.0) / 255.0).astype(np.float32)[:, None]
+    return cands

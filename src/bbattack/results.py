@@ -49,6 +49,7 @@ class ImageResult(BaseModel):
     linf: float
     l2: float
     eps: float
+    norm: str = "linf"  # the ball eps is measured in
     original: ClassRef | None
     target: ClassRef | None
     final_topk: list[TopKEntry]
@@ -56,6 +57,7 @@ class ImageResult(BaseModel):
     stop_reason: str
     wall_time_s: float
     seed: int
+    lost_queries: int = 0  # charged (maybe billed) but never answered: a failed remote call
 
 
 @dataclass(frozen=True)

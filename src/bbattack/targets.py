@@ -83,13 +83,25 @@ class LabelTarget:
         self.num_classes = VOCAB_CAPACITY
         self.name = name
 
+    def refuses(self, view: View) -> str | None:
+        """Why this target cannot serve ``view`` (None: it can)."""
+        if view.kind == "scores":
+            return "a label API reveals labels and scores, not a score vector: use pi or lo"
+        if not view.k and not view.reveals_scores:
+            return "a label view needs k"
+        return None
+
+    def query_limit(self) -> int | None:
+        """The source's own cap (queries or money left), if it has one."""
+        limit = getattr(self.source, "remaining_queries", None)
+        return None if limit is None else int(limit)
+
     def observe(self, x: FloatArray, view: View) -> Observation:
         """Query the source and build the observation ``view`` allows (top-k of what came back)."""
-        if not view.k and not view.reveals_scores:
-            raise ThreatModelError("a label view needs k")
+        why = self.refuses(view)
+        if why is not None:
+            raise ThreatModelError(why)
         answers = self.source.annotate(x) if len(x) else []
-        if view.name == "scores":
-            raise ThreatModelError("a label API reveals labels and scores, not a score vector")
         k = max((len(a) for a in answers), default=0)
         if view.k is not None:
             k = min(k, view.k)

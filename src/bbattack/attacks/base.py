@@ -15,14 +15,17 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import ThreatModelError, UserInputError
-from ..images import quantize
-from ..oracle import Observation, Oracle, QueryKind, Scores, View
-from ..results import AttackResult, ClassRef, ImageResult, StepRecord, TopKEntry
+from ..errors import ThreatModelError, UserInputError, ViewRefused
+from ..oracle import NO_LIMIT, Observation, Oracle
+from ..results import AttackResult, StepRecord
+from .balls import Ball, LinfBall, Norm, make_ball
+from .finish import Ending, finish
+from .goals import Goal, Within
+from .registry import AttackInfo, view_refusal
 
-__all__ = ["Attack", "AttackConfig", "AttackState", "StepInfo"]
+__all__ = ["Attack", "AttackConfig", "AttackState", "StepInfo", "check_budget", "check_run"]
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
@@ -33,11 +36,20 @@ class AttackConfig(BaseModel):
     """Hyperparameters shared by every attack. Frozen and validated; data goes to ``run``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    eps: float = Field(0.05, gt=0.0, le=1.0, description="L∞ radius in [0, 1] pixel units")
+    eps: float = Field(0.05, gt=0.0, description="radius of the ball, in [0, 1] pixel units")
+    norm: Norm = Field("linf", description="the ball: linf or l2")
     max_steps: int | None = Field(None, ge=1, description="cap on outer iterations per image")
     max_rows: int = Field(
         2048, ge=1, description="images held in memory per NES batch; results do not depend on it"
     )
+
+    @model_validator(mode="after")
+    def _check_ball(self) -> AttackConfig:
+        make_ball(self.norm, self.eps)  # an L∞ eps above 1 is refused here
+        return self
+
+    def ball(self) -> Ball:
+        return make_ball(self.norm, self.eps)
 
 
 @dataclass
@@ -57,12 +69,14 @@ class AttackState:
     queries_at_success: IntArray  # -1 until the first success
     steps: IntArray
     stop_reason: NDArray[np.object_]
-    eps: FloatArray  # current L∞ radius (PI/LO shrink it)
+    eps: FloatArray  # current radius (PI/LO shrink it)
     lr: FloatArray  # current max learning rate
     loss: FloatArray
     target_prob: FloatArray  # NaN where unknown
     target_rank: IntArray  # -1 where unknown
-    finished_at: NDArray[np.float64]  # wall-clock seconds since the start, when the image stopped
+    finished_at: NDArray[np.float64]  # seconds since the start, when the image stopped
+    goal: Goal = field(default_factory=Goal)
+    ball: Ball = field(default_factory=lambda: LinfBall(0.05))
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -88,12 +102,17 @@ C = TypeVar("C", bound=AttackConfig)
 
 
 class Attack(ABC, Generic[C]):
-    """Base class. Subclasses set ``name``, ``config_class`` and implement init/step."""
+    """Base class. Subclasses are declared with :func:`~bbattack.attacks.registry.register`
+    (which sets ``name`` and ``info``), set ``config_class`` and implement init/step.
+
+    The run loop owns the trace, the stall guard (an active image whose step spends no query
+    stops as ``stalled``: a step that can neither pay nor stop is a bug, not a hang), the
+    ``max_steps`` cap and the one finish path (:func:`~bbattack.attacks.finish.finish`).
+    """
 
     name: ClassVar[str]
+    info: ClassVar[AttackInfo]
     config_class: ClassVar[type[AttackConfig]]
-    supports_untargeted: ClassVar[bool] = True
-    needs_start: ClassVar[bool] = False
     reserve: ClassVar[int] = 1  # queries kept back per image for the final verification
 
     def __init__(self, config: C | None = None, **overrides: Any) -> None:
@@ -106,10 +125,6 @@ class Attack(ABC, Generic[C]):
     # -- subclass interface
 
     @abstractmethod
-    def check_view(self, view: View) -> None:
-        """Raise ThreatModelError if the view does not reveal what this attack needs."""
-
-    @abstractmethod
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         """Spend the initial queries and fill attack-specific state."""
 
@@ -117,11 +132,16 @@ class Attack(ABC, Generic[C]):
     def step(self, oracle: Oracle, state: AttackState) -> None:
         """Advance every active image by one outer iteration, in place."""
 
-    def hit(self, obs: Observation, target: IntArray) -> BoolArray:
-        """Whether each row shows the target as the attack's success criterion wants."""
-        return np.asarray(obs.top1() == target)
+    def init_queries(self, start_given: bool) -> int:
+        """Queries per image before the first step (the clean image; start checks)."""
+        return 1
 
     # -- helpers for subclasses
+
+    @staticmethod
+    def goal_hit(state: AttackState, obs: Observation, rows: IntArray) -> BoolArray:
+        """Whether the goal holds for ``rows`` in ``obs`` (one row of ``obs`` per row)."""
+        return state.goal.hit(obs, state.target[rows], state.orig[rows])
 
     @staticmethod
     def mark_success(
@@ -138,8 +158,8 @@ class Attack(ABC, Generic[C]):
     def quantized(
         state: AttackState, rows: IntArray, x: FloatArray, radius: NDArray[np.floating]
     ) -> FloatArray:
-        """8-bit version of candidate iterates, kept inside their L∞ box: what checks query."""
-        return quantize(x, state.x0[rows], radius)
+        """8-bit version of candidate iterates, kept inside their ball: what checks query."""
+        return state.ball.quantize_inside(x, state.x0[rows], radius)
 
     @staticmethod
     def stop(state: AttackState, rows: IntArray, reason: str, t0: float) -> None:
@@ -174,6 +194,7 @@ class Attack(ABC, Generic[C]):
         *,
         seed: int | Sequence[int] = 0,
         start: NDArray[np.floating] | None = None,
+        success: Within = "top1",
         on_step: Callable[[StepInfo], None] | None = None,
     ) -> AttackResult:
         """Attack a batch of images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
@@ -184,13 +205,20 @@ class Attack(ABC, Generic[C]):
                 A batch reproduces single-image runs with the same per-image seeds.
             start: PI/LO start images of the target class (N, C, H, W); None searches the
                 bundled photos through the oracle (counted queries).
+            success: ``top1`` (the target is the top label) or ``topk`` (anywhere in what the
+                view reveals); untargeted: the top label is not the clean one.
             on_step: called after every outer iteration.
         """
-        self.check_view(oracle.view)
-        xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.supports_untargeted)
+        goal = Goal(success)
+        check_run(self.info, oracle, self.config.norm, target is None, success)
+        xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.info.untargeted)
         n = len(xb)
         check_budget(
-            oracle, n, self.reserve, self.config.max_steps is not None, "the attack max_steps"
+            oracle,
+            n,
+            self.init_queries(start is not None) + self.reserve,
+            self.config.max_steps is not None,
+            "the attack max_steps",
         )
         st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
 
@@ -215,6 +243,8 @@ class Attack(ABC, Generic[C]):
             target_prob=np.full(n, np.nan, np.float32),
             target_rank=np.full(n, -1, np.int64),
             finished_at=np.zeros(n),
+            goal=goal,
+            ball=self.config.ball(),
             extra={"t0": t0},
         )
         self.init(oracle, state, st)
@@ -227,26 +257,14 @@ class Attack(ABC, Generic[C]):
             self.step(oracle, state)
             q = oracle.queries(state.ids)
             # Only images that spent queries took a step (a budget stop spends none).
-            stepped = was[q[was] > before]
+            spent = q[was] > before
+            stepped = was[spent]
+            self.stop(state, was[~spent], "stalled", t0)
             state.steps[stepped] += 1
             step_no += 1
             if max_steps is not None:
                 self.stop(state, stepped[state.steps[stepped] >= max_steps], "max_steps", t0)
-            for i in stepped:
-                trace.append(
-                    StepRecord(
-                        image=int(i),
-                        step=int(state.steps[i]),
-                        queries=int(q[i]),
-                        loss=_opt_float(state.loss[i]),
-                        target_prob=_opt_float(state.target_prob[i]),
-                        target_rank=int(state.target_rank[i])
-                        if state.target_rank[i] >= 0
-                        else None,
-                        eps=float(state.eps[i]),
-                        lr=float(state.lr[i]),
-                    )
-                )
+            trace.extend(_records(state, stepped, q))
             if on_step is not None:
                 on_step(
                     StepInfo(
@@ -260,72 +278,22 @@ class Attack(ABC, Generic[C]):
                         state.eps.copy(),
                     )
                 )
-        return self._finish(oracle, state, trace, t0)
-
-    def _finish(
-        self, oracle: Oracle, state: AttackState, trace: list[StepRecord], t0: float
-    ) -> AttackResult:
-        n = len(state.x)
-        # Checks ran on the 8-bit iterates, so the saved image is exactly what was checked.
-        xq = state.xq
-        rows = np.flatnonzero(oracle.affordable(state.ids, 1))
-        final_top1 = np.full(n, -1, np.int64)
-        final_hit = np.zeros(n, dtype=bool)
-        obs: Observation | None = None
-        if len(rows):
-            obs = oracle.query(xq[rows], state.ids[rows], QueryKind.FINAL)
-            final_top1[rows] = obs.top1()
-            final_hit[rows] = self.hit(obs, np.maximum(state.target[rows], 0))
-        dq = (xq - state.x0).reshape(n, -1).astype(np.float64)
-        linf = np.abs(dq).max(axis=1)
-        l2 = np.sqrt((dq**2).sum(axis=1))
-        targeted = state.targeted
-        ok = np.where(targeted, final_hit, (final_top1 >= 0) & (final_top1 != state.orig))
-        ok &= linf <= self.config.eps + 1e-6
-        names = oracle.class_names
-        # A full score vector is summarised by its top 5; a top-k or label list is shown whole.
-        n_shown = 5 if isinstance(oracle.view, Scores) else 20
-        q_all = oracle.queries(state.ids)
-        images: list[ImageResult] = []
-        pos = {int(r): j for j, r in enumerate(rows)}
-        for i in range(n):
-
-            def ref(c: int) -> ClassRef | None:
-                return None if c < 0 else ClassRef(id=c, name=names.name(c) if names else None)
-
-            topk = (
-                []
-                if obs is None or i not in pos
-                else [
-                    TopKEntry(id=c, name=names.name(c) if names else None, score=s)
-                    for c, s in obs.topk(pos[i], n_shown)
-                ]
-            )
-            qs: int | None = None
-            if ok[i]:
-                qs = int(state.queries_at_success[i]) if state.success[i] else int(q_all[i])
-            reason = str(state.stop_reason[i])
-            if state.success[i] and not ok[i]:
-                reason = "lost_in_quantisation"
-            images.append(
-                ImageResult(
-                    index=i,
-                    success=bool(ok[i]),
-                    queries=int(q_all[i]),
-                    queries_at_success=qs,
-                    queries_by_kind=oracle.queries_by_kind(int(state.ids[i])),
-                    linf=float(linf[i]),
-                    l2=float(l2[i]),
-                    eps=self.config.eps,
-                    original=ref(int(state.orig[i])),
-                    target=ref(int(state.target[i])),
-                    final_topk=topk,
-                    steps=int(state.steps[i]),
-                    stop_reason=reason,
-                    wall_time_s=float(state.finished_at[i] or (time.perf_counter() - t0)),
-                    seed=int(state.seeds[i]),
-                )
-            )
+        wall = np.where(state.finished_at > 0, state.finished_at, time.perf_counter() - t0)
+        end = Ending(
+            ids=state.ids,
+            x0=state.x0,
+            x=state.xq,  # checks ran on the 8-bit iterates: the saved image is what was checked
+            radius=state.eps,
+            target=state.target,
+            orig=state.orig,
+            claimed=state.success,
+            queries_at_success=state.queries_at_success,
+            steps=state.steps,
+            stop_reason=state.stop_reason,
+            wall_time_s=wall,
+            seeds=state.seeds,
+        )
+        xq, images = finish(oracle, goal, state.ball, end)
         return AttackResult(
             attack=self.name,
             threat=oracle.view.describe(),
@@ -334,6 +302,38 @@ class Attack(ABC, Generic[C]):
             x_adv=xq,
             trace=trace,
         )
+
+
+def _records(state: AttackState, rows: IntArray, q: IntArray) -> list[StepRecord]:
+    return [
+        StepRecord(
+            image=int(i),
+            step=int(state.steps[i]),
+            queries=int(q[i]),
+            loss=_opt_float(state.loss[i]),
+            target_prob=_opt_float(state.target_prob[i]),
+            target_rank=int(state.target_rank[i]) if state.target_rank[i] >= 0 else None,
+            eps=float(state.eps[i]),
+            lr=float(state.lr[i]),
+        )
+        for i in rows
+    ]
+
+
+def check_run(
+    info: AttackInfo, oracle: Oracle, norm: str, untargeted: bool, success: Within
+) -> None:
+    """Refuse, before any query, a run the attack cannot do: a view it cannot work under, a
+    norm it lacks, an untargeted run of a targeted-only attack, top-k success under scores."""
+    why = view_refusal(info, oracle.view, norm)
+    if why is not None:
+        raise ViewRefused(why)
+    if untargeted and not info.untargeted:
+        raise UserInputError(f"{info.name} is a targeted attack: give a target class")
+    if not untargeted and not info.targeted:
+        raise UserInputError(f"{info.name} is an untargeted attack: give no target")
+    if success == "topk" and oracle.view.kind == "scores":
+        raise UserInputError("top-k success needs a top-k or label view (pi or lo)")
 
 
 def with_overrides(
@@ -347,23 +347,24 @@ def with_overrides(
     return type(base).model_validate({**base.model_dump(), **overrides}) if overrides else base
 
 
-def check_budget(oracle: Oracle, n: int, reserve: int, capped: bool, cap: str) -> None:
-    """Refuse a run that could never stop, or whose budget cannot pay each image's clean query
-    and its ``reserve`` (the final verification)."""
-    if oracle.max_queries is None and oracle.max_total_queries is None and not capped:
+def check_budget(oracle: Oracle, n: int, least: int, capped: bool, cap: str) -> None:
+    """Refuse a run that could never stop, or whose budget cannot pay each image the ``least``
+    queries it needs (the clean query, start checks, the final verification)."""
+    unbounded = oracle.max_queries is None and oracle.total_remaining() >= NO_LIMIT
+    if unbounded and not capped:
         raise UserInputError(
             "an attack that cannot succeed would never stop: give the oracle a budget "
             f"(max_queries) or {cap}"
         )
-    if oracle.max_queries is not None and oracle.max_queries < 1 + reserve:
+    if oracle.max_queries is not None and oracle.max_queries < least:
         raise UserInputError(
-            f"the budget must allow at least {1 + reserve} queries "
-            "(the clean query and the final verification)"
+            f"the budget must allow at least {least} queries per image "
+            "(the clean query, any start-image check and the final verification)"
         )
-    if oracle.total_remaining() < n * (1 + reserve):
+    if oracle.total_remaining() < n * least:
         raise UserInputError(
             f"the total budget left ({oracle.total_remaining()}) must allow "
-            f"{1 + reserve} queries per image for {n} images"
+            f"{least} queries per image for {n} images"
         )
 
 

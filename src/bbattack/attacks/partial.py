@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from pydantic import Field
 
 from ..errors import StartImageError
-from ..images import bundled_photos, load_image
-from ..oracle import LabelsObservation, Observation, Oracle, QueryKind, View
+from ..images import start_candidates
+from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
 from ._nes import (
     NESConfig,
     apply_momentum,
@@ -19,9 +17,10 @@ from ._nes import (
     init_momentum_plateau,
     nes_gradient,
     plateau_update,
-    project,
 )
-from .base import Attack, AttackState, FloatArray, IntArray, require
+from .base import Attack, AttackState, FloatArray, IntArray
+from .ql import ILYAS_2018
+from .registry import register
 
 __all__ = ["LOAttack", "LOConfig", "PIAttack", "PIConfig"]
 
@@ -37,9 +36,6 @@ class ShrinkConfig(NESConfig):
     min_delta_eps: float = Field(0.1, gt=0.0)
     min_prop_delta_eps: float = Field(2e-3, gt=0.0)
     conservative: float = Field(2.0, ge=1.0, description="ε moves by δ/conservative on success")
-    success: Literal["top1", "topk"] = Field(
-        "top1", description="success: the target is the top label, or anywhere in the top-k"
-    )
 
 
 class PIConfig(ShrinkConfig):
@@ -60,8 +56,8 @@ class LOConfig(ShrinkConfig):
 class _Shrinking(Attack[ShrinkConfig]):
     """Start inside the target class, then alternate ε-shrinking and target maximisation."""
 
-    supports_untargeted: ClassVar[bool] = False
-    needs_start: ClassVar[bool] = True
+    def init_queries(self, start_given: bool) -> int:
+        return 2 if start_given else 1  # the clean image, and the start image's check
 
     def sample_loss(
         self, oracle: Oracle, state: AttackState, pts: FloatArray, prow: IntArray
@@ -74,7 +70,7 @@ class _Shrinking(Attack[ShrinkConfig]):
         rows = np.arange(n)
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
-        already = self.hit(obs, state.target)
+        already = self.goal_hit(state, obs, rows)
         need = rows[~already]
         if len(need):
             starts = (
@@ -83,7 +79,7 @@ class _Shrinking(Attack[ShrinkConfig]):
                 else self._check_start(oracle, state, need, start[need])
             )
             box = np.full(len(need), cfg.starting_eps)
-            state.x[need] = project(starts, state.x0[need], box, oracle.bounds)
+            state.x[need] = state.ball.project(starts, state.x0[need], box, oracle.bounds)
             state.xq[need] = self.quantized(state, need, state.x[need], box)
         state.eps[:] = np.where(already, cfg.eps, cfg.starting_eps)
         state.lr[:] = cfg.max_lr
@@ -95,6 +91,10 @@ class _Shrinking(Attack[ShrinkConfig]):
     def _check_start(
         self, oracle: Oracle, state: AttackState, rows: IntArray, start: FloatArray
     ) -> FloatArray:
+        if not self.can_pay(oracle, state, rows, 1).all():
+            raise StartImageError(
+                "the budget cannot pay the start image's check and keep the final verification"
+            )
         obs = oracle.query(np.clip(start, *oracle.bounds), state.ids[rows], QueryKind.INIT)
         bad = obs.rank_of(state.target[rows]) < 0
         if bad.any():
@@ -111,21 +111,7 @@ class _Shrinking(Attack[ShrinkConfig]):
 
         Each candidate is a counted INIT query charged to the image that needs it.
         """
-        photos = bundled_photos()
-        names = list(photos)
-        if not names:
-            raise StartImageError(
-                "no bundled photos are installed; give a start image (--start-image)"
-            )
-        shape = oracle.input_shape
-        if shape[0] not in (1, 3):
-            raise StartImageError(
-                f"bundled photos are RGB; a {shape[0]}-channel model needs a start image"
-            )
-        cands = np.stack([load_image(photos[n], size=(shape[1], shape[2])) for n in names])
-        if shape[0] == 1:  # grey-scale models: luminance, kept on the 8-bit grid
-            grey = (cands * np.array([0.299, 0.587, 0.114], np.float32)[:, None, None]).sum(1)
-            cands = (np.rint(grey * 255.0) / 255.0).astype(np.float32)[:, None]
+        cands = start_candidates(oracle.input_shape)
         need = len(rows) * len(cands)
         ok = self.can_pay(oracle, state, rows, len(cands))
         if not ok.all():
@@ -148,13 +134,6 @@ class _Shrinking(Attack[ShrinkConfig]):
         best = np.where(rank >= 0, rank, np.iinfo(np.int64).max).argmin(axis=1)
         out: FloatArray = cands[best]
         return out
-
-    def hit(self, obs: Observation, target: IntArray) -> NDArray[np.bool_]:
-        cfg = self.config
-        assert isinstance(cfg, ShrinkConfig)
-        if cfg.success == "topk":
-            return np.asarray(obs.rank_of(target) >= 0)
-        return np.asarray(obs.top1() == target)
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
         cfg = self.config
@@ -190,7 +169,7 @@ class _Shrinking(Attack[ShrinkConfig]):
                 if not len(j):
                     break
             box = np.maximum(state.eps[r] - prop[j], goal)
-            cand = project(
+            cand = state.ball.project(
                 state.x[r] - (lr[j].reshape(-1, 1, 1, 1) * sign[j]).astype(np.float32),
                 state.x0[r],
                 box,
@@ -211,7 +190,7 @@ class _Shrinking(Attack[ShrinkConfig]):
                 state.eps[ra] = np.maximum(state.eps[ra] - prop[acc] / cfg.conservative, goal)
                 self.record(obs, state, r, ok)
                 searching[acc] = False
-                hit = self.hit(obs, state.target[r])[ok] & (state.eps[ra] <= goal + 1e-9)
+                hit = self.goal_hit(state, obs, r)[ok] & (state.eps[ra] <= goal + 1e-9)
                 self.mark_success(oracle, state, ra, hit, t0)
             if len(rej):
                 halve = lr[rej] >= 2 * cfg.min_lr
@@ -242,6 +221,16 @@ class _Shrinking(Attack[ShrinkConfig]):
         return self.config.samples
 
 
+@register(
+    "pi",
+    paper=ILYAS_2018,
+    views=("topk", "scores"),
+    norms=("linf",),
+    untargeted=False,
+    needs_start=True,
+    budget=100_000,
+    default_for=("pi",),
+)
 class PIAttack(_Shrinking):
     """Partial-information attack: top-k labels with scores.
 
@@ -255,11 +244,7 @@ class PIAttack(_Shrinking):
     Also: 1 clean query, the start-image check(s), and 1 final 8-bit verification.
     """
 
-    name = "pi"
     config_class = PIConfig
-
-    def check_view(self, view: View) -> None:
-        require(view.reveals_scores, "PI needs scores for the top-k; use LO for labels only")
 
     def sample_loss(
         self, oracle: Oracle, state: AttackState, pts: FloatArray, prow: IntArray
@@ -270,6 +255,16 @@ class PIAttack(_Shrinking):
         return -np.log(np.maximum(np.where(valid, p, 1.0), 1e-30)), valid
 
 
+@register(
+    "lo",
+    paper=ILYAS_2018,
+    views=("labels", "topk", "scores"),
+    norms=("linf",),
+    untargeted=False,
+    needs_start=True,
+    budget=1_000_000,
+    default_for=("lo",),
+)
 class LOAttack(_Shrinking):
     """Label-only attack: top-k labels, ranked, no scores.
 
@@ -282,11 +277,7 @@ class LOAttack(_Shrinking):
     line-search proposal (≥ 1). Also: 1 clean query, start-image check(s), 1 final check.
     """
 
-    name = "lo"
     config_class = LOConfig
-
-    def check_view(self, view: View) -> None:
-        require(view.k is not None or view.reveals_scores, "LO needs ranked labels")
 
     def gradient_cost(self) -> int:
         cfg = self.config

@@ -5,16 +5,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from ..oracle import Oracle, QueryKind, Scores, ScoresObservation, View
-from ._nes import (
-    NESConfig,
-    apply_momentum,
-    init_momentum_plateau,
-    nes_gradient,
-    plateau_update,
-    project,
-)
-from .base import Attack, AttackState, FloatArray, IntArray, require
+from ..oracle import Oracle, QueryKind, ScoresObservation
+from ._nes import NESConfig, apply_momentum, init_momentum_plateau, nes_gradient, plateau_update
+from .base import Attack, AttackState, FloatArray, IntArray
+from .registry import Paper, register
 
 __all__ = ["QLAttack", "QLConfig"]
 
@@ -23,6 +17,22 @@ class QLConfig(NESConfig):
     """Defaults: the paper's appendix and the reference code (labsix @076eebd)."""
 
 
+ILYAS_2018 = Paper(
+    title="Black-box Adversarial Attacks with Limited Queries and Information",
+    authors="Ilyas, Engstrom, Athalye, Lin",
+    venue="ICML 2018",
+    arxiv="1804.08598",
+)
+
+
+@register(
+    "ql",
+    paper=ILYAS_2018,
+    views=("scores",),
+    norms=("linf",),
+    budget=20_000,
+    default_for=("ql",),
+)
 class QLAttack(Attack[QLConfig]):
     """Query-limited attack: NES gradient estimates + L∞ PGD sign steps.
 
@@ -34,14 +44,7 @@ class QLAttack(Attack[QLConfig]):
     Also: 1 query for the clean image, 1 for the final 8-bit verification.
     """
 
-    name = "ql"
     config_class = QLConfig
-
-    def check_view(self, view: View) -> None:
-        require(
-            isinstance(view, Scores),
-            "QL needs the full scores view; use PI (topk) or LO (labels) for less",
-        )
 
     def _loss(
         self, obs: ScoresObservation, state: AttackState, rows: IntArray
@@ -50,12 +53,6 @@ class QLAttack(Attack[QLConfig]):
         cls = np.where(t >= 0, t, state.orig[rows])
         p = np.maximum(obs.score_of(cls).astype(np.float64), 1e-30)
         out: NDArray[np.float64] = np.where(t >= 0, -np.log(p), np.log(p))
-        return out
-
-    def _is_success(self, obs: ScoresObservation, state: AttackState, rows: IntArray) -> np.ndarray:
-        top = obs.top1()
-        t = state.target[rows]
-        out: NDArray[np.bool_] = np.where(t >= 0, top == t, top != state.orig[rows])
         return out
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
@@ -89,7 +86,7 @@ class QLAttack(Attack[QLConfig]):
         )
         g = apply_momentum(state, rows, g, cfg.momentum)
         step = state.lr[rows].reshape(-1, 1, 1, 1) * np.sign(g)
-        state.x[rows] = project(
+        state.x[rows] = state.ball.project(
             state.x[rows] - step, state.x0[rows], state.eps[rows], oracle.bounds
         )
         # Check the 8-bit image: a success that rounding would undo is no success.
@@ -103,6 +100,4 @@ class QLAttack(Attack[QLConfig]):
         state.target_prob[rows] = np.where(t >= 0, obs.score_of(np.maximum(t, 0)), np.nan)
         state.target_rank[rows] = np.where(t >= 0, obs.rank_of(np.maximum(t, 0)), -1)
         plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
-        self.mark_success(
-            oracle, state, rows, self._is_success(obs, state, rows), state.extra["t0"]
-        )
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])

@@ -13,10 +13,11 @@
     pool = "images"               # "classes": uniform over all classes; "images": the clean
     per_image = 1                 #   classes of the other images (which serve as start images)
     [[attacks]]
-    name = "ql"                   # ql | pi | lo | a baseline (ta-square, art-hsj, ...)
+    name = "ql"                   # any attack in `bbattack attacks` (ours or a baseline)
     threat = ["ql"]               # views: ql (scores), pi (top-k + scores), lo (top-k labels)
     k = [1]
-    eps = [0.05]
+    norm = ["linf"]               # linf and/or l2 (each attack declares what it supports)
+    eps = [0.05]                  # radii in [0, 1] pixel units, for every norm listed
     budget = [10000]
     params = { samples = 50 }     # the attack's hyperparameters (validated)
 
@@ -33,7 +34,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ThreatModelError, UserInputError
+from ..attacks import registry
+from ..attacks.balls import NORMS, Norm, make_ball
+from ..errors import UserInputError
 from ..oracle import Labels, Scores, TopK, View
 
 __all__ = [
@@ -50,24 +53,9 @@ __all__ = [
 Threat = Literal["ql", "pi", "lo"]
 
 
-def _registry() -> dict[str, Any]:
-    from ..attacks import ATTACKS
-    from ..baselines import BASELINES
-
-    return {**ATTACKS, **BASELINES}
-
-
 def attack_class(name: str) -> Any:
-    """Our attacks and the wrapped baselines, by name."""
-    return _registry()[name]
-
-
-def known_attacks() -> list[str]:
-    return list(_registry())
-
-
-# The threat model each attack is built for, when the config names none.
-NATURAL_THREAT: dict[str, Threat] = {"ql": "ql", "pi": "pi", "lo": "lo"}
+    """Our attacks and the wrapped baselines, by name (from the registry)."""
+    return registry.get(name).cls
 
 
 def make_view(threat: str, k: int) -> View:
@@ -149,6 +137,7 @@ class AttackSpec(_Frozen):
     name: str
     threat: list[Threat] | None = Field(None, min_length=1)
     k: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    norm: list[Norm] = Field(default_factory=lambda: list(NORMS[:1]), min_length=1)
     eps: list[float] = Field(default_factory=lambda: [0.05], min_length=1)
     budget: list[int] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -156,8 +145,9 @@ class AttackSpec(_Frozen):
     @field_validator("params")
     @classmethod
     def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if "eps" in v:
-            raise ValueError("eps is a grid axis: set the attack's eps list, not params.eps")
+        for axis in ("eps", "norm"):
+            if axis in v:
+                raise ValueError(f"{axis} is a grid axis: set the attack's {axis} list, not params")
         return v
 
     @field_validator("k")
@@ -167,12 +157,17 @@ class AttackSpec(_Frozen):
             raise ValueError("k must be >= 1")
         return v
 
-    @field_validator("eps")
-    @classmethod
-    def _eps(cls, v: list[float]) -> list[float]:
-        if any(not 0.0 < e <= 1.0 for e in v):
-            raise ValueError("eps must be in (0, 1]")
-        return v
+    @model_validator(mode="after")
+    def _balls(self) -> AttackSpec:
+        if len(set(self.norm)) != len(self.norm):
+            raise ValueError("norm: a norm is listed twice")
+        for norm, eps in self.balls():
+            make_ball(norm, eps)  # an L∞ eps must lie in (0, 1]; any eps must be > 0
+        return self
+
+    def balls(self) -> list[tuple[str, float]]:
+        """The (norm, ε) grid points, norms outermost."""
+        return [(n, e) for n in self.norm for e in self.eps]
 
     @field_validator("budget")
     @classmethod
@@ -184,23 +179,21 @@ class AttackSpec(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        try:
-            attack_class(v)
-        except KeyError:
-            raise ValueError(f"unknown attack {v!r}; known: {', '.join(known_attacks())}") from None
+        registry.get(v)  # an unknown name lists the known ones
         return v
 
     def threats(self) -> list[Threat]:
+        """The threat models to run; by default the first the attack can work under."""
         if self.threat is not None:
             return self.threat
-        cls = attack_class(self.name)
-        natural = getattr(cls, "natural_threat", None) or NATURAL_THREAT.get(self.name, "ql")
-        return [natural]
+        views = registry.get(self.name).views
+        natural = next(t for t, v in registry.THREAT_VIEWS.items() if v in views)
+        return [natural]  # type: ignore[list-item]
 
-    def build(self, eps: float) -> Any:
-        """The attack object for one ε (raises ValidationError naming a bad param)."""
+    def build(self, norm: str, eps: float) -> Any:
+        """The attack object for one ball (raises ValidationError naming a bad param)."""
         cls = attack_class(self.name)
-        return cls(cls.config_class(**{**self.params, "eps": eps}))
+        return cls(cls.config_class(**{**self.params, "norm": norm, "eps": eps}))
 
 
 class BenchConfig(_Frozen):
@@ -242,9 +235,14 @@ def _check_attacks(cfg: BenchConfig) -> None:
     """Build every attack once and check each threat model, so a bad param or an attack that
     cannot run under a view fails before anything is written."""
     for i, spec in enumerate(cfg.attacks):
-        for eps in spec.eps:
+        info = registry.get(spec.name)
+        for norm, eps in spec.balls():
+            if norm not in info.norms:
+                raise UserInputError(
+                    f"attacks[{i}].norm: {spec.name} supports {', '.join(info.norms)}, not {norm}"
+                )
             try:
-                attack = spec.build(eps)
+                spec.build(norm, eps)
             except ValidationError as e:
                 raise UserInputError(validation_message(e, ("attacks", i, "params"))) from None
             except TypeError as e:
@@ -253,12 +251,9 @@ def _check_attacks(cfg: BenchConfig) -> None:
                 raise UserInputError(f"attacks[{i}].name: {e}") from None
             for threat in spec.threats():
                 for k in spec.k if threat != "ql" else [1]:
-                    try:
-                        attack.check_view(make_view(threat, k))
-                    except ThreatModelError as e:
-                        raise UserInputError(
-                            f"attacks[{i}].threat: {spec.name} cannot run under {threat!r}: {e}"
-                        ) from None
+                    why = registry.view_refusal(info, make_view(threat, k))
+                    if why is not None:
+                        raise UserInputError(f"attacks[{i}].threat: {why}")
 
 
 def parse_config(data: dict[str, Any]) -> BenchConfig:

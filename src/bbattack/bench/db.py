@@ -31,7 +31,7 @@ from ..errors import UserInputError
 
 __all__ = ["SCHEMA_VERSION", "BenchDB", "CaseOutcome", "CaseRow"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: cases.norm
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS cases (
     attack TEXT NOT NULL,
     threat TEXT NOT NULL,
     k INTEGER NOT NULL,
+    norm TEXT NOT NULL,
     eps REAL NOT NULL,
     budget INTEGER NOT NULL,
     image TEXT NOT NULL REFERENCES images(name),
@@ -93,6 +94,7 @@ _CASE_KEYS = (
     "attack",
     "threat",
     "k",
+    "norm",
     "eps",
     "budget",
     "image",
@@ -113,6 +115,7 @@ class CaseRow:
     attack: str
     threat: str  # "ql" | "pi" | "lo"
     k: int
+    norm: str  # "linf" | "l2"
     eps: float
     budget: int
     image: str

@@ -148,7 +148,8 @@ def build_cases(
     num_classes: int,
     class_name: Any,
 ) -> list[CaseRow]:
-    """The whole grid, in a stable order: attack, threat, k, ε, budget, image, target, seed."""
+    """The whole grid, in a stable order: attack, threat, k, norm, ε, budget, image, target,
+    seed."""
     targets = draw_targets(cfg, images, clean, num_classes)
     digest = {im.name: im.digest for im in images}
     model = cfg.model.model_dump(mode="json")
@@ -157,7 +158,7 @@ def build_cases(
         params = json.dumps(spec.params, sort_keys=True)
         for threat in spec.threats():
             for k in spec.k if threat != "ql" else [0]:
-                for eps in spec.eps:
+                for norm, eps in spec.balls():
                     for budget in spec.budget:
                         for im in images:
                             for target, start in targets[im.name]:
@@ -169,6 +170,8 @@ def build_cases(
                                         "k": k,
                                         "eps": eps,
                                         "budget": budget,
+                                        # L∞ cases keep the ids they had before norms existed.
+                                        **({} if norm == "linf" else {"norm": norm}),
                                         "image": im.name,
                                         "image_digest": digest[im.name],
                                         "target": target,
@@ -183,6 +186,7 @@ def build_cases(
                                             attack=spec.name,
                                             threat=threat,
                                             k=k,
+                                            norm=norm,
                                             eps=eps,
                                             budget=budget,
                                             image=im.name,

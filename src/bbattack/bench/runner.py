@@ -63,7 +63,7 @@ def run_case(task: Task) -> CaseOutcome:
     c = task.case
     model = _model(task.model)
     cls = attack_class(c.attack)
-    attack = cls(cls.config_class(**{**c.params_dict(), "eps": c.eps}))
+    attack = cls(cls.config_class(**{**c.params_dict(), "norm": c.norm, "eps": c.eps}))
     oracle = Oracle(model, make_view(c.threat, c.k), max_queries=c.budget)
     x = decode_png(task.image_png)[None]
     start = None if task.start_png is None else decode_png(task.start_png)[None]

@@ -1,0 +1,122 @@
+"""The one finish path, shared by our attacks and the baselines: quantise into the ball, verify
+with one counted FINAL query, and build the per-image results.
+
+Stop reasons say what happened: ``success``, ``budget``, ``max_steps``, ``stalled`` (a step
+spent nothing and stopped nothing), ``no_final_query`` (the budget left nothing to verify
+with), ``lost_in_quantisation`` (the attack had a success, the verified 8-bit image missed), or
+an attack's own reason (``finished`` for a library that returned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..oracle import Observation, Oracle, QueryKind
+from ..results import ClassRef, ImageResult, TopKEntry
+from .balls import Ball
+from .goals import Goal
+
+__all__ = ["Ending", "finish"]
+
+FloatArray = NDArray[np.float32]
+IntArray = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Where each image stands when its attack stops (row i = image ``first_index + i``)."""
+
+    ids: IntArray
+    x0: FloatArray
+    x: FloatArray  # the candidates to save; quantised onto the grid here
+    radius: NDArray[np.floating]  # each image's current radius (PI/LO: still shrinking)
+    target: IntArray  # -1: untargeted
+    orig: IntArray
+    claimed: NDArray[np.bool_]  # the attack saw the goal hold (on an 8-bit image)
+    queries_at_success: IntArray  # -1 where it did not
+    steps: IntArray
+    stop_reason: NDArray[np.object_]
+    wall_time_s: NDArray[np.float64]
+    seeds: IntArray
+    first_index: int = 0
+
+
+def finish(
+    oracle: Oracle, goal: Goal, ball: Ball, end: Ending, total_reserve: int = 0
+) -> tuple[FloatArray, list[ImageResult]]:
+    """Quantise, verify (rows served in order; ``total_reserve`` keeps queries back for
+    images that finish later), and return the saved images and their results."""
+    n = len(end.x)
+    # Quantised within each image's current radius, so an image still outside the goal's ball
+    # is saved as it is (and fails the ball test) rather than moved.
+    xq = ball.quantize_inside(np.asarray(end.x, np.float32), end.x0, end.radius)
+    rows = np.flatnonzero(oracle.affordable(end.ids, 1, total_reserve=total_reserve))
+    verified = np.zeros(n, dtype=bool)
+    hit = np.zeros(n, dtype=bool)
+    obs: Observation | None = None
+    if len(rows):
+        obs = oracle.query(xq[rows], end.ids[rows], QueryKind.FINAL)
+        verified[rows] = True
+        hit[rows] = goal.hit(obs, end.target[rows], end.orig[rows])
+    ok = hit & ball.contains(xq, end.x0)
+    linf = np.abs((xq - end.x0).reshape(n, -1).astype(np.float64)).max(axis=1)
+    l2 = np.sqrt(((xq - end.x0).reshape(n, -1).astype(np.float64) ** 2).sum(axis=1))
+    names = oracle.class_names
+    # A full score vector is summarised by its top 5; a top-k or label list is shown whole.
+    n_shown = 5 if oracle.view.kind == "scores" else 20
+    q_all = oracle.queries(end.ids)
+    pos = {int(r): j for j, r in enumerate(rows)}
+
+    def ref(c: int) -> ClassRef | None:
+        return None if c < 0 else ClassRef(id=c, name=names.name(c) if names else None)
+
+    images: list[ImageResult] = []
+    for i in range(n):  # building result records, not a hot path
+        topk = (
+            []
+            if obs is None or i not in pos
+            else [
+                TopKEntry(id=c, name=names.name(c) if names else None, score=s)
+                for c, s in obs.topk(pos[i], n_shown)
+            ]
+        )
+        qs: int | None = None
+        if ok[i]:
+            qs = int(end.queries_at_success[i]) if end.claimed[i] else int(q_all[i])
+        reason = _reason(str(end.stop_reason[i]), bool(verified[i]), bool(end.claimed[i]), ok[i])
+        ex = int(end.ids[i])
+        images.append(
+            ImageResult(
+                index=end.first_index + i,
+                success=bool(ok[i]),
+                queries=int(q_all[i]),
+                queries_at_success=qs,
+                queries_by_kind=oracle.queries_by_kind(ex),
+                linf=float(linf[i]),
+                l2=float(l2[i]),
+                eps=ball.eps,
+                norm=ball.norm,
+                original=ref(int(end.orig[i])),
+                target=ref(int(end.target[i])),
+                final_topk=topk,
+                steps=int(end.steps[i]),
+                stop_reason=reason,
+                wall_time_s=float(end.wall_time_s[i]),
+                seed=int(end.seeds[i]),
+                lost_queries=oracle.lost_queries(ex),
+            )
+        )
+    return xq, images
+
+
+def _reason(reason: str, verified: bool, claimed: bool, ok: bool) -> str:
+    if not verified:
+        return "no_final_query"
+    if ok:
+        return "success"
+    if claimed:
+        return "lost_in_quantisation"
+    return reason

@@ -1,0 +1,196 @@
+"""The attack registry: the one place that lists attacks, ours and the wrapped baselines.
+
+Each attack declares, with :func:`register`, its name, paper, the views it can work under, the
+norms it supports, targeted/untargeted, whether it needs a start image or a surrogate, its
+default budget and the threat models it is the default for. The CLI, the bench config and the
+report read this table; nothing else lists attacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import UserInputError
+from ..oracle import Oracle, View
+
+if TYPE_CHECKING:
+    from ..results import AttackResult
+
+__all__ = [
+    "THREAT_VIEWS",
+    "AttackInfo",
+    "Paper",
+    "Runnable",
+    "all_attacks",
+    "build",
+    "default_attack",
+    "get",
+    "register",
+    "view_refusal",
+]
+
+ViewKind = Literal["scores", "topk", "labels"]
+VIEW_KINDS: tuple[ViewKind, ...] = ("scores", "topk", "labels")
+# The paper's threat models and the view each one attacks through.
+THREAT_VIEWS: dict[str, ViewKind] = {"ql": "scores", "pi": "topk", "lo": "labels"}
+# Modules whose import registers attacks; baselines import their libraries lazily.
+_MODULES = ("bbattack.attacks.ql", "bbattack.attacks.partial", "bbattack.baselines")
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    authors: str
+    venue: str
+    arxiv: str
+
+    def cite(self) -> str:
+        return f"{self.authors}, {self.venue} (arXiv:{self.arxiv})"
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """What an attack declares about itself."""
+
+    name: str
+    cls: type[Any]
+    paper: Paper
+    views: tuple[ViewKind, ...]
+    norms: tuple[str, ...]
+    targeted: bool
+    untargeted: bool
+    needs_start: bool
+    uses_surrogate: bool
+    budget: int
+    baseline: bool  # another library's attack, wrapped behind our oracle
+    default_for: tuple[str, ...]  # threat models (ql, pi, lo) it is the default attack of
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("cls")
+        d["paper"] = asdict(self.paper)
+        d["views"] = list(self.views)
+        d["norms"] = list(self.norms)
+        d["default_for"] = list(self.default_for)
+        return d
+
+
+class Runnable(Protocol):
+    """What the CLI and the bench call: our attacks and the baselines alike."""
+
+    name: str
+    info: AttackInfo
+
+    def run(
+        self,
+        oracle: Oracle,
+        x: NDArray[np.floating],
+        target: int | Sequence[int] | NDArray[np.int64] | None = None,
+        *,
+        seed: int | Sequence[int] = 0,
+        start: NDArray[np.floating] | None = None,
+        success: Literal["top1", "topk"] = "top1",
+        on_step: Callable[[Any], None] | None = None,
+    ) -> AttackResult: ...
+
+
+_REGISTRY: dict[str, AttackInfo] = {}
+T = TypeVar("T", bound=type[Any])
+
+
+def register(
+    name: str,
+    *,
+    paper: Paper,
+    views: tuple[ViewKind, ...],
+    norms: tuple[str, ...] = ("linf",),
+    targeted: bool = True,
+    untargeted: bool = True,
+    needs_start: bool = False,
+    uses_surrogate: bool = False,
+    budget: int,
+    baseline: bool = False,
+    default_for: tuple[str, ...] = (),
+) -> Callable[[T], T]:
+    """Class decorator: declare an attack. The class gets its ``info`` and ``name``."""
+    bad = set(views) - set(VIEW_KINDS)
+    if bad or not views:
+        raise ValueError(f"{name}: views must be among {VIEW_KINDS}, got {views}")
+
+    def deco(cls: T) -> T:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"attack {name!r} is registered twice")
+        info = AttackInfo(
+            name=name,
+            cls=cls,
+            paper=paper,
+            views=views,
+            norms=norms,
+            targeted=targeted,
+            untargeted=untargeted,
+            needs_start=needs_start,
+            uses_surrogate=uses_surrogate,
+            budget=budget,
+            baseline=baseline,
+            default_for=default_for,
+        )
+        _REGISTRY[name] = info
+        cls.name = name
+        cls.info = info
+        return cls
+
+    return deco
+
+
+def all_attacks() -> dict[str, AttackInfo]:
+    """Every registered attack, ours first, then the baselines, each in registration order."""
+    for m in _MODULES:
+        importlib.import_module(m)
+    ours = [i for i in _REGISTRY.values() if not i.baseline]
+    return {i.name: i for i in ours + [i for i in _REGISTRY.values() if i.baseline]}
+
+
+def get(name: str) -> AttackInfo:
+    """The attack called ``name``; an unknown name is a user error listing the known ones."""
+    table = all_attacks()
+    if name not in table:
+        raise UserInputError(f"unknown attack {name!r}; choose one of {', '.join(table)}")
+    return table[name]
+
+
+def build(name: str, **config: Any) -> Runnable:
+    """The attack ``name`` with its config (validated; a bad value raises ValidationError)."""
+    cls = get(name).cls
+    out: Runnable = cls(cls.config_class(**config))
+    return out
+
+
+def default_attack(threat: str) -> AttackInfo:
+    """The attack a threat model (ql, pi, lo) uses when none is named."""
+    for info in all_attacks().values():
+        if threat in info.default_for:
+            return info
+    raise UserInputError(f"unknown threat model {threat!r}; choose ql, pi or lo")
+
+
+def view_refusal(info: AttackInfo, view: View, norm: str | None = None) -> str | None:
+    """Why ``info`` cannot run under ``view`` (and ``norm``); None when it can."""
+    if view.kind not in info.views:
+        return (
+            f"{info.name} cannot run under the {view.kind} view: it needs "
+            f"{' or '.join(info.views)} ({', '.join(_threats(info))})"
+        )
+    if norm is not None and norm not in info.norms:
+        return f"{info.name} supports the norms {', '.join(info.norms)}, not {norm}"
+    return None
+
+
+def _threats(info: AttackInfo) -> list[str]:
+    names = {v: t for t, v in THREAT_VIEWS.items()}
+    return [f"--threat {names[v]}" for v in info.views]
