@@ -138,11 +138,3 @@ def plateau_update(
 
 def clear_plateau(state: AttackState, rows: IntArray) -> None:
     state.extra["hcount"][rows] = 0
-
-
-def project(
-    x: FloatArray, x0: FloatArray, eps: NDArray[np.floating], bounds: tuple[float, float]
-) -> FloatArray:
-    """Project onto the L∞ box of per-image radius ``eps`` around x0, within the bounds."""
-    e = np.asarray(eps, dtype=np.float32).reshape((-1,) + (1,) * (x.ndim - 1))
-    return np.clip(np.clip(x, x0 - e, x0 + e), bounds[0], bounds[1]).astype(np.float32)

@@ -15,7 +15,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..attacks.balls import Ball, Norm, make_ball
-from ..attacks.base import StepInfo, check_budget, check_run, run_inputs, with_overrides
+from ..attacks.base import StepInfo
+from ..attacks.checks import check_budget, check_run, run_inputs, with_overrides
 from ..attacks.finish import Ending, finish
 from ..attacks.goals import Goal, Within
 from ..attacks.registry import AttackInfo
