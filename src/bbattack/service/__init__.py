@@ -4,8 +4,10 @@ app = create_app(load_model(), api_keys=["secret"], quota=10_000, rate=5.0)
 serve(port=8080, api_keys=["secret"])       # or: python -m bbattack.service --key secret
 """
 
-from .app import DEFAULT_MAX_BODY_BYTES, MAX_IMAGES_PER_CALL, ApiError, KeyLedger, create_app, serve
+from .app import DEFAULT_MAX_BODY_BYTES, MAX_IMAGES_PER_CALL, create_app, serve
 from .decode import decode_base64, decode_image
+from .errors import ApiError
+from .gateway import KeyLedger
 from .labels import (
     DEFAULT_MAX_RESULTS,
     DEFAULT_THRESHOLD,

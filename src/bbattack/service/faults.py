@@ -18,7 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ..errors import UserInputError
-from .app import ANNOTATE_PATH, ASGIApp, Receive, Scope, Send
+from .app import ANNOTATE_PATH
+from .gateway import ASGIApp, Receive, Scope, Send
 
 __all__ = ["FAULT_KINDS", "FaultInjector"]
 

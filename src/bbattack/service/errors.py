@@ -1,0 +1,120 @@
+"""Google's error envelope for the label service, and the mapping of request validation
+errors onto Google's wording."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+__all__ = ["SERVICE", "ApiError", "redact", "validation_error"]
+
+SERVICE = "vision.googleapis.com"
+
+# google.rpc.Code names of the HTTP statuses this service sends.
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+class ApiError(Exception):
+    """An error answered with Google's envelope ``{"error": {code, message, status}}``."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        reason: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.details = list(details or [])
+        if reason:
+            self.details.insert(
+                0,
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": "googleapis.com",
+                    "metadata": {"service": SERVICE},
+                },
+            )
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "status": _STATUS.get(
+                self.code, "UNKNOWN" if self.code >= 500 else "FAILED_PRECONDITION"
+            ),
+        }
+        if self.details:
+            err["details"] = self.details
+        return {"error": err}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.code, headers=self.headers)
+
+
+def redact(key: str | None) -> str:
+    """A key as the access log shows it: at most its first 4 characters (half of a short one)."""
+    if not key:
+        return "-"
+    return key[: min(4, len(key) // 2)] + "…"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    """("body", "requests", 0, "image") -> "requests[0].image"."""
+    out = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validation_error(exc: RequestValidationError) -> ApiError:
+    """Google-like wording for the first problem; every problem (up to 10) in the details."""
+    violations: list[dict[str, str]] = []
+    messages: list[str] = []
+    for e in list(exc.errors())[:10]:
+        loc = tuple(e.get("loc", ()))
+        kind = str(e.get("type", ""))
+        path = _field_path(loc)
+        if kind == "json_invalid":
+            reason = str(e.get("ctx", {}).get("error", "JSON decode error"))
+            pos = loc[1] if len(loc) > 1 else "?"
+            msg = f"Invalid JSON payload received. {reason} at position {pos}."
+        elif kind == "extra_forbidden":
+            parent, _, name = path.rpartition(".")
+            where = f" at '{parent}'" if parent else ""
+            msg = f'Invalid JSON payload received. Unknown name "{name}"{where}: Cannot find field.'
+        elif kind == "missing":
+            msg = f"Invalid JSON payload received. Missing required field '{path or 'body'}'."
+        elif not path:
+            msg = (
+                "Invalid JSON payload received. Send a JSON object with "
+                "Content-Type: application/json."
+            )
+        else:
+            msg = f"Invalid value at '{path}': {e.get('msg', 'invalid')}"
+        messages.append(msg)
+        violations.append({"field": path, "description": msg})
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}
+    ]
+    more = len(exc.errors()) - 1
+    first = messages[0] if messages else "Invalid request."
+    return ApiError(400, first + (f" (and {more} more)" if more > 0 else ""), details=details)
