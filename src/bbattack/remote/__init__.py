@@ -1,0 +1,42 @@
+"""A remote label API (Google Cloud Vision ``images:annotate``, or bbattack's own label
+service) as an attack target, with retries, a spend cap and a query journal.
+
+>>> target = HttpLabelTarget("https://vision.googleapis.com/v1/images:annotate",
+...                          journal="attack.sqlite", max_cost=20.0)     # doctest: +SKIP
+>>> print(target.describe_plan(11_234))                                  # doctest: +SKIP
+expected 11,234 queries ≈ $16.85 at $1.50/1000
+>>> oracle_target = LabelTarget(target)                                  # doctest: +SKIP
+
+The endpoint and the key may come from the environment: ``BBATTACK_ENDPOINT`` (the full
+``…/v1/images:annotate`` URL, or just the server's base URL) and ``BBATTACK_API_KEY``.
+
+Modules: :mod:`.client` (HttpLabelTarget), :mod:`.errors`, :mod:`.retry` (RetryPolicy),
+:mod:`.spend` (SpendCap), :mod:`.schema` (the wire format) and :mod:`.journal` (the SQLite
+journal). The PNG bytes that are sent and keyed come from :func:`bbattack.images.encode_png`,
+re-exported here.
+"""
+
+from ..images import encode_png
+from .client import HttpLabelTarget
+from .errors import QuotaExhausted, RemoteAuthError, RemoteError, SpendCapExceeded
+from .journal import JOURNAL_VERSION, JournalEntry, cache_key
+from .retry import RetryPolicy
+from .schema import ANNOTATE_PATH, GOOGLE_VISION_ENDPOINT, MAX_IMAGES_PER_CALL
+from .spend import SpendCap
+
+__all__ = [
+    "ANNOTATE_PATH",
+    "GOOGLE_VISION_ENDPOINT",
+    "JOURNAL_VERSION",
+    "MAX_IMAGES_PER_CALL",
+    "HttpLabelTarget",
+    "JournalEntry",
+    "QuotaExhausted",
+    "RemoteAuthError",
+    "RemoteError",
+    "RetryPolicy",
+    "SpendCap",
+    "SpendCapExceeded",
+    "cache_key",
+    "encode_png",
+]
