@@ -687,8 +687,9 @@ def pi_over_http(url: str, journal: Path, **client_kw: Any) -> tuple[Any, HttpLa
     target = LabelTarget(remote)
     oracle = Oracle(target, TopK(None), max_queries=1500)
     # At ε = 0.05 "Cat" can reach ~0.46, so shrink ε while its loss is below 1 (p > 0.37).
-    attack = PIAttack(eps=0.05, samples=10, success="topk", adv_thresh=1.0)
-    result = attack.run(oracle, x, target.class_names.resolve("Cat"), start=start, seed=0)
+    attack = PIAttack(eps=0.05, samples=10, adv_thresh=1.0)
+    tid = target.class_names.resolve("Cat")
+    result = attack.run(oracle, x, tid, start=start, seed=0, success="topk")
     remote.close()
     return result, remote
 
