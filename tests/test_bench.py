@@ -433,3 +433,47 @@ def test_db_that_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[st
     cfg = write_grid(tmp_path)
     assert main(["bench", str(cfg), "--db", str(tmp_path), "-q"]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_grid_mixes_norms_and_attacks(tmp_path: Path) -> None:
+    from bbattack.bench.grid import build_cases
+
+    def grid(linf: dict[str, Any]) -> Any:
+        return parse_config(
+            {
+                "images": {"photos": ["coffee"]},
+                "attacks": [
+                    {"name": "ta-square", "eps": [0.05], "budget": [50], **linf},
+                    {"name": "ta-square", "norm": ["l2"], "eps": [3.0], "budget": [50]},
+                    {"name": "art-hsj", "norm": ["linf", "l2"], "eps": [0.5], "budget": [50]},
+                ],
+            }
+        )
+
+    cfg = grid({})
+    images = collect_images(cfg, tmp_path, (8, 8))
+    rows = build_cases(cfg, images, {"coffee": 4}, 10, str)
+    assert [(r.attack, r.threat, r.norm, r.eps) for r in rows] == [
+        ("ta-square", "ql", "linf", 0.05),
+        ("ta-square", "ql", "l2", 3.0),
+        ("art-hsj", "lo", "linf", 0.5),
+        ("art-hsj", "lo", "l2", 0.5),
+    ]
+    # Naming the default norm changes no case id: L∞ grids resume across the upgrade.
+    same = build_cases(grid({"norm": ["linf"]}), images, {"coffee": 4}, 10, str)
+    assert [r.id for r in same] == [r.id for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("attack", "field", "message"),
+    [
+        ({"name": "ql", "norm": ["l2"], "eps": [2.0]}, "attacks[0].norm", "ql supports linf"),
+        ({"name": "ta-square", "eps": [3.0]}, "attacks[0].eps", "L∞ eps"),
+        ({"name": "ql", "norm": ["linf", "linf"]}, "attacks[0].norm", "listed twice"),
+    ],
+)
+def test_a_bad_norm_or_radius_is_refused_naming_the_field(
+    attack: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(UserInputError, match=re.escape(field) + ".*" + re.escape(message)):
+        parse_config({"images": {"photos": ["coffee"]}, "attacks": [{**attack, "budget": [50]}]})

@@ -157,13 +157,19 @@ class AttackSpec(_Frozen):
             raise ValueError("k must be >= 1")
         return v
 
-    @model_validator(mode="after")
-    def _balls(self) -> AttackSpec:
-        if len(set(self.norm)) != len(self.norm):
-            raise ValueError("norm: a norm is listed twice")
-        for norm, eps in self.balls():
-            make_ball(norm, eps)  # an L∞ eps must lie in (0, 1]; any eps must be > 0
-        return self
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < e < float("inf") for e in v):
+            raise ValueError("eps must be > 0")
+        return v
+
+    @field_validator("norm")
+    @classmethod
+    def _norm(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a norm is listed twice")
+        return v
 
     def balls(self) -> list[tuple[str, float]]:
         """The (norm, ε) grid points, norms outermost."""
@@ -183,11 +189,12 @@ class AttackSpec(_Frozen):
         return v
 
     def threats(self) -> list[Threat]:
-        """The threat models to run; by default the first the attack can work under."""
+        """The threat models to run; by default the one of the attack's first (its natural,
+        least revealing) view."""
         if self.threat is not None:
             return self.threat
-        views = registry.get(self.name).views
-        natural = next(t for t, v in registry.THREAT_VIEWS.items() if v in views)
+        first = registry.get(self.name).views[0]
+        natural = next(t for t, v in registry.THREAT_VIEWS.items() if v == first)
         return [natural]  # type: ignore[list-item]
 
     def build(self, norm: str, eps: float) -> Any:
@@ -237,6 +244,10 @@ def _check_attacks(cfg: BenchConfig) -> None:
     for i, spec in enumerate(cfg.attacks):
         info = registry.get(spec.name)
         for norm, eps in spec.balls():
+            try:
+                make_ball(norm, eps)  # an L∞ eps must lie in (0, 1]
+            except UserInputError as e:
+                raise UserInputError(f"attacks[{i}].eps: {e}") from None
             if norm not in info.norms:
                 raise UserInputError(
                     f"attacks[{i}].norm: {spec.name} supports {', '.join(info.norms)}, not {norm}"
