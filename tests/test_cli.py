@@ -167,6 +167,18 @@ BAD_INPUTS: dict[str, Argv] = {
     "odd samples": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "samples=21"],
     "unknown param": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "smples=2"],
     "param without =": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "x"],
+    "unknown attack": lambda t: ["attack", photo("chelsea"), "--untargeted", "--attack", "nes2"],
+    "attack without the view": lambda t: [
+        *["attack", photo("chelsea"), "--target", "1", "--threat", "lo", "--attack", "ql"],
+    ],
+    "norm the attack lacks": lambda t: [
+        *["attack", photo("chelsea"), "--untargeted", "--norm", "l2", "--eps", "2"],
+    ],
+    "unknown norm": lambda t: ["attack", photo("chelsea"), "--untargeted", "--norm", "l3"],
+    "start image for ql": lambda t: [
+        *["attack", photo("chelsea"), "--target", "1", "--start-image", photo("coffee")],
+    ],
+    "eps in params": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "eps=0.1"],
     "classify corrupt image": lambda t: ["classify", corrupt_png(t)],
     "classify k 0": lambda t: ["classify", photo("coffee"), "--k", "0"],
 }
@@ -205,6 +217,12 @@ def test_bad_input_gives_one_line_and_exit_code_2(
         ("unknown threat", "--threat"),
         ("untargeted pi", "--threat ql"),
         ("odd samples", "even"),
+        ("unknown attack", "art-hsj"),
+        ("attack without the view", "ql cannot run under the labels view: it needs scores"),
+        ("norm the attack lacks", "ql supports the norms linf, not l2"),
+        ("unknown norm", "choose linf or l2"),
+        ("start image for ql", "--start-image"),
+        ("eps in params", "give --eps"),
     ],
 )
 def test_error_messages_name_the_problem(
@@ -277,3 +295,33 @@ def test_remote_flags_are_checked(
     assert len(err.splitlines()) == 1
     assert message in err
     assert not out.exists()
+
+
+def test_attacks_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["attacks", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_name = {r["name"]: r for r in rows}
+    assert {"ql", "pi", "lo", "ta-square", "art-square", "art-hsj"} <= set(by_name)
+    assert by_name["ql"]["views"] == ["scores"]
+    assert by_name["ql"]["default_for"] == ["ql"]
+    assert by_name["ta-square"]["baseline"] is True
+    assert by_name["ta-square"]["norms"] == ["linf", "l2"]
+    assert by_name["pi"]["paper"]["arxiv"] == "1804.08598"
+    assert main(["attacks"]) == 0
+    table = capsys.readouterr().out
+    for name in by_name:
+        assert name in table
+
+
+def test_attack_picks_an_attack_by_name_under_a_threat(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # LO's attack under the top-k-with-scores view: the attack and the view are separate.
+    argv = [*["attack", photo("chelsea"), "--threat", "pi", "--attack", "lo"]]
+    argv += ["--target", "espresso", "--start-image", photo("coffee")]
+    argv += ["--max-queries", "30", "--json", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["attack"] == "lo"
+    assert doc["threat"] == {"view": "topk", "k": 1}
+    assert doc["queries"] <= 30

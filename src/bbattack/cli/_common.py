@@ -1,0 +1,87 @@
+"""What every command shares: the typer app, the consoles, option enums and error handling."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from ..errors import BBAttackError, UserInputError
+
+__all__ = [
+    "CLICK_ERROR",
+    "BackendOpt",
+    "Threat",
+    "app",
+    "err",
+    "fail",
+    "guard",
+    "out",
+    "parse_params",
+    "validation_message",
+]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Black-box adversarial attacks with limited queries and information.",
+)
+err = Console(stderr=True)
+out = Console()
+
+# typer vendors click in recent releases; find its exception base without a private import.
+CLICK_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class Threat(StrEnum):
+    ql = "ql"
+    pi = "pi"
+    lo = "lo"
+
+
+class BackendOpt(StrEnum):
+    auto = "auto"
+    onnx = "onnx"
+    torch = "torch"
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def validation_message(e: ValidationError) -> str:
+    first = e.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    return f"invalid {loc}: {first['msg']}"
+
+
+def parse_params(params: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for p in params:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--param expects KEY=VALUE, got {p!r}")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+def guard(fn: Callable[..., None], **kwargs: Any) -> None:
+    """Run a command body; user errors become one line on stderr and exit code 2."""
+    try:
+        fn(**kwargs)
+    except BBAttackError as e:
+        if isinstance(e, UserInputError):
+            raise fail(str(e)) from None
+        raise
+    except ValidationError as e:
+        raise fail(validation_message(e)) from None

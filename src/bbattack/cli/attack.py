@@ -1,0 +1,407 @@
+"""`bbattack attack`: one image against a local model or a label API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from numpy.typing import NDArray
+from pydantic import ValidationError
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..attacks import StepInfo, registry
+from ..attacks.balls import make_ball
+from ..attacks.goals import Within
+from ..errors import UserInputError
+from ..images import load_image
+from ..models import Classifier, load_model
+from ..oracle import Labels, Oracle, Scores, TopK, View
+from ..report import write_outputs
+from ..results import AttackResult, ClassRef, TopKEntry
+from ._common import (
+    BackendOpt,
+    Threat,
+    app,
+    err,
+    fail,
+    guard,
+    out,
+    parse_params,
+    validation_message,
+)
+
+__all__ = [
+    "AttackJob",
+    "RemoteOptions",
+    "attack",
+    "make_attack",
+    "make_view",
+    "run_attack",
+]
+
+
+def make_view(threat: Threat, k: int) -> View:
+    """The view a local model is attacked through."""
+    if k < 1:
+        raise UserInputError(f"--k must be >= 1, got {k}")
+    if threat is Threat.ql:
+        return Scores()
+    return TopK(k) if threat is Threat.pi else Labels(k)
+
+
+def make_attack(
+    info: registry.AttackInfo, norm: str, eps: float, params: dict[str, Any]
+) -> registry.Runnable:
+    for axis in ("eps", "norm"):
+        if axis in params:
+            raise UserInputError(f"give --{axis}, not --param {axis}=...")
+    try:
+        return registry.build(info.name, norm=norm, eps=eps, **params)
+    except ValidationError as e:
+        raise UserInputError(validation_message(e)) from None
+    except TypeError as e:
+        raise UserInputError(str(e)) from None
+
+
+def _progress_run(
+    attack: registry.Runnable,
+    oracle: Oracle,
+    x: NDArray[np.float32],
+    target: int | None,
+    seed: int,
+    start: NDArray[np.float32] | None,
+    quiet: bool,
+    success: Within = "top1",
+) -> AttackResult:
+    budget = oracle.max_queries or 0
+    show_rank = not oracle.view.reveals_scores
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} queries"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
+    )
+
+    def on_step(info: StepInfo) -> None:
+        if show_rank:
+            r = int(info.target_rank[0])
+            status = f"target rank {'-' if r < 0 else r + 1}"
+        else:
+            p = float(info.target_prob[0])
+            status = "target p=-" if np.isnan(p) else f"target p={p:.3f}"
+        progress.update(
+            task, completed=int(info.queries[0]), status=f"{status}  ε={float(info.eps[0]):.4f}"
+        )
+
+    task = progress.add_task(f"{attack.name.upper()} attack", total=budget, status="starting")
+    started = False
+
+    def first_step(info: StepInfo) -> None:
+        # Start drawing only once init (start-image checks) has passed.
+        nonlocal started
+        if not started:
+            progress.start()
+            started = True
+        on_step(info)
+
+    try:
+        result = attack.run(
+            oracle, x, target, seed=seed, start=start, success=success, on_step=first_step
+        )
+        progress.update(task, completed=result.images[0].queries)
+    finally:
+        if started:
+            progress.stop()
+    return result
+
+
+def _summary(result: AttackResult, paths: dict[str, Path], ids: bool = True) -> None:
+    """Human summary; ``ids=False`` for label APIs, whose label ids mean nothing to a reader."""
+    r = result.images[0]
+
+    def show(ref: ClassRef | TopKEntry) -> str:
+        return f"{ref.name} ({ref.id})" if ids else f"{ref.name}"
+
+    verdict = "[bold green]SUCCESS[/]" if r.success else "[bold red]FAILED[/]"
+    tgt = show(r.target) if r.target else "any other class (untargeted)"
+    orig = show(r.original) if r.original else "?"
+    out.print(f"{verdict}  {result.attack.upper()} attack: {orig} → {tgt}")
+    qs = f"{r.queries_at_success:,}" if r.queries_at_success is not None else "-"
+    out.print(
+        f"queries: {r.queries:,} used, first success at {qs}; "
+        f"L∞ = {r.linf:.4f} (ε = {r.eps:g}), L2 = {r.l2:.3f}; "
+        f"{r.wall_time_s:.1f} s; stop: {r.stop_reason}"
+    )
+    table = Table(title="final top-k (8-bit image, as the oracle reveals it)", title_justify="left")
+    table.add_column("rank")
+    table.add_column("class")
+    table.add_column("score")
+    for i, e in enumerate(r.final_topk, 1):
+        table.add_row(str(i), show(e), "-" if e.score is None else f"{e.score:.4f}")
+    out.print(table)
+    for name, p in paths.items():
+        out.print(f"  {name:12s} {p}")
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """Where and how to reach a Cloud-Vision-style label API."""
+
+    endpoint: str
+    api_key: str | None = None
+    max_cost: float | None = None
+    price_per_1000: float = 1.50
+    journal: Path | None = None
+    dry_run: bool = False
+    max_results: int = 10
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    """Everything ``bbattack attack`` was asked to do."""
+
+    image: Path
+    target: str | None
+    threat: Threat = Threat.ql
+    k: int | None = None
+    eps: float = 0.05
+    max_queries: int | None = None
+    start_image: Path | None = None
+    untargeted: bool = False
+    seed: int = 0
+    out_dir: Path = Path("bbattack-out")
+    as_json: bool = False
+    backend: BackendOpt = BackendOpt.auto
+    params: tuple[str, ...] = ()
+    success: str = "top1"
+    remote: RemoteOptions | None = None
+    attack: str | None = None  # None: the threat model's default attack
+    norm: str = "linf"
+
+    @property
+    def goal(self) -> Within:
+        return "topk" if self.success == "topk" else "top1"  # validated by _check_job
+
+
+def _check_job(job: AttackJob) -> registry.AttackInfo:
+    """Every check that needs no file and no query; returns the attack to run."""
+    info = registry.get(job.attack) if job.attack else registry.default_attack(job.threat.value)
+    try:
+        make_ball(job.norm, job.eps)
+    except UserInputError as e:
+        raise UserInputError(f"--eps: {e}") from None
+    why = registry.view_refusal(info, make_view(job.threat, job.k or 1), job.norm)
+    if why is not None:
+        raise UserInputError(why)
+    if job.k is not None and job.k < 1:
+        raise UserInputError(f"--k must be >= 1, got {job.k}")
+    if job.max_queries is not None and job.max_queries < 1:
+        raise UserInputError(f"--max-queries must be >= 1, got {job.max_queries}")
+    if job.untargeted and job.target is not None:
+        raise UserInputError("--untargeted and --target are mutually exclusive")
+    if not job.untargeted and job.target is None:
+        raise UserInputError("give --target NAME|ID, or --untargeted")
+    if job.untargeted and not info.untargeted:
+        threat_of = {v: t for t, v in registry.THREAT_VIEWS.items()}
+        can = [
+            f"{i.name} (--threat {threat_of[i.views[0]]})"
+            for i in registry.all_attacks().values()
+            if i.untargeted
+        ]
+        raise UserInputError(
+            f"{info.name} is a targeted attack; --untargeted needs one of: {', '.join(can)}"
+        )
+    if job.start_image is not None and not info.needs_start:
+        raise UserInputError(
+            f"--start-image applies to attacks that start in the target class; {info.name} does not"
+        )
+    if job.success not in ("top1", "topk"):
+        raise UserInputError(f"--success must be top1 or topk, got {job.success!r}")
+    if job.success == "topk" and job.threat is Threat.ql:
+        raise UserInputError("--success topk applies to --threat pi or lo")
+    if job.remote is not None and job.threat is Threat.ql:
+        raise UserInputError(
+            "a label API reveals labels (and scores), not a score vector: use --threat pi or lo"
+        )
+    return info
+
+
+def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
+    """Validate, attack one image, write the outputs, print a summary (or JSON)."""
+    info = _check_job(job)
+    params = parse_params(list(job.params))
+    attack = make_attack(info, job.norm, job.eps, params)
+    budget = job.max_queries or info.budget
+    x = load_image(job.image)
+    start = load_image(job.start_image) if job.start_image is not None else None
+    extra: dict[str, Any] = {}
+    if job.remote is not None:
+        from ..remote import HttpLabelTarget
+        from ..targets import LabelTarget
+
+        r = job.remote
+        client = HttpLabelTarget(
+            r.endpoint,
+            r.api_key,
+            max_results=r.max_results,
+            max_queries=budget,
+            max_cost=r.max_cost,
+            price_per_1000=r.price_per_1000,
+            journal=r.journal,
+        )
+        if r.dry_run:
+            out.print(
+                f"dry run, nothing sent: {client.describe_plan(budget)} "
+                f"(the --max-queries budget; a successful attack stops earlier)"
+            )
+            client.close()
+            return
+        labels = LabelTarget(client, name=r.endpoint)
+        assert job.target is not None
+        tgt: int | None = labels.class_names.resolve(job.target)
+        target_obj: Classifier | LabelTarget = labels
+        view: View = (
+            TopK(job.k) if job.threat is Threat.pi else Labels(10 if job.k is None else job.k)
+        )
+    else:
+        target_obj = model or load_model(backend=job.backend.value)
+        assert target_obj.class_names is not None
+        tgt = None if job.target is None else target_obj.class_names.resolve(job.target)
+        view = make_view(job.threat, 1 if job.k is None else job.k)
+    oracle = Oracle(target_obj, view, max_queries=budget)
+    try:
+        result = _progress_run(
+            attack, oracle, x, tgt, job.seed, start, quiet=False, success=job.goal
+        )
+    finally:
+        if job.remote is not None:
+            client.close()
+    if job.remote is not None:
+        extra["remote"] = {
+            "endpoint": job.remote.endpoint,
+            "paid_queries": client.paid_queries,
+            "cached_queries": client.cached_queries,
+            "cost_usd": client.cost,
+            "price_per_1000": job.remote.price_per_1000,
+        }
+    paths = write_outputs(result, x, job.out_dir, extra=extra)
+    if job.as_json:
+        sys.stdout.write(json.dumps({**result.image_json(0), **extra}, indent=2) + "\n")
+    else:
+        _summary(result, paths, ids=job.remote is None)
+        if "remote" in extra:
+            rem = extra["remote"]
+            out.print(
+                f"paid queries: {rem['paid_queries']:,} (journal hits: "
+                f"{rem['cached_queries']:,}); cost ${rem['cost_usd']:.2f} at "
+                f"${rem['price_per_1000']:.2f}/1000"
+            )
+
+
+@app.command()
+def attack(
+    image: Annotated[Path, typer.Argument(help="image to attack")],
+    target: Annotated[str | None, typer.Option(help="target class name or id (or label)")] = None,
+    threat: Annotated[Threat, typer.Option(help="ql: scores, pi: top-k scores, lo: labels")] = (
+        Threat.ql
+    ),
+    k: Annotated[
+        int | None,
+        typer.Option("--k", help="labels revealed per query (default 1; a label API: all)"),
+    ] = None,
+    attack_name: Annotated[
+        str | None,
+        typer.Option(
+            "--attack", help="attack by name (`bbattack attacks`); default: the threat's own"
+        ),
+    ] = None,
+    norm: Annotated[str, typer.Option(help="the ball: linf or l2")] = "linf",
+    eps: Annotated[float, typer.Option(help="radius of the ball in [0, 1] pixel units")] = 0.05,
+    max_queries: Annotated[
+        int | None, typer.Option(help="hard query budget (default: the attack's own)")
+    ] = None,
+    start_image: Annotated[
+        Path | None,
+        typer.Option(
+            help="PI/LO start image of the target class (default: search the bundled photos)"
+        ),
+    ] = None,
+    untargeted: Annotated[bool, typer.Option(help="any wrong class will do")] = False,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("bbattack-out"),
+    as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
+    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="attack hyperparameter KEY=VALUE (repeatable), e.g. samples=100"),
+    ] = None,
+    success: Annotated[
+        str, typer.Option(help="PI/LO success: target is the top label (top1) or in the top-k")
+    ] = "top1",
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="attack a Cloud-Vision-style label API (env BBATTACK_ENDPOINT)"),
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (env BBATTACK_API_KEY)")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="spend cap in USD for the label API")
+    ] = None,
+    price_per_1000: Annotated[
+        float, typer.Option(help="USD per 1,000 images (Cloud Vision labels: 1.50)")
+    ] = 1.50,
+    journal: Annotated[
+        Path | None, typer.Option(help="query journal (SQLite): cache and audit log")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="print the expected queries and cost, send nothing")
+    ] = False,
+    max_results: Annotated[
+        int, typer.Option(help="labels asked of the label API per image (maxResults)")
+    ] = 10,
+) -> None:
+    """Attack one image; writes adv.png, figure.png, trace.png, result.json and trace.jsonl."""
+    ep = endpoint or os.environ.get("BBATTACK_ENDPOINT") or None
+    remote = None
+    if ep is not None:
+        remote = RemoteOptions(
+            endpoint=ep,
+            api_key=api_key or os.environ.get("BBATTACK_API_KEY") or None,
+            max_cost=max_cost,
+            price_per_1000=price_per_1000,
+            journal=journal,
+            dry_run=dry_run,
+            max_results=max_results,
+        )
+    elif dry_run or journal is not None or max_cost is not None or api_key is not None:
+        raise fail("--dry-run, --journal, --max-cost and --api-key need --endpoint")
+    job = AttackJob(
+        image=image,
+        target=target,
+        threat=threat,
+        k=k,
+        eps=eps,
+        max_queries=max_queries,
+        start_image=start_image,
+        untargeted=untargeted,
+        seed=seed,
+        out_dir=out_dir,
+        as_json=as_json,
+        backend=backend,
+        params=tuple(param or []),
+        success=success,
+        remote=remote,
+        attack=attack_name,
+        norm=norm,
+    )
+    guard(run_attack, job=job)

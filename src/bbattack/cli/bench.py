@@ -1,0 +1,161 @@
+"""`bbattack bench` and `bbattack report`: benchmark grids and their reports."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import UserInputError
+from ._common import app, err, guard, out
+
+__all__ = ["ReportFormat", "bench", "report"]
+
+_RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
+
+
+def _ray_argv(argv: list[str]) -> list[str]:
+    """``--ray`` takes an optional address, which click cannot express: a bare ``--ray`` becomes
+    ``--ray=local``; ``--ray ADDRESS`` (host:port, ray://..., auto) becomes ``--ray=ADDRESS``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--ray":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and _RAY_ADDRESS.match(nxt):
+                out.append(f"--ray={nxt}")
+                i += 2
+                continue
+            out.append("--ray=local")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+@app.command()
+def bench(
+    config: Annotated[Path, typer.Argument(help="grid config (TOML)")],
+    db: Annotated[
+        Path, typer.Option("--db", help="SQLite results file; rerun the same command to resume")
+    ] = Path("bench.sqlite"),
+    workers: Annotated[int, typer.Option("--workers", help="local worker processes")] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="run cases as Ray tasks: --ray starts a local cluster, --ray ADDRESS joins one",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run (or resume) a benchmark grid: attacks x threat models x eps x budgets x images."""
+
+    def go() -> None:
+        from rich.progress import MofNCompleteColumn, TimeRemainingColumn
+
+        from ..bench import run_bench
+
+        progress = Progress(
+            TextColumn("[bold]cases"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[ok]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet,
+        )
+        task = progress.add_task("bench", total=None, rate="", ok="")
+
+        def fields(s: Any) -> dict[str, Any]:
+            rate = f"{s.queries / s.wall_s:,.0f} q/s" if s.wall_s > 0 else "- q/s"
+            ok = f"success {s.succeeded}/{s.done}" if s.done else "success -"
+            return {"completed": s.done, "total": s.total, "rate": rate, "ok": ok}
+
+        def on_start(s: Any) -> None:
+            progress.update(task, **fields(s))
+            if s.done:
+                err.print(f"resuming: {s.done}/{s.total} cases already done", highlight=False)
+            progress.start()
+
+        # Without a terminal (CI, nohup) the bar is not drawn: log one line per case instead.
+        lines = not quiet and not err.is_terminal
+
+        def on_case(c: Any, o: Any, s: Any) -> None:
+            progress.update(task, **fields(s))
+            if lines:
+                what = c.attack if c.attack == c.threat else f"{c.attack} ({c.threat})"
+                what += f" k={c.k}" if c.k else ""
+                tgt = c.target_name or f"class {c.target_id}"
+                err.print(
+                    f"[{s.done}/{s.total}] {what} eps={c.eps:g} {c.image} -> {tgt}: "
+                    f"{'success' if o.success else o.stop_reason}, {o.queries:,} queries, "
+                    f"{o.wall_time_s:.0f} s; {fields(s)['rate']}, {fields(s)['ok']}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+        try:
+            summary = run_bench(
+                config,
+                db,
+                workers=workers,
+                use_ray=ray is not None,
+                ray_address=ray or "local",
+                on_start=on_start,
+                on_case=on_case,
+            )
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(
+                f"interrupted; finished cases are saved in {db}: "
+                "run the same command again to resume",
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
+        finally:
+            progress.stop()
+        out.print(
+            f"{summary.done}/{summary.total} cases done ({summary.ran} now, "
+            f"{summary.queries:,} queries), {summary.succeeded} succeeded; results in {db}\n"
+            f"report: bbattack report {db} -o report.html",
+            highlight=False,
+        )
+
+    guard(go)
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    md = "md"
+
+
+@app.command()
+def report(
+    db: Annotated[Path, typer.Argument(help="benchmark database from `bbattack bench`")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output file")] = Path(
+        "report.html"
+    ),
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="html or md")] = ReportFormat.html,
+    samples: Annotated[int, typer.Option(help="cases shown in the image grid")] = 8,
+) -> None:
+    """Write a self-contained HTML report (tables, plots, images) or Markdown tables."""
+
+    def go() -> None:
+        from ..bench.report import write_report
+
+        if samples < 0:
+            raise UserInputError(f"--samples must be >= 0, got {samples}")
+        write_report(db, output, fmt.value, samples=samples)
+        out.print(f"wrote {output}", highlight=False)
+
+    guard(go)

@@ -1,0 +1,53 @@
+"""`bbattack serve`: the built-in model behind a Cloud-Vision-style label API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import UserInputError
+from ._common import BackendOpt, app, guard
+
+__all__ = ["serve"]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key", help="accepted API key (repeatable; default: $BBATTACK_API_KEYS)"
+        ),
+    ] = None,
+    quota: Annotated[int | None, typer.Option(help="images billable per key")] = None,
+    rate: Annotated[float | None, typer.Option(help="calls per second per key")] = None,
+    threshold: Annotated[float, typer.Option(help="lowest label score returned")] = 0.2,
+    max_body_bytes: Annotated[int, typer.Option(help="request size limit (413 above)")] = (
+        10 * 1024 * 1024
+    ),
+    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+) -> None:
+    """Serve the built-in model behind a Cloud-Vision-style POST /v1/images:annotate."""
+
+    def go() -> None:
+        from ..service import serve as run_service
+
+        if quota is not None and quota < 1:
+            raise UserInputError(f"--quota must be >= 1, got {quota}")
+        if rate is not None and rate <= 0:
+            raise UserInputError(f"--rate must be > 0, got {rate}")
+        run_service(
+            host,
+            port,
+            backend=backend.value,
+            api_keys=api_key or None,
+            quota=quota,
+            rate=rate,
+            max_body_bytes=max_body_bytes,
+            threshold=threshold,
+        )
+
+    guard(go)

@@ -1,0 +1,34 @@
+"""`bbattack tune`: measure and cache the fastest model batch size."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..models import load_model
+from ._common import BackendOpt, app, guard, out
+
+__all__ = ["tune"]
+
+
+@app.command()
+def tune(
+    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+) -> None:
+    """Re-measure the fastest model batch size on this machine and cache it."""
+
+    def go() -> None:
+        from ..tuning import tune as measure
+
+        model = load_model(backend=backend.value)
+        best, speeds = measure(model)
+        table = Table(title=f"{model.name} on {model.backend}", title_justify="left")
+        table.add_column("batch size")
+        table.add_column("images/s")
+        for bs, v in speeds.items():
+            table.add_row(f"{bs}{' (chosen)' if bs == best else ''}", f"{v:.0f}")
+        out.print(table)
+
+    guard(go)
