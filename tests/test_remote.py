@@ -721,3 +721,18 @@ def test_a_pi_attack_over_a_faulty_network_matches_the_fault_free_run(tmp_path: 
     rows = journal_rows(tmp_path / "faulty.sqlite")
     assert len(rows) == remote.paid_queries
     assert all(paid == 1 for _, paid, _ in rows)
+
+
+def test_a_spend_cap_is_a_budget_the_attack_plans_with(tmp_path: Path) -> None:
+    # Regression: --max-cost 0.09 ended in a SpendCapExceeded traceback after 52 paid queries,
+    # with no result. The cap (60 images at $1.50/1000) is now a budget the oracle plans with.
+    app = colour_app()
+    with live(app) as url:
+        result, remote = pi_over_http(url, tmp_path / "j.sqlite", max_cost=0.09)
+    (r,) = result.images
+    assert remote.paid_queries <= 60
+    assert int(app.state.usage.get(KEY, 0)) == remote.paid_queries
+    assert r.queries <= 60
+    assert r.queries_by_kind["final"] == 1
+    assert r.stop_reason in ("budget", "success")
+    assert r.lost_queries == 0

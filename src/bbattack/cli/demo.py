@@ -24,7 +24,7 @@ class DemoSpec:
     max_queries: int
 
 
-# page.png ("menu") → "crossword" (chessboard.png): 9,733 queries, 37 s on 2 cores.
+# page.png ("menu") → "crossword" (chessboard.png): 5,824 queries, 84 s on 2 busy cores.
 DEMO = DemoSpec(source="page", start="chessboard_RGB", eps=0.05, max_queries=40_000)
 
 
