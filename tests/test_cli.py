@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import typer
 
-from bbattack import bundled_photos
+from bbattack import BackendUnavailableError, bundled_photos
 from bbattack.cli import main
+from bbattack.cli._common import guard
 
 pytestmark = pytest.mark.imagenet
 
@@ -244,6 +246,35 @@ def test_a_start_image_error_prints_exactly_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert err.count("\n") == 1
+
+
+def test_a_path_with_brackets_prints_verbatim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "d[" / "x].png"  # "[/x]" reads as a closing Rich tag
+    assert main(["classify", str(path)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert str(path) in lines[0]
+
+
+def test_a_usage_error_prints_the_value_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", photo("coffee"), "--backend", "[/x]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert "'[/x]'" in err
+
+
+def test_an_install_hint_keeps_its_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    def no_ray() -> None:
+        raise BackendUnavailableError("--ray needs Ray: pip install 'bbattack[ray]'")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        guard(no_ray)
+    assert exit_info.value.exit_code == 2
+    assert capsys.readouterr().err == "error: --ray needs Ray: pip install 'bbattack[ray]'\n"
 
 
 def test_dry_run_against_an_endpoint_sends_nothing(

@@ -15,7 +15,7 @@ import typer
 from . import classify, attack, attacks, tune, serve, demo, bench  # noqa: F401
 
 # isort: on
-from ._common import CLICK_ERROR, app, err
+from ._common import CLICK_ERROR, app, err, print_error
 from .bench import _ray_argv as _ray_argv  # tests call it through bbattack.cli
 
 __all__ = ["app", "entry", "main"]
@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _ray_argv(list(sys.argv[1:] if argv is None else argv))
         rc = app(args=args, standalone_mode=False)
     except CLICK_ERROR as e:
-        msg = " ".join(e.format_message().split())
-        err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        print_error(" ".join(e.format_message().split()))
         return 2
     except typer.Abort:
         err.print("aborted")

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import BBAttackError, UserInputError
 
@@ -23,6 +24,7 @@ __all__ = [
     "guard",
     "out",
     "parse_params",
+    "print_error",
     "validation_message",
 ]
 
@@ -51,8 +53,14 @@ class BackendOpt(StrEnum):
     torch = "torch"
 
 
+def print_error(message: str) -> None:
+    """One red ``error:`` line; the message is plain text, not markup: paths and install hints
+    ("bbattack[ray]") hold brackets."""
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
 def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     return typer.Exit(2)
 
 

@@ -151,7 +151,7 @@ def _summary(result: AttackResult, paths: dict[str, Path], ids: bool = True) -> 
         table.add_row(str(i), show(e), "-" if e.score is None else f"{e.score:.4f}")
     out.print(table)
     for name, p in paths.items():
-        out.print(f"  {name:12s} {p}")
+        out.print(f"  {name:12s} {p}", markup=False)
 
 
 @dataclass(frozen=True)

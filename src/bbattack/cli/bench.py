@@ -100,6 +100,7 @@ def bench(
                     f"[{s.done}/{s.total}] {what} eps={c.eps:g} {c.image} -> {tgt}: "
                     f"{'success' if o.success else o.stop_reason}, {o.queries:,} queries, "
                     f"{o.wall_time_s:.0f} s; {fields(s)['rate']}, {fields(s)['ok']}",
+                    markup=False,
                     highlight=False,
                     soft_wrap=True,
                 )
@@ -119,6 +120,7 @@ def bench(
             err.print(
                 f"interrupted; finished cases are saved in {db}: "
                 "run the same command again to resume",
+                markup=False,
                 highlight=False,
             )
             raise typer.Exit(130) from None
@@ -128,6 +130,7 @@ def bench(
             f"{summary.done}/{summary.total} cases done ({summary.ran} now, "
             f"{summary.queries:,} queries), {summary.succeeded} succeeded; results in {db}\n"
             f"report: bbattack report {db} -o report.html",
+            markup=False,
             highlight=False,
         )
 
@@ -156,6 +159,6 @@ def report(
         if samples < 0:
             raise UserInputError(f"--samples must be >= 0, got {samples}")
         write_report(db, output, fmt.value, samples=samples)
-        out.print(f"wrote {output}", highlight=False)
+        out.print(f"wrote {output}", markup=False, highlight=False)
 
     guard(go)

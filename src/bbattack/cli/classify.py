@@ -9,6 +9,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UserInputError
@@ -41,7 +42,8 @@ def classify(
         if as_json:
             sys.stdout.write(json.dumps(rows, indent=2) + "\n")
             return
-        table = Table(title=f"{image.name}: top-{k}", title_justify="left")
+        # A file name is plain text; a Text title would lose the table's title style.
+        table = Table(title=f"{escape(image.name)}: top-{k}", title_justify="left")
         for col in ("rank", "id", "class", "probability"):
             table.add_column(col)
         for i, r in enumerate(rows, 1):
