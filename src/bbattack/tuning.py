@@ -7,22 +7,30 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ._shared import cache_dir, parity_inputs
 from .results import write_atomic
-
-if TYPE_CHECKING:
-    from .models import Classifier
 
 __all__ = ["CANDIDATES", "measure_throughput", "tune", "tuned_batch_size"]
 
 CANDIDATES = (4, 8, 16, 32, 64, 128)
 
 
-def _key(model: Classifier) -> str:
+class Tunable(Protocol):
+    """What tuning uses of a ``models.Classifier``: typed structurally, as models imports tuning."""
+
+    name: str
+    backend: str
+    input_shape: tuple[int, int, int]
+
+    def _forward(self, x: NDArray[np.float32]) -> Any: ...
+
+
+def _key(model: Tunable) -> str:
     device = getattr(model, "device", None) or getattr(model, "providers", None) or "cpu"
     digest = getattr(model, "digest", "") or ""
     return f"{model.name}|{digest}|{model.backend}|{device}|{os.cpu_count()}|{model.input_shape}"
@@ -31,15 +39,13 @@ def _key(model: Classifier) -> str:
 def sample_inputs(shape: tuple[int, int, int], n: int) -> NDArray[np.float32]:
     """Real photos where the shape allows: uniform noise can drive activations into float
     denormals, which slows some backends (torch on CPU) and skews the measurement."""
-    from .models import parity_inputs
-
     base = parity_inputs(shape)
     photos = base[2:] if len(base) > 2 else base  # parity_inputs puts two noise images first
     out: NDArray[np.float32] = photos[np.arange(n) % len(photos)]
     return out
 
 
-def measure_throughput(model: Classifier, batch_size: int, min_time_s: float = 0.4) -> float:
+def measure_throughput(model: Tunable, batch_size: int, min_time_s: float = 0.4) -> float:
     """Images per second of one forward chunk of ``batch_size``, after a warm-up call."""
     x = sample_inputs(model.input_shape, batch_size)
     model._forward(x)  # warm-up: allocations, kernel selection
@@ -60,12 +66,8 @@ def _load(path: Path) -> dict[str, dict[str, Any]]:
     return table
 
 
-def tune(
-    model: Classifier, candidates: tuple[int, ...] = CANDIDATES
-) -> tuple[int, dict[int, float]]:
+def tune(model: Tunable, candidates: tuple[int, ...] = CANDIDATES) -> tuple[int, dict[int, float]]:
     """Measure every candidate batch size, cache the fastest, return (choice, images/s)."""
-    from .models import cache_dir
-
     speeds = {bs: measure_throughput(model, bs) for bs in candidates}
     best = max(speeds.values())
     # Within 5% of the best, prefer the smaller batch: less memory, finer budget granularity.
@@ -81,10 +83,8 @@ def tune(
     return choice, speeds
 
 
-def tuned_batch_size(model: Classifier) -> int:
+def tuned_batch_size(model: Tunable) -> int:
     """The fastest batch size for this model on this backend and machine (measured once)."""
-    from .models import cache_dir
-
     hit = _load(cache_dir() / "batch_sizes.json").get(_key(model))
     if hit is not None:
         return int(hit["batch_size"])
