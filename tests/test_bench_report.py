@@ -96,6 +96,7 @@ def make_db(path: Path, grid: list[Any] = GRID) -> Path:
                 threat=threat,
                 k=k,
                 eps=eps,
+                norm="linf",
                 budget=budget,
                 image=image,
                 target_id=tid,
