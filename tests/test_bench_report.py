@@ -441,3 +441,14 @@ def test_html_renders_in_chromium(page: str, tmp_path: Path) -> None:
     assert rows.rows["cases"] == N_DONE
     assert rows.rows["summary"] == 4
     assert rows.rows["table1"] == 4 + 3  # four lines and the paper's QL, PI and LO rows
+
+
+def test_the_report_orders_ours_before_the_baselines_by_the_registry() -> None:
+    from bbattack.bench.report import _attack_key
+
+    names = ["zz-unknown", "art-hsj", "lo", "ta-square", "ql", "pi", "art-square"]
+    assert sorted(names, key=_attack_key) == [
+        *["ql", "pi", "lo"],
+        *["art-hsj", "art-square", "ta-square"],
+        "zz-unknown",
+    ]

@@ -104,10 +104,17 @@ _PAPER_LABEL = "Ilyas et al. 2018 (paper, InceptionV3)"
 
 
 def _attack_key(attack: str) -> tuple[int, int, str]:
-    # Ours (ql, pi, lo) first in the paper's order, then the baselines alphabetically.
-    if attack in _THREAT_ORDER:
-        return (0, _THREAT_ORDER[attack], attack)
-    return (1, 0, attack)
+    """Ours first in registry order, then the baselines alphabetically (the registry says
+    which is which), then names this bbattack does not know (an older database)."""
+    from ..attacks import registry
+
+    table = registry.all_attacks()
+    info = table.get(attack)
+    if info is None:
+        return (2, 0, attack)
+    if info.baseline:
+        return (1, 0, attack)
+    return (0, list(table).index(attack), attack)
 
 
 def _threat_key(threat: str) -> tuple[int, str]:
