@@ -20,13 +20,8 @@ import pytest
 from PIL import Image
 
 from bbattack.bench.db import BenchDB, CaseOutcome, CaseRow
-from bbattack.bench.report import (
-    pick_samples,
-    render_html,
-    render_markdown,
-    summarise,
-    write_report,
-)
+from bbattack.bench.report import render_html, render_markdown, write_report
+from bbattack.bench.summary import pick_samples, summarise
 from bbattack.errors import UserInputError
 
 SIDE = 96
@@ -444,7 +439,7 @@ def test_html_renders_in_chromium(page: str, tmp_path: Path) -> None:
 
 
 def test_the_report_orders_ours_before_the_baselines_by_the_registry() -> None:
-    from bbattack.bench.report import _attack_key
+    from bbattack.bench.summary import _attack_key
 
     names = ["zz-unknown", "art-hsj", "lo", "ta-square", "ql", "pi", "art-square"]
     assert sorted(names, key=_attack_key) == [
