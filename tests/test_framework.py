@@ -53,7 +53,7 @@ def test_the_registry_lists_ours_and_the_baselines_with_what_they_declare() -> N
         assert "Query cost" in info.cls.__doc__
     assert not table["ql"].baseline
     assert table["ta-square"].baseline
-    assert [registry.default_attack(t).name for t in ("ql", "pi", "lo")] == ["ql", "pi", "lo"]
+    assert [registry.default_attack(t).name for t in ("ql", "pi", "lo")] == ["square", "pi", "lo"]
     assert table["art-hsj"].needs_start
     assert not table["ta-square"].needs_start
 

@@ -1,11 +1,15 @@
 """Attacks. Each sees only an Oracle; the registry lists them all."""
 
 from .balls import NORMS, Ball, L2Ball, LinfBall, make_ball
+from .bandits import BanditsAttack, BanditsConfig
 from .base import Attack, AttackConfig, AttackState, StepInfo
 from .goals import Goal
+from .parsimonious import ParsimoniousAttack, ParsimoniousConfig
 from .partial import LOAttack, LOConfig, PIAttack, PIConfig
 from .ql import QLAttack, QLConfig
 from .registry import AttackInfo, Paper, all_attacks, default_attack, get, register
+from .simba import SimBAAttack, SimBAConfig
+from .square import SquareAttack, SquareConfig
 
 __all__ = [
     "NORMS",
@@ -14,6 +18,8 @@ __all__ = [
     "AttackInfo",
     "AttackState",
     "Ball",
+    "BanditsAttack",
+    "BanditsConfig",
     "Goal",
     "L2Ball",
     "LOAttack",
@@ -22,8 +28,14 @@ __all__ = [
     "PIAttack",
     "PIConfig",
     "Paper",
+    "ParsimoniousAttack",
+    "ParsimoniousConfig",
     "QLAttack",
     "QLConfig",
+    "SimBAAttack",
+    "SimBAConfig",
+    "SquareAttack",
+    "SquareConfig",
     "StepInfo",
     "all_attacks",
     "default_attack",

@@ -26,6 +26,11 @@ NORMS: tuple[Norm, ...] = ("linf", "l2")
 TOL = 1e-6  # float32 slack in membership tests; far below one 8-bit level (1/255)
 
 
+def _rows(a: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(n, features); also for n = 0, where reshape(0, -1) is ambiguous."""
+    return a.reshape(len(a), int(np.prod(a.shape[1:])))
+
+
 def _col(r: Radius, n: int, ndim: int) -> NDArray[np.float64]:
     """Per-row radii shaped to broadcast against (n, C, H, W)."""
     a = np.broadcast_to(np.asarray(r, dtype=np.float64), (n,))
@@ -78,7 +83,7 @@ class LinfBall(Ball):
     norm: ClassVar[Norm] = "linf"
 
     def distance(self, x: NDArray[np.floating], x0: NDArray[np.floating]) -> NDArray[np.float64]:
-        d = (np.asarray(x, np.float64) - np.asarray(x0, np.float64)).reshape(len(x), -1)
+        d = _rows(np.asarray(x, np.float64) - np.asarray(x0, np.float64))
         return np.asarray(np.abs(d).max(axis=1))
 
     def project(
@@ -104,7 +109,7 @@ class L2Ball(Ball):
     norm: ClassVar[Norm] = "l2"
 
     def distance(self, x: NDArray[np.floating], x0: NDArray[np.floating]) -> NDArray[np.float64]:
-        d = (np.asarray(x, np.float64) - np.asarray(x0, np.float64)).reshape(len(x), -1)
+        d = _rows(np.asarray(x, np.float64) - np.asarray(x0, np.float64))
         return np.asarray(np.sqrt((d * d).sum(axis=1)))
 
     def project(
@@ -117,7 +122,7 @@ class L2Ball(Ball):
         # Shrink radially, then clip: clipping to a box that holds x0 only shortens the step.
         r = self.radius(radius, len(x))
         d = np.asarray(x, np.float64) - x0
-        norm = np.sqrt((d.reshape(len(x), -1) ** 2).sum(axis=1))
+        norm = np.sqrt((_rows(d) ** 2).sum(axis=1))
         scale = np.where(norm > r, r / np.maximum(norm, 1e-30), 1.0)
         out = x0 + d * _col(scale, len(x), x.ndim)
         return np.clip(out, *bounds).astype(np.float32)
@@ -146,7 +151,7 @@ class L2Ball(Ball):
     def _outside(
         q: NDArray[np.float64], g0: NDArray[np.float64], r: NDArray[np.float64]
     ) -> NDArray[np.bool_]:
-        d = ((q - g0) / 255.0).reshape(len(q), -1)
+        d = _rows((q - g0) / 255.0)
         return np.asarray(np.sqrt((d * d).sum(axis=1)) > r + TOL)
 
 

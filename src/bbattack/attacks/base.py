@@ -17,7 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..oracle import Observation, Oracle
+from ..errors import TargetUnavailable
+from ..oracle import Observation, Oracle, ScoresObservation
 from ..results import AttackResult, StepRecord
 from .balls import Ball, LinfBall, Norm, make_ball
 from .checks import check_budget, check_run, run_inputs, with_overrides
@@ -35,7 +36,8 @@ BoolArray = NDArray[np.bool_]
 class AttackConfig(BaseModel):
     """Hyperparameters shared by every attack. Frozen and validated; data goes to ``run``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan: sigma=Infinity or lr=NaN would run, and fail far from the bad value.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     eps: float = Field(0.05, gt=0.0, description="radius of the ball, in [0, 1] pixel units")
     norm: Norm = Field("linf", description="the ball: linf or l2")
     max_steps: int | None = Field(None, ge=1, description="cap on outer iterations per image")
@@ -155,6 +157,13 @@ class Attack(ABC, Generic[C]):
             Attack.stop(state, new, "success", t0)
 
     @staticmethod
+    def track_scores(state: AttackState, rows: IntArray, obs: ScoresObservation) -> None:
+        """The target's probability and rank in ``obs`` (one row per row), for the trace."""
+        t = state.target[rows]
+        state.target_prob[rows] = np.where(t >= 0, obs.score_of(np.maximum(t, 0)), np.nan)
+        state.target_rank[rows] = np.where(t >= 0, obs.rank_of(np.maximum(t, 0)), -1)
+
+    @staticmethod
     def quantized(
         state: AttackState, rows: IntArray, x: FloatArray, radius: NDArray[np.floating]
     ) -> FloatArray:
@@ -247,14 +256,21 @@ class Attack(ABC, Generic[C]):
             ball=self.config.ball(),
             extra={"t0": t0},
         )
-        self.init(oracle, state, st)
+        try:
+            self.init(oracle, state, st)
+        except TargetUnavailable as e:  # keep what was paid for; nothing more can be sent
+            self.stop(state, np.flatnonzero(state.active), e.stop_reason, t0)
         trace: list[StepRecord] = []
         step_no = 0
         max_steps = self.config.max_steps
         while state.active.any():
             was = np.flatnonzero(state.active)
             before = oracle.queries(state.ids[was])
-            self.step(oracle, state)
+            try:
+                self.step(oracle, state)
+            except TargetUnavailable as e:  # the last checked iterates are the result
+                self.stop(state, np.flatnonzero(state.active), e.stop_reason, t0)
+                break
             q = oracle.queries(state.ids)
             # Only images that spent queries took a step (a budget stop spends none).
             spent = q[was] > before

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import TARGET_DOWN_REASONS as _DOWN
+from ..errors import TargetUnavailable
 from ..oracle import Observation, Oracle, QueryKind
 from ..results import ClassRef, ImageResult, TopKEntry
 from .balls import Ball
@@ -53,14 +55,21 @@ def finish(
     # Quantised within each image's current radius, so an image still outside the goal's ball
     # is saved as it is (and fails the ball test) rather than moved.
     xq = ball.quantize_inside(np.asarray(end.x, np.float32), end.x0, end.radius)
-    rows = np.flatnonzero(oracle.affordable(end.ids, 1, total_reserve=total_reserve))
+    # An image stopped by an unavailable target is not verified: the query could not be sent.
+    down = np.isin(end.stop_reason.astype(str), list(_DOWN))
+    can = oracle.affordable(end.ids, 1, total_reserve=total_reserve) & ~down
+    rows = np.flatnonzero(can)
     verified = np.zeros(n, dtype=bool)
     hit = np.zeros(n, dtype=bool)
     obs: Observation | None = None
     if len(rows):
-        obs = oracle.query(xq[rows], end.ids[rows], QueryKind.FINAL)
-        verified[rows] = True
-        hit[rows] = goal.hit(obs, end.target[rows], end.orig[rows])
+        try:
+            obs = oracle.query(xq[rows], end.ids[rows], QueryKind.FINAL)
+        except TargetUnavailable as e:
+            end.stop_reason[rows] = e.stop_reason
+        else:
+            verified[rows] = True
+            hit[rows] = goal.hit(obs, end.target[rows], end.orig[rows])
     ok = hit & ball.contains(xq, end.x0)
     linf = np.abs((xq - end.x0).reshape(n, -1).astype(np.float64)).max(axis=1)
     l2 = np.sqrt(((xq - end.x0).reshape(n, -1).astype(np.float64) ** 2).sum(axis=1))
@@ -114,7 +123,7 @@ def finish(
 
 def _reason(reason: str, verified: bool, claimed: bool, ok: bool) -> str:
     if not verified:
-        return "no_final_query"
+        return reason if reason in _DOWN else "no_final_query"
     if ok:
         return "success"
     if claimed:

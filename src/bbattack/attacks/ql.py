@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field
 
 from ..oracle import Oracle, QueryKind, ScoresObservation
+from ._losses import Loss, score_loss
 from ._nes import NESConfig, apply_momentum, init_momentum_plateau, nes_gradient, plateau_update
 from .base import Attack, AttackState, FloatArray, IntArray
 from .registry import Paper, register
@@ -15,6 +17,10 @@ __all__ = ["QLAttack", "QLConfig"]
 
 class QLConfig(NESConfig):
     """Defaults: the paper's appendix and the reference code (labsix @076eebd)."""
+
+    loss: Loss = Field(
+        "ce", description="loss on log-probabilities: ce (the paper's) or margin (CW logit margin)"
+    )
 
 
 ILYAS_2018 = Paper(
@@ -31,7 +37,6 @@ ILYAS_2018 = Paper(
     views=("scores",),
     norms=("linf",),
     budget=20_000,
-    default_for=("ql",),
 )
 class QLAttack(Attack[QLConfig]):
     """Query-limited attack: NES gradient estimates + L∞ PGD sign steps.
@@ -39,7 +44,8 @@ class QLAttack(Attack[QLConfig]):
     Paper: Ilyas, Engstrom, Athalye, Lin, "Black-box Adversarial Attacks with Limited Queries
     and Information", ICML 2018 (arXiv:1804.08598), §2.1 / Alg. 1.
     Threat model: full probability vector (``Scores`` view). Norm: L∞, radius ``eps``.
-    Loss: targeted −log p(target) (descended); untargeted log p(original) (descended).
+    Loss (``loss="ce"``, the paper's): targeted −log p(target), untargeted log p(original);
+    ``loss="margin"``: the logit margin on log-probabilities. Both descended.
     Query cost per step: ``samples`` (NES) + 1 (success check of the new iterate).
     Also: 1 query for the clean image, 1 for the final 8-bit verification.
     """
@@ -49,11 +55,7 @@ class QLAttack(Attack[QLConfig]):
     def _loss(
         self, obs: ScoresObservation, state: AttackState, rows: IntArray
     ) -> NDArray[np.float64]:
-        t = state.target[rows]
-        cls = np.where(t >= 0, t, state.orig[rows])
-        p = np.maximum(obs.score_of(cls).astype(np.float64), 1e-30)
-        out: NDArray[np.float64] = np.where(t >= 0, -np.log(p), np.log(p))
-        return out
+        return score_loss(obs, state.target[rows], state.orig[rows], self.config.loss)
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         rows = np.arange(len(state.x))
@@ -96,8 +98,6 @@ class QLAttack(Attack[QLConfig]):
         assert isinstance(obs, ScoresObservation)
         loss = self._loss(obs, state, rows)
         state.loss[rows] = loss
-        t = state.target[rows]
-        state.target_prob[rows] = np.where(t >= 0, obs.score_of(np.maximum(t, 0)), np.nan)
-        state.target_rank[rows] = np.where(t >= 0, obs.rank_of(np.maximum(t, 0)), -1)
+        self.track_scores(state, rows, obs)
         plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])

@@ -40,7 +40,15 @@ VIEW_KINDS: tuple[ViewKind, ...] = ("scores", "topk", "labels")
 # The paper's threat models and the view each one attacks through.
 THREAT_VIEWS: dict[str, ViewKind] = {"ql": "scores", "pi": "topk", "lo": "labels"}
 # Modules whose import registers attacks; baselines import their libraries lazily.
-_MODULES = ("bbattack.attacks.ql", "bbattack.attacks.partial", "bbattack.baselines")
+_MODULES = (
+    "bbattack.attacks.ql",
+    "bbattack.attacks.partial",
+    "bbattack.attacks.square",
+    "bbattack.attacks.bandits",
+    "bbattack.attacks.parsimonious",
+    "bbattack.attacks.simba",
+    "bbattack.baselines",
+)
 
 
 @dataclass(frozen=True)
