@@ -41,7 +41,9 @@ from bbattack.baselines import (
     TorchattacksSquare,
     TorchattacksSquareConfig,
 )
+from bbattack.errors import TargetUnavailable
 from bbattack.images import start_candidates
+from bbattack.oracle.targets import ClassifierTarget
 from support import Task
 
 FloatArray = NDArray[np.float32]
@@ -585,3 +587,60 @@ def test_importing_the_module_needs_neither_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert "refused:" in out.stdout
+
+
+class _DiesAfter:
+    """A local target that goes away for good after ``n`` answered rows (a spent quota)."""
+
+    def __init__(self, model: TorchClassifier, n: int) -> None:
+        self._inner = ClassifierTarget(model)
+        self.input_shape, self.num_classes = model.input_shape, model.num_classes
+        self.name, self.backend = model.name, model.backend
+        self.left = n
+
+    @property
+    def class_names(self) -> Any:
+        return self._inner.class_names
+
+    def refuses(self, view: Any) -> str | None:
+        return None
+
+    def query_limit(self) -> int | None:
+        return None
+
+    def observe(self, x: Any, view: Any) -> Any:
+        if len(x) > self.left:
+            raise TargetUnavailable("quota spent")
+        self.left -= len(x)
+        return self._inner.observe(x, view)
+
+
+@pytest.mark.parametrize("name", ["ta-square", "art-square", "art-hsj"])
+def test_a_target_that_goes_away_inside_the_library_ends_the_run_cleanly(
+    name: str, digits_torch: TorchClassifier, task: Task
+) -> None:
+    oracle = Oracle(_DiesAfter(digits_torch, 30), natural_view(name), max_queries=2000)
+    # Before the fix, TargetUnavailable escaped through the library's own loop.
+    res = make(name, eps=EPS / 10).run(oracle, task.x, task.target, seed=0, start=task.start)
+    assert len(res.images) == len(task.x)
+    assert {r.stop_reason for r in res.images} <= {"success", "target_unavailable"}
+    assert "target_unavailable" in {r.stop_reason for r in res.images}
+    assert sum(r.queries for r in res.images) == oracle.total_queries
+
+
+def test_a_library_that_asks_a_nan_image_ends_that_image_with_peer_error(
+    monkeypatch: pytest.MonkeyPatch, digits_torch: TorchClassifier, task: Task
+) -> None:
+    from art.attacks.evasion import SquareAttack
+
+    def nan_generate(self: Any, x: NDArray[np.float32], y: Any = None, **kw: Any) -> Any:
+        self.estimator.predict(np.full_like(x, np.nan))  # as ART's L2 Square does on a 0/0
+        return x
+
+    monkeypatch.setattr(SquareAttack, "generate", nan_generate)
+    oracle = Oracle(digits_torch, natural_view("art-square"), max_queries=2000)
+    # Before the fix, the oracle's ValueError escaped and ended the whole bench run.
+    res = make("art-square", eps=EPS).run(oracle, task.x, task.target, seed=0)
+    assert {r.stop_reason for r in res.images} == {"peer_error"}
+    # the clean check and the final verification only: the NaN image was never charged
+    assert oracle.total_queries == 2 * len(task.x)

@@ -9,7 +9,8 @@ import torch
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..attacks.registry import Paper, register
+from ..attacks.registry import register
+from ..attacks.square import SQUARE_2020
 from ..oracle import Observation
 from .base import Baseline, BaselineConfig, C, library
 from .tracker import Tracker, log_probs
@@ -22,13 +23,6 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.float32]
-
-SQUARE_2020 = Paper(
-    title="Square Attack: a query-efficient black-box adversarial attack via random search",
-    authors="Andriushchenko, Croce, Flammarion, Hein",
-    venue="ECCV 2020",
-    arxiv="1912.00049",
-)
 
 
 class _SquareConfig(BaselineConfig):

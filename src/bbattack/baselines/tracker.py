@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from ..attacks.balls import Ball
 from ..attacks.goals import Goal
-from ..errors import UserInputError
+from ..errors import TargetUnavailable, UserInputError
 from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
 from ..results import StepRecord
 
@@ -29,7 +29,9 @@ _MEMO_SIZE = 4096  # answers kept per image for byte-identical repeats (reuse_an
 
 
 class Stop(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
-    """Unwinds out of a library: ``success`` (we have our image) or ``budget``."""
+    """Unwinds out of a library: ``success`` (we have our image), ``budget``, ``peer_error``
+    (the library asked a non-finite image), or a TargetUnavailable's stop reason (``quota``,
+    ``remote_unavailable``, ...)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -84,10 +86,13 @@ class Tracker:
     def ask(self, x: NDArray[np.floating], record: bool = True) -> FloatArray:
         """Answer a library's batch (B, C, H, W): counted, budgeted, and watched for success.
 
-        Raises Stop("budget") before a call the budget cannot pay (nothing is charged) and
-        Stop("success") after the call that produced the result.
+        Raises Stop("budget") before a call the budget cannot pay (nothing is charged),
+        Stop("peer_error") for a NaN or infinite image (nothing is charged) and Stop("success")
+        after the call that produced the result.
         """
         xb = np.asarray(x, dtype=np.float32).reshape(-1, *self.x0.shape)
+        if not np.isfinite(xb).all():  # ART's L2 Square divides by a zero window norm
+            raise Stop("peer_error")
         qb = np.clip(xb, *self.oracle.bounds).astype(np.float32)
         if self.quantize_queries:
             qb = self.ball.quantize_inside(qb, np.broadcast_to(self.x0, qb.shape))
@@ -118,9 +123,12 @@ class Tracker:
         )
         if not self.can_pay(len(q)):
             raise Stop("budget")
-        obs = self.oracle.query(
-            q, np.repeat(self.ids, len(q)), QueryKind.INIT if is_init else self.kind
-        )
+        try:
+            obs = self.oracle.query(
+                q, np.repeat(self.ids, len(q)), QueryKind.INIT if is_init else self.kind
+            )
+        except TargetUnavailable as e:  # unwind the library; the best image so far is kept
+            raise Stop(e.stop_reason) from e
         if self.orig < 0:  # the first query of every image is its clean image
             self.orig = int(obs.top1()[0])
         rendered = self.render(obs)
