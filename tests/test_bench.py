@@ -209,6 +209,23 @@ def test_workers_give_the_same_results(serial_db: Path, tmp_path: Path) -> None:
     assert 1 <= len(pids) <= 2
 
 
+def test_a_batched_grid_point_gives_what_single_runs_give(
+    serial_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bbattack.bench import runner
+
+    cfg = write_grid(tmp_path)
+    with runner.prepare(cfg, tmp_path / "plan.sqlite") as d:
+        tasks = runner._tasks(d, d.pending())
+    sizes = sorted((t.case.attack, len(t.cases)) for t in tasks)
+    # QL: one batch per ε (4 images x 2 seeds); PI starts from its own start image: alone.
+    assert sizes == [("pi", 1)] * 16 + [("ql", 8)] * 2
+    monkeypatch.setattr(runner, "BATCH", 1)
+    db = tmp_path / "single.sqlite"
+    assert main(["bench", str(cfg), "--db", str(db), "-q"]) == 0
+    assert results(db) == results(serial_db)
+
+
 def test_ray_local_gives_the_same_results(serial_db: Path, tmp_path: Path) -> None:
     cfg = write_grid(tmp_path)
     db = tmp_path / "ray.sqlite"
@@ -318,6 +335,21 @@ def test_not_a_database(tmp_path: Path) -> None:
         BenchDB.open(junk, create=False)
 
 
+def test_a_damaged_database_is_refused_before_a_case_runs(serial_db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "damaged.sqlite"
+    data = bytearray(serial_db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    n_pages = len(data) // page
+    assert n_pages > 4
+    # Zero the middle pages: the header and the schema page stay readable.
+    lo, hi = page * (n_pages // 2), page * (n_pages // 2 + 2)
+    data[lo:hi] = bytes(hi - lo)
+    copy.write_bytes(bytes(data))
+    with pytest.raises(UserInputError, match="damaged") as e:
+        BenchDB.open(copy, create=False)
+    assert "\n" not in str(e.value)
+
+
 def test_ray_flag_takes_an_optional_address() -> None:
     assert _ray_argv(["bench", "c.toml", "--ray"]) == ["bench", "c.toml", "--ray=local"]
     assert _ray_argv(["bench", "--ray", "c.toml"]) == ["bench", "--ray=local", "c.toml"]
@@ -342,6 +374,8 @@ def test_report_of_a_bench_database(serial_db: Path, tmp_path: Path) -> None:
     assert main(["report", str(serial_db), "-o", str(md_out), "--format", "md"]) == 0
     page = html_out.read_text()
     assert page.count("data:image/png;base64,") >= 2 + 3 * 8
+    # The perturbation note holds for any norm and ε (it used to claim ε = 0.05).
+    assert "&plusmn;0.05 in a pixel" in page
     md = md_out.read_text()
     assert md.count("\n| ") >= N_CASES  # one row per case, plus the tables' headers
     assert "| ql |" in md
@@ -477,3 +511,57 @@ def test_a_bad_norm_or_radius_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(UserInputError, match=re.escape(field) + ".*" + re.escape(message)):
         parse_config({"images": {"photos": ["coffee"]}, "attacks": [{**attack, "budget": [50]}]})
+
+
+def test_a_grid_has_untargeted_cases_and_per_attack_seeds(tmp_path: Path) -> None:
+    from bbattack.bench.grid import build_cases
+
+    def grid(attack: dict[str, Any]) -> Any:
+        return parse_config(
+            {
+                "images": {"photos": ["coffee", "camera"]},
+                "targets": {"per_image": 2},
+                "attacks": [{"name": "square", "eps": [0.05], "budget": [50], **attack}],
+            }
+        )
+
+    cfg = grid({"goal": ["targeted", "untargeted"], "seeds": [3, 4]})
+    images = collect_images(cfg, tmp_path, (8, 8))
+    rows = build_cases(cfg, images, {"coffee": 4, "camera": 5}, 10, str)
+    targeted = [r for r in rows if r.target_id >= 0]
+    untargeted = [r for r in rows if r.target_id < 0]
+    assert len(targeted) == 2 * 2 * 2  # images x targets x seeds
+    assert len(untargeted) == 2 * 2  # images x seeds: one untargeted case per image and seed
+    assert all(r.target_name is None and r.start_image is None for r in untargeted)
+    assert {r.seed for r in rows} == {3, 4}
+    # Targeted cases keep the ids they had before the goal axis existed.
+    plain = build_cases(grid({"seeds": [3, 4]}), images, {"coffee": 4, "camera": 5}, 10, str)
+    assert [r.id for r in plain] == [r.id for r in targeted]
+
+
+@pytest.mark.parametrize(
+    ("attack", "field", "message"),
+    [
+        ({"name": "ta-square", "budget": [10**20]}, "attacks[0].budget", "budget must be <="),
+        ({"name": "ql", "budget": [50], "goal": ["untargeted"] * 2}, "attacks[0].goal", "twice"),
+        ({"name": "pi", "budget": [50], "goal": ["untargeted"]}, "attacks[0].goal", "no untarg"),
+        ({"name": "ql", "budget": [50], "seeds": [-1]}, "attacks[0].seeds", ">= 0"),
+    ],
+)
+def test_bad_goal_seeds_and_huge_budgets_are_refused(
+    attack: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(UserInputError, match=re.escape(field) + ".*" + re.escape(message)):
+        parse_config({"images": {"photos": ["coffee"]}, "attacks": [attack]})
+
+
+def test_a_huge_budget_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "huge.toml"
+    cfg.write_text(PHOTO + '[[attacks]]\nname = "ql"\nbudget = [1e20, 100000000000000000000]\n')
+    assert main(["bench", str(cfg), "--db", str(tmp_path / "r.sqlite"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "budget" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [cfg]

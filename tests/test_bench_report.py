@@ -206,7 +206,7 @@ def test_markdown_tables(markdown: str) -> None:
     cases = lines[lines.index("#### All finished cases") + 2 :]
     table = [line for line in cases if line.startswith("| ")]
     assert len(table) == 2 + N_DONE  # header, alignment, one row per finished case
-    assert table[2].startswith("| 0 | ql | ql | — | 0.05 | 1,000 | cat | ")
+    assert table[2].startswith("| 0 | ql | ql | — | L∞ | 0.05 | 1,000 | cat | ")
     assert "| yes | 100 | 100 | 0.0500 | 3.000 | success | 1.50 s |" in table[2]
 
 
@@ -447,3 +447,29 @@ def test_the_report_orders_ours_before_the_baselines_by_the_registry() -> None:
         *["art-hsj", "art-square", "ta-square"],
         "zz-unknown",
     ]
+
+
+def test_ours_against_the_best_peer_of_the_same_grid_point() -> None:
+    from bbattack.bench.summary import versus_peers
+
+    def cases(attack: str, qs: list[int | None], eps: float = 0.05) -> list[dict[str, object]]:
+        base = {"threat": "ql", "k": 0, "attack": attack, "eps": eps, "budget": 1000}
+        return [
+            {**base, "success": q is not None, "queries": q or 1000, "queries_at_success": q}
+            for q in qs
+        ]
+
+    rows = summarise(
+        cases("square", [100, 200, 300])
+        + cases("ta-square", [400, 500, 600])  # all succeed: the best peer
+        + cases("art-square", [50, None, None])  # fewer queries, but 1 of 3 succeed
+        + cases("ql", [900], eps=0.1)  # no peer at ε = 0.1
+    )
+    (p,) = versus_peers(rows)
+    assert (p.ours.attack, p.peer.attack) == ("square", "ta-square")
+    assert p.ratio == pytest.approx(200 / 500)
+
+
+def test_markdown_has_the_peer_table(markdown: str) -> None:
+    # The synthetic grid's ql and ta-square share no ε: no grid point to compare.
+    assert "#### Ours against the best peer" not in markdown

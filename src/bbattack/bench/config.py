@@ -19,6 +19,8 @@
     norm = ["linf"]               # linf and/or l2 (each attack declares what it supports)
     eps = [0.05]                  # radii in [0, 1] pixel units, for every norm listed
     budget = [10000]
+    goal = ["targeted"]           # targeted and/or untargeted (one untargeted case per image)
+    seeds = [0, 1]                # optional: this attack's seeds instead of the grid's
     params = { samples = 50 }     # the attack's hyperparameters (validated)
 
 Every error names the field it comes from (``attacks[1].params.lr: ...``).
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 Threat = Literal["ql", "pi", "lo"]
+Goal = Literal["targeted", "untargeted"]
+MAX_BUDGET = 10**12  # per case; far beyond any run, and inside the int64 counters
 
 
 def attack_class(name: str) -> Any:
@@ -140,7 +144,23 @@ class AttackSpec(_Frozen):
     norm: list[Norm] = Field(default_factory=lambda: list(NORMS[:1]), min_length=1)
     eps: list[float] = Field(default_factory=lambda: [0.05], min_length=1)
     budget: list[int] = Field(min_length=1)
+    goal: list[Goal] = Field(default_factory=lambda: ["targeted"], min_length=1)  # type: ignore[arg-type]
+    seeds: list[int] | None = Field(None, min_length=1, description="overrides the grid's")
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("goal")
+    @classmethod
+    def _goal(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a goal is listed twice")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _own_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(s < 0 for s in v) or len(set(v)) != len(v)):
+            raise ValueError("seeds must be distinct and >= 0")
+        return v
 
     @field_validator("params")
     @classmethod
@@ -180,6 +200,8 @@ class AttackSpec(_Frozen):
     def _budget(cls, v: list[int]) -> list[int]:
         if any(b < 3 for b in v):
             raise ValueError("budget must be >= 3 (clean query, a step, final verification)")
+        if any(b > MAX_BUDGET for b in v):
+            raise ValueError(f"budget must be <= {MAX_BUDGET:.0e} queries per case")
         return v
 
     @field_validator("name")
@@ -260,6 +282,9 @@ def _check_attacks(cfg: BenchConfig) -> None:
                 raise UserInputError(f"attacks[{i}].params: {e}") from None
             except UserInputError as e:  # e.g. the baseline's library is not installed
                 raise UserInputError(f"attacks[{i}].name: {e}") from None
+            for goal in spec.goal:
+                if not (info.targeted if goal == "targeted" else info.untargeted):
+                    raise UserInputError(f"attacks[{i}].goal: {spec.name} has no {goal} mode")
             for threat in spec.threats():
                 for k in spec.k if threat != "ql" else [1]:
                     why = registry.view_refusal(info, make_view(threat, k))

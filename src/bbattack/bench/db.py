@@ -219,6 +219,11 @@ class BenchDB:
             if not {"meta", "cases", "steps", "images"} <= names:
                 raise UserInputError(f"{p}: not a bbattack benchmark database")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            # A damaged file would resume from half-read rows; say so before anything runs.
+            check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if check != "ok":
+                what = " ".join(str(check).replace("*** in database main ***", "").split())
+                raise UserInputError(f"{p}: the database is damaged ({what})")
         except sqlite3.Error as e:
             raise UserInputError(f"{p}: cannot read the database ({e})") from None
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,55 +149,57 @@ def build_cases(
     num_classes: int,
     class_name: Any,
 ) -> list[CaseRow]:
-    """The whole grid, in a stable order: attack, threat, k, norm, ε, budget, image, target,
-    seed."""
+    """The whole grid, in a stable order: attack, threat, k, norm, ε, budget, goal, image,
+    target, seed."""
     targets = draw_targets(cfg, images, clean, num_classes)
     digest = {im.name: im.digest for im in images}
     model = cfg.model.model_dump(mode="json")
     rows: list[CaseRow] = []
     for spec in cfg.attacks:
         params = json.dumps(spec.params, sort_keys=True)
-        for threat in spec.threats():
-            for k in spec.k if threat != "ql" else [0]:
-                for norm, eps in spec.balls():
-                    for budget in spec.budget:
-                        for im in images:
-                            for target, start in targets[im.name]:
-                                for seed in cfg.seeds:
-                                    fields = {
-                                        "attack": spec.name,
-                                        "params": params,
-                                        "threat": threat,
-                                        "k": k,
-                                        "eps": eps,
-                                        "budget": budget,
-                                        # L∞ cases keep the ids they had before norms existed.
-                                        **({} if norm == "linf" else {"norm": norm}),
-                                        "image": im.name,
-                                        "image_digest": digest[im.name],
-                                        "target": target,
-                                        "start": start and digest[start],
-                                        "seed": seed,
-                                        "model": model,
-                                    }
-                                    rows.append(
-                                        CaseRow(
-                                            id=case_id(fields),
-                                            idx=len(rows),
-                                            attack=spec.name,
-                                            threat=threat,
-                                            k=k,
-                                            norm=norm,
-                                            eps=eps,
-                                            budget=budget,
-                                            image=im.name,
-                                            target_id=target,
-                                            target_name=class_name(target),
-                                            start_image=start,
-                                            seed=seed,
-                                            params=params,
-                                        )
-                                    )
+        seeds = spec.seeds if spec.seeds is not None else cfg.seeds
+        ks = [(t, k) for t in spec.threats() for k in (spec.k if t != "ql" else [0])]
+        for (threat, k), (norm, eps), budget, goal, im in itertools.product(
+            ks, spec.balls(), spec.budget, spec.goal, images
+        ):
+            # An untargeted case has no target (-1) and no start image.
+            pairs = targets[im.name] if goal == "targeted" else [(-1, None)]
+            for (target, start), seed in itertools.product(pairs, seeds):
+                fields = {
+                    "attack": spec.name,
+                    "params": params,
+                    "threat": threat,
+                    "k": k,
+                    "eps": eps,
+                    "budget": budget,
+                    # L∞ targeted cases keep the ids they had before norms and goals existed.
+                    **({} if norm == "linf" else {"norm": norm}),
+                    **({} if goal == "targeted" else {"goal": goal}),
+                    "image": im.name,
+                    "image_digest": digest[im.name],
+                    "target": target,
+                    "start": start and digest[start],
+                    "seed": seed,
+                    "model": model,
+                }
+                rows.append(
+                    CaseRow(
+                        id=case_id(fields),
+                        idx=len(rows),
+                        attack=spec.name,
+                        threat=threat,
+                        k=k,
+                        norm=norm,
+                        eps=eps,
+                        budget=budget,
+                        image=im.name,
+                        target_id=target,
+                        target_name=None if target < 0 else class_name(target),
+                        start_image=start,
+                        seed=seed,
+                        params=params,
+                    )
+                )
     ids = [r.id for r in rows]
     if len(set(ids)) != len(ids):
         raise UserInputError("attacks: the grid lists the same case twice (duplicate values?)")

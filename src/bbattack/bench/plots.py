@@ -33,7 +33,8 @@ from .summary import (
 
 __all__ = ["PERTURBATION_GAIN"]
 
-# (adv − orig) × 10 + 0.5: signed, so mid-grey is "unchanged" and ε = 0.05 fills the range.
+# (adv − orig) × 10 + 0.5: signed, so mid-grey is "unchanged" and a pixel change of ±0.05
+# reaches black or white.
 PERTURBATION_GAIN = 10
 
 

@@ -33,6 +33,7 @@ from .summary import (
     _PAPER_NOTE,
     CASE_COLUMNS,
     Case,
+    SummaryRow,
     _case_cells,
     _eps,
     _float,
@@ -43,6 +44,7 @@ from .summary import (
     _threat_label,
     pick_samples,
     summarise,
+    versus_peers,
 )
 
 __all__ = ["render_html", "render_markdown", "write_report"]
@@ -121,7 +123,7 @@ def render_html(db: BenchDB, samples: int = 8) -> str:
         paper_note=_PAPER_NOTE,
         summary=[
             {
-                "threat": _threat_label(r.threat, r.k),
+                "threat": _threat_label(r.threat, r.k, r.norm, r.goal),
                 "attack": r.attack,
                 "eps": _eps(r.eps),
                 "budget": _int(r.budget),
@@ -157,6 +159,44 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: set
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def _md_peers(rows: Sequence[SummaryRow]) -> list[str]:
+    """Our attacks against the best peer at each grid point; nothing when no grid point has
+    both."""
+    body = []
+    for p in versus_peers(rows):
+        o, b = p.ours, p.peer
+        ratio = "—" if p.ratio is None else f"{p.ratio:.2f}"
+        body.append(
+            [
+                _md(_threat_label(o.threat, o.k, o.norm, o.goal)),
+                _eps(o.eps),
+                f"{o.budget:,}",
+                _md(o.attack),
+                _success(o),
+                _queries(o.mean_queries),
+                _queries(o.median_queries),
+                _md(b.attack),
+                _success(b),
+                _queries(b.mean_queries),
+                _queries(b.median_queries),
+                ratio,
+            ]
+        )
+    if not body:
+        return []
+    header = ["threat model", "ε", "budget", "ours", "success", "mean", "median"]
+    header += ["best peer", "peer success", "peer mean", "peer median", "median ratio"]
+    return [
+        "#### Ours against the best peer on the same cases",
+        "",
+        _md_table(header, body, {1, 2, 4, 5, 6, 8, 9, 10, 11}),
+        "",
+        "Best peer: the baseline with the highest success rate at the grid point, then the "
+        "lowest median. Median ratio: our median queries over the peer's (below 1: fewer).",
+        "",
+    ]
+
+
 def render_markdown(db: BenchDB) -> str:
     """GitHub Markdown for BENCHMARKS.md: a header line, Table 1 layout, per-case table."""
     cases = db.cases("done")
@@ -188,9 +228,10 @@ def render_markdown(db: BenchDB) -> str:
         "",
         _md_table(header, body, set(range(2, len(header)))),
         "",
-        "Targeted attacks; queries over successful cases only. Rows in italics are the "
-        f"paper's, not ours: {_md(_PAPER_NOTE)}",
+        "Targeted L∞ unless the threat model says otherwise; queries over successful cases "
+        f"only. Rows in italics are the paper's, not ours: {_md(_PAPER_NOTE)}",
         "",
+        *_md_peers(summarise(cases)),
         "#### All finished cases",
         "",
         _md_table(

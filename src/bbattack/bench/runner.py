@@ -31,17 +31,29 @@ from .db import BenchDB, CaseOutcome, CaseRow
 from .grid import build_cases, collect_images, open_model
 from .machine import describe
 
-__all__ = ["BenchSummary", "Task", "prepare", "run_bench", "run_case"]
+__all__ = ["BATCH", "BenchSummary", "Task", "prepare", "run_bench", "run_case", "run_task"]
+
+
+# Cases of one grid point (same attack, view, ball, budget and hyperparameters) run as one
+# vectorised batch of up to this many images. Our attacks give each image of a batch what a
+# single run gives it (tests/test_bench.py checks it), so results do not depend on it.
+BATCH = 16
 
 
 @dataclass(frozen=True)
 class Task:
-    """Everything a worker needs for one case; picklable, no file access needed."""
+    """Everything a worker needs for one case, or for a batch of cases of one grid point;
+    picklable, no file access needed."""
 
     case: CaseRow
     model: dict[str, Any]  # ModelSpec dump
     image_png: bytes
     start_png: bytes | None
+    more: tuple[tuple[CaseRow, bytes], ...] = ()  # the rest of a batch (never with a start)
+
+    @property
+    def cases(self) -> list[CaseRow]:
+        return [self.case, *(c for c, _ in self.more)]
 
 
 _MODELS: dict[str, Classifier] = {}
@@ -55,61 +67,77 @@ def _model(spec: dict[str, Any]) -> Classifier:
     return _MODELS[key]
 
 
-def run_case(task: Task) -> CaseOutcome:
-    """Run one case through a fresh oracle with the case's budget and view."""
+def run_task(task: Task) -> list[CaseOutcome]:
+    """Run a task's cases through one fresh oracle with their budget (per image) and view."""
     from ..images import decode_png
     from .config import attack_class
 
-    c = task.case
+    c, cases = task.case, task.cases
     model = _model(task.model)
     cls = attack_class(c.attack)
     attack = cls(cls.config_class(**{**c.params_dict(), "norm": c.norm, "eps": c.eps}))
     oracle = Oracle(model, make_view(c.threat, c.k), max_queries=c.budget)
-    x = decode_png(task.image_png)[None]
+    x = np.stack([decode_png(png) for png in [task.image_png, *(p for _, p in task.more)]])
     start = None if task.start_png is None else decode_png(task.start_png)[None]
     worker = f"{socket.gethostname()}:{os.getpid()}"
     t0 = time.perf_counter()
     try:
-        res = attack.run(oracle, x, c.target_id, seed=[c.seed], start=start)
+        targets = [e.target_id for e in cases]
+        untargeted = all(t < 0 for t in targets)  # -1: untargeted; a batch is all one goal
+        seeds = [e.seed for e in cases]
+        res = attack.run(oracle, x, None if untargeted else targets, seed=seeds, start=start)
     except StartImageError:
         # The start image does not show the target under this view: a failed case, with
         # the queries it spent looking.
         q = oracle.total_queries
-        return CaseOutcome(
-            case_id=c.id,
-            success=False,
-            queries=q,
-            queries_at_success=None,
-            queries_by_kind=oracle.queries_by_kind(0) if q else {},
-            linf=0.0,
-            l2=0.0,
-            final_top1=None,
-            final_topk=[],
-            stop_reason="no_start_image",
-            steps=0,
-            wall_time_s=time.perf_counter() - t0,
-            worker=worker,
-            adv_png=task.image_png,
-            trace=[],
+        return [
+            CaseOutcome(
+                case_id=c.id,
+                success=False,
+                queries=q,
+                queries_at_success=None,
+                queries_by_kind=oracle.queries_by_kind(0) if q else {},
+                linf=0.0,
+                l2=0.0,
+                final_top1=None,
+                final_topk=[],
+                stop_reason="no_start_image",
+                steps=0,
+                wall_time_s=time.perf_counter() - t0,
+                worker=worker,
+                adv_png=task.image_png,
+                trace=[],
+            )
+        ]
+    out = []
+    for i, (e, r) in enumerate(zip(cases, res.images, strict=True)):
+        # Image i of the batch is image 0 of its own case, as in a single run.
+        trace = [{**t.to_dict(), "image": 0} for t in res.trace if t.image == i]
+        out.append(
+            CaseOutcome(
+                case_id=e.id,
+                success=r.success,
+                queries=r.queries,
+                queries_at_success=r.queries_at_success,
+                queries_by_kind=r.queries_by_kind,
+                linf=r.linf,
+                l2=r.l2,
+                final_top1=r.final_topk[0].id if r.final_topk else None,
+                final_topk=[k.model_dump(mode="json") for k in r.final_topk],
+                stop_reason=r.stop_reason,
+                steps=r.steps,
+                wall_time_s=r.wall_time_s,
+                worker=worker,
+                adv_png=encode_png(res.x_adv[i]),
+                trace=trace,
+            )
         )
-    r = res.images[0]
-    return CaseOutcome(
-        case_id=c.id,
-        success=r.success,
-        queries=r.queries,
-        queries_at_success=r.queries_at_success,
-        queries_by_kind=r.queries_by_kind,
-        linf=r.linf,
-        l2=r.l2,
-        final_top1=r.final_topk[0].id if r.final_topk else None,
-        final_topk=[e.model_dump(mode="json") for e in r.final_topk],
-        stop_reason=r.stop_reason,
-        steps=r.steps,
-        wall_time_s=r.wall_time_s,
-        worker=worker,
-        adv_png=encode_png(res.x_adv[0]),
-        trace=[t.to_dict() for t in res.trace],
-    )
+    return out
+
+
+def run_case(task: Task) -> CaseOutcome:
+    """Run one case (a task without a batch) through a fresh oracle."""
+    return run_task(Task(task.case, task.model, task.image_png, task.start_png))[0]
 
 
 def _versions(cfg: BenchConfig) -> dict[str, str]:
@@ -222,12 +250,30 @@ def _locked(db: BenchDB) -> BenchDB:
 
 
 def _tasks(db: BenchDB, cases: list[CaseRow]) -> list[Task]:
+    """One task per batch of cases that share a grid point; a case with a start image (PI,
+    LO) or of a wrapped baseline (its library may not batch as it runs singly) runs alone."""
+    from ..attacks import registry
+
     cfg = json.loads(db.meta()["config_json"])
     images = {n: d["png"] for n, d in db.images().items()}
-    return [
-        Task(c, cfg["model"], images[c.image], images[c.start_image] if c.start_image else None)
-        for c in cases
-    ]
+    groups: dict[tuple[Any, ...], list[CaseRow]] = {}
+    for c in cases:
+        info = registry.get(c.attack)
+        alone = info.needs_start or info.baseline
+        key = (c.id,) if alone else (c.attack, c.threat, c.k, c.norm, c.eps, c.budget)
+        groups.setdefault((*key, c.params, c.target_id < 0), []).append(c)
+    tasks = []
+    for group in groups.values():
+        for i in range(0, len(group), BATCH):
+            head, *rest = group[i : i + BATCH]
+            # A start image goes only to the attacks that start from one (PI, LO, HSJ).
+            start = None
+            if registry.get(head.attack).needs_start and head.start_image is not None:
+                start = images[head.start_image]
+            more = tuple((c, images[c.image]) for c in rest)
+            tasks.append(Task(head, cfg["model"], images[head.image], start, more))
+    # Batches first (stable otherwise): a run stopped part-way has finished the most cases.
+    return sorted(tasks, key=lambda t: -len(t.cases))
 
 
 # -- executors: each yields outcomes as they finish
@@ -235,7 +281,7 @@ def _tasks(db: BenchDB, cases: list[CaseRow]) -> list[Task]:
 
 def _serial(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
     for t in tasks:
-        yield run_case(t)
+        yield from run_task(t)
 
 
 def _init_worker(threads: int) -> None:
@@ -252,10 +298,10 @@ def _processes(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
     with cf.ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
     ) as pool:
-        futures = [pool.submit(run_case, t) for t in tasks]
+        futures = [pool.submit(run_task, t) for t in tasks]
         try:
             for f in cf.as_completed(futures):
-                yield f.result()
+                yield from f.result()
         finally:
             for f in futures:
                 f.cancel()
@@ -277,13 +323,13 @@ def _ray(address: str) -> Callable[[list[Task], int], Iterator[CaseOutcome]]:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise UserInputError(f"--ray {address}: cannot connect ({e})") from None
-        remote = ray.remote(num_cpus=1)(run_case)
+        remote = ray.remote(num_cpus=1)(run_task)
         pending = [remote.remote(t) for t in tasks]
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    yield ray.get(ref)
+                    yield from ray.get(ref)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -18,9 +18,11 @@ __all__ = [
     "CASE_COLUMNS",
     "PAPER_TABLE1",
     "PaperRow",
+    "PeerRow",
     "SummaryRow",
     "pick_samples",
     "summarise",
+    "versus_peers",
 ]
 
 Case = Mapping[str, Any]
@@ -31,9 +33,9 @@ _DASH = "—"
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """One grid point (threat, k, attack, ε, budget) over its finished cases. Queries are
-    ``queries_at_success`` over successful cases; distortions are over successful cases too
-    (a failed PI/LO run may end outside ε, which would say nothing about the attack)."""
+    """One grid point (threat, k, attack, norm, goal, ε, budget) over its finished cases.
+    Queries are ``queries_at_success`` over successful cases; distortions are over successful
+    cases too (a failed PI/LO run may end outside ε, which would say nothing about the attack)."""
 
     threat: str
     k: int
@@ -46,6 +48,8 @@ class SummaryRow:
     median_queries: float | None
     mean_linf: float | None
     mean_l2: float | None
+    norm: str = "linf"
+    goal: str = "targeted"
 
     @property
     def success_rate(self) -> float:
@@ -108,19 +112,28 @@ def _q_success(c: Case) -> int:
     return int(q if q is not None else c["queries"])
 
 
-def summarise(cases: Iterable[Case]) -> list[SummaryRow]:
-    """Group finished cases by (threat, k, attack, ε, budget), in report order: threat
-    (ql, pi, lo, others), k, attack (ours first), ε, budget. Pending cases are ignored."""
-    groups: dict[tuple[str, int, str, float, int], list[Case]] = defaultdict(list)
-    for c in _done(cases):
-        groups[(c["threat"], c["k"], c["attack"], c["eps"], c["budget"])].append(c)
+def _goal(c: Case) -> str:
+    t = c.get("target_id")
+    return "untargeted" if t is not None and int(t) < 0 else "targeted"
 
-    def order(key: tuple[str, int, str, float, int]) -> tuple[Any, ...]:
-        threat, k, attack, eps, budget = key
-        return (_threat_key(threat), k, _attack_key(attack), eps, budget)
+
+def summarise(cases: Iterable[Case]) -> list[SummaryRow]:
+    """Group finished cases by (threat, k, attack, norm, goal, ε, budget), in report order:
+    threat (ql, pi, lo, others), k, norm, goal (targeted first), attack (ours first), ε,
+    budget. Pending cases are ignored."""
+    groups: dict[tuple[str, int, str, str, str, float, int], list[Case]] = defaultdict(list)
+    for c in _done(cases):
+        norm = c.get("norm") or "linf"
+        key = (c["threat"], c["k"], c["attack"], norm, _goal(c), c["eps"], c["budget"])
+        groups[key].append(c)
+
+    def order(key: tuple[str, int, str, str, str, float, int]) -> tuple[Any, ...]:
+        threat, k, attack, norm, goal, eps, budget = key
+        return (_threat_key(threat), k, norm, goal, _attack_key(attack), eps, budget)
 
     rows = []
     for key in sorted(groups, key=order):
+        threat, k, attack, norm, goal, eps, budget = key
         cs = groups[key]
         won = [c for c in cs if c["success"]]
         qs = [_q_success(c) for c in won]
@@ -128,16 +141,65 @@ def summarise(cases: Iterable[Case]) -> list[SummaryRow]:
         l2 = [float(c["l2"]) for c in won if c.get("l2") is not None]
         rows.append(
             SummaryRow(
-                *key,
+                threat=threat,
+                k=k,
+                attack=attack,
+                eps=eps,
+                budget=budget,
                 n=len(cs),
                 successes=len(won),
                 mean_queries=statistics.fmean(qs) if qs else None,
                 median_queries=float(statistics.median(qs)) if qs else None,
                 mean_linf=statistics.fmean(linf) if linf else None,
                 mean_l2=statistics.fmean(l2) if l2 else None,
+                norm=norm,
+                goal=goal,
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    """One of our attacks against the best baseline at the same grid point (same threat, k,
+    norm, goal, ε and budget, hence the same cases). The best peer has the highest success
+    rate, then the lowest median. ``ratio``: our median over the peer's (< 1: fewer queries)."""
+
+    ours: SummaryRow
+    peer: SummaryRow
+
+    @property
+    def ratio(self) -> float | None:
+        a, b = self.ours.median_queries, self.peer.median_queries
+        return a / b if a is not None and b else None
+
+
+def versus_peers(rows: Sequence[SummaryRow]) -> list[PeerRow]:
+    """Our attacks' rows, each with the best baseline row of its grid point (where there is
+    one), in report order."""
+    from ..attacks import registry
+
+    table = registry.all_attacks()
+
+    def point(r: SummaryRow) -> tuple[Any, ...]:
+        return (r.threat, r.k, r.norm, r.goal, r.eps, r.budget)
+
+    def baseline(r: SummaryRow) -> bool:
+        info = table.get(r.attack)
+        return info is not None and info.baseline
+
+    def strength(r: SummaryRow) -> tuple[float, float]:
+        return (-r.success_rate, r.median_queries if r.median_queries is not None else 1e300)
+
+    peers: dict[tuple[Any, ...], list[SummaryRow]] = defaultdict(list)
+    for r in rows:
+        if baseline(r):
+            peers[point(r)].append(r)
+    return [
+        PeerRow(r, min(peers[point(r)], key=strength))
+        for r in rows
+        if not baseline(r) and peers.get(point(r))
+    ]
 
 
 def pick_samples(cases: Sequence[Case], n: int) -> list[Case]:
@@ -186,17 +248,24 @@ def _success(row: SummaryRow) -> str:
     return f"{row.successes:,}/{row.n:,} ({row.success_rate:.1%})"
 
 
-def _threat_label(threat: str, k: int) -> str:
+def _threat_label(threat: str, k: int, norm: str = "linf", goal: str = "targeted") -> str:
     if threat == "ql":
-        return "QL: full scores"
-    if threat == "pi":
-        return f"PI: top-{k} with scores"
-    if threat == "lo":
-        return f"LO: top-{k} labels"
-    return f"{threat}, k = {k}"
+        base = "QL: full scores"
+    elif threat == "pi":
+        base = f"PI: top-{k} with scores"
+    elif threat == "lo":
+        base = f"LO: top-{k} labels"
+    else:
+        base = f"{threat}, k = {k}"
+    # The paper's setting (L∞, targeted) keeps the short label.
+    if (norm, goal) == ("linf", "targeted"):
+        return base
+    return f"{base}, {'L∞' if norm == 'linf' else 'L2'}, {goal}"
 
 
 def _class(name: str | None, cid: int | None) -> str:
+    if cid is not None and cid < 0:
+        return "untargeted"
     if cid is None:
         return name or _DASH
     return f"{name} ({cid})" if name else f"class {cid}"
@@ -231,19 +300,25 @@ class _T1Row:
     paper: bool = False
 
 
+_Line = tuple[str, int, str, str, str, int]  # threat, k, norm, goal, attack, budget
+
+
 def _table1(rows: Sequence[SummaryRow]) -> tuple[list[str], list[_T1Row]]:
-    """The paper's Table 1 layout: a line per (threat, k, attack, budget), ε as column
-    groups, and the paper's row after each threat model it applies to."""
+    """The paper's Table 1 layout: a line per (threat, k, norm, goal, attack, budget), ε as
+    column groups, and the paper's row after each threat model it applies to (L∞, targeted)."""
     eps = sorted({r.eps for r in rows})
-    lines: dict[tuple[str, int, str, int], dict[float, SummaryRow]] = defaultdict(dict)
+    lines: dict[_Line, dict[float, SummaryRow]] = defaultdict(dict)
     for r in rows:
-        lines[(r.threat, r.k, r.attack, r.budget)][r.eps] = r
-    keys = sorted(lines, key=lambda t: (_threat_key(t[0]), t[1], _attack_key(t[2]), t[3]))
+        lines[(r.threat, r.k, r.norm, r.goal, r.attack, r.budget)][r.eps] = r
+    keys = sorted(
+        lines, key=lambda t: (_threat_key(t[0]), t[1], t[2], t[3], _attack_key(t[4]), t[5])
+    )
     paper = {p.threat: p for p in PAPER_TABLE1}
     has_paper_eps = any(abs(e - _PAPER_EPS) < 1e-9 for e in eps)
     out: list[_T1Row] = []
-    for i, (threat, k, attack, budget) in enumerate(keys):
-        by_eps = lines[(threat, k, attack, budget)]
+    for i, key in enumerate(keys):
+        threat, k, norm, goal, attack, budget = key
+        by_eps = lines[key]
         cells = []
         for e in eps:
             s = by_eps.get(e)
@@ -252,15 +327,22 @@ def _table1(rows: Sequence[SummaryRow]) -> tuple[list[str], list[_T1Row]]:
                 if s is None
                 else _Cell(_success(s), _queries(s.mean_queries), _queries(s.median_queries))
             )
-        out.append(_T1Row(_threat_label(threat, k), attack, _int(budget), tuple(cells)))
-        last_of_group = i + 1 == len(keys) or keys[i + 1][:2] != (threat, k)
+        label = _threat_label(threat, k, norm, goal)
+        out.append(_T1Row(label, attack, _int(budget), tuple(cells)))
+        last_of_group = i + 1 == len(keys) or keys[i + 1][:4] != key[:4]
         p = paper.get(threat)
-        if last_of_group and p and has_paper_eps and (threat == "ql" or k == _PAPER_K):
+        if (
+            last_of_group
+            and p
+            and has_paper_eps
+            and (norm, goal) == ("linf", "targeted")
+            and (threat == "ql" or k == _PAPER_K)
+        ):
             pcells = tuple(
                 _Cell(p.success, _DASH, p.median) if abs(e - _PAPER_EPS) < 1e-9 else _EMPTY
                 for e in eps
             )
-            out.append(_T1Row(_threat_label(threat, k), _PAPER_LABEL, _DASH, pcells, True))
+            out.append(_T1Row(label, _PAPER_LABEL, _DASH, pcells, True))
     return [_eps(e) for e in eps], out
 
 
@@ -269,6 +351,7 @@ CASE_COLUMNS = (
     "attack",
     "threat",
     "k",
+    "norm",
     "ε",
     "budget",
     "image",
@@ -293,6 +376,7 @@ def _case_cells(c: Case) -> list[str]:
         c["attack"],
         c["threat"],
         _DASH if c["threat"] == "ql" else str(c["k"]),  # QL reveals every score: no k
+        "L2" if c.get("norm") == "l2" else "L∞",
         _eps(c["eps"]),
         _int(c["budget"]),
         c["image"],

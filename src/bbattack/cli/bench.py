@@ -97,7 +97,7 @@ def bench(
                 what += f" k={c.k}" if c.k else ""
                 tgt = c.target_name or f"class {c.target_id}"
                 err.print(
-                    f"[{s.done}/{s.total}] {what} eps={c.eps:g} {c.image} -> {tgt}: "
+                    f"[{s.done}/{s.total}] {what} eps={c.eps:g} seed={c.seed} {c.image} -> {tgt}: "
                     f"{'success' if o.success else o.stop_reason}, {o.queries:,} queries, "
                     f"{o.wall_time_s:.0f} s; {fields(s)['rate']}, {fields(s)['ok']}",
                     markup=False,
