@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
@@ -15,7 +16,7 @@ __all__ = ["serve"]
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one)")] = 8080,
     api_key: Annotated[
         list[str] | None,
         typer.Option(
@@ -37,8 +38,14 @@ def serve(
 
         if quota is not None and quota < 1:
             raise UserInputError(f"--quota must be >= 1, got {quota}")
-        if rate is not None and rate <= 0:
-            raise UserInputError(f"--rate must be > 0, got {rate}")
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
+            raise UserInputError(f"--rate must be a positive number, got {rate}")
+        if not (0.0 <= threshold <= 1.0):
+            raise UserInputError(f"--threshold must be in [0, 1], got {threshold}")
+        if max_body_bytes < 1:
+            raise UserInputError(f"--max-body-bytes must be >= 1, got {max_body_bytes}")
+        if not 0 <= port <= 65535:
+            raise UserInputError(f"--port must be in [0, 65535], got {port}")
         run_service(
             host,
             port,

@@ -18,7 +18,10 @@ Status codes, following Google where its behaviour is documented or widely repor
 * over the rate limit or the quota: 429 RESOURCE_EXHAUSTED with a Retry-After header and
   the reason RATE_LIMIT_EXCEEDED (retry later) or QUOTA_EXCEEDED (the key's images are spent);
 * a body over ``max_body_bytes``: 413 (Google says 400 "Request payload size exceeds the
-  limit"; 413 is the HTTP status for it and lets a client tell it apart from bad input).
+  limit"; 413 is the HTTP status for it and lets a client tell it apart from bad input);
+* a body of more JSON values than ``max_images_per_call`` images can need: 400, refused from
+  a count of its bytes before anything is parsed (a 10 MB list of ``{}`` costs milliseconds);
+* a body not received within ``body_timeout_s``: 408.
 
 Billing: one unit per image that a call asks LABEL_DETECTION for and that gets labelled.
 Images whose bytes do not decode are not billed; a call refused as a whole bills nothing.
@@ -33,13 +36,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserInputError
 from ..models import Backend, Classifier
 from .annotate import Annotator
 from .errors import ApiError, validation_error
-from .gateway import INFO_KEY, Gateway, KeyLedger, RequestInfo, access_log
+from .gateway import (
+    BODY_TIMEOUT_S,
+    INFO_KEY,
+    JSON_VALUES_PER_IMAGE,
+    Gateway,
+    KeyLedger,
+    RequestInfo,
+    access_log,
+)
 from .labels import DEFAULT_THRESHOLD, label_index
 from .schema import (
     BatchAnnotateImagesRequest,
@@ -74,6 +86,7 @@ def create_app(
     threshold: float = DEFAULT_THRESHOLD,
     burst: float | None = None,
     max_images_per_call: int = MAX_IMAGES_PER_CALL,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The label service as a FastAPI app.
 
@@ -105,7 +118,8 @@ def create_app(
         max_images=max_images_per_call,
     )
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN.
+    app = FastAPIOffline(
         title="bbattack label service",
         version="1",
         description=(
@@ -144,8 +158,9 @@ def create_app(
         info.billed = billed
         return response
 
+    # async: it runs on the event loop, so it answers even while every worker thread is busy.
     @app.get("/healthz", response_model=HealthResponse, summary="Liveness and the model served")
-    def healthz() -> HealthResponse:
+    async def healthz() -> HealthResponse:
         return HealthResponse(status="ok", model=model.name)
 
     @app.exception_handler(ApiError)
@@ -174,6 +189,8 @@ def create_app(
         keys=[k.encode("utf-8") for k in keys],
         ledger=ledger,
         max_body_bytes=max_body_bytes,
+        max_json_values=JSON_VALUES_PER_IMAGE * max_images_per_call,
+        body_timeout_s=body_timeout_s,
     )
     return app
 
@@ -198,26 +215,34 @@ def serve(
     import uvicorn
 
     from ..models import load_model
+    from .server import bind, server_config
 
     keys = api_keys or [
         k.strip() for k in os.environ.get("BBATTACK_API_KEYS", "").split(",") if k.strip()
     ]
     if not keys:
         raise UserInputError("no API keys: pass api_keys or set BBATTACK_API_KEYS")
-    clf = model if model is not None else load_model(backend=backend)
-    app = create_app(
-        clf,
-        api_keys=keys,
-        quota=quota,
-        rate=rate,
-        max_body_bytes=max_body_bytes,
-        threshold=threshold,
-    )
+    sock = bind(host, port)  # before the model loads: a port in use is one line, at once
+    try:
+        clf = model if model is not None else load_model(backend=backend)
+        app = create_app(
+            clf,
+            api_keys=keys,
+            quota=quota,
+            rate=rate,
+            max_body_bytes=max_body_bytes,
+            threshold=threshold,
+        )
+    except BaseException:
+        sock.close()
+        raise
     if not access_log.handlers:  # uvicorn configures its own loggers only
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
-    # uvicorn's own access log would print the query string, API key included.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    try:
+        uvicorn.Server(server_config(app, log_level=log_level)).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..errors import ImageLoadError
-from ..images import to_model_input
+from ..images import as_rgb, to_model_input
 
 __all__ = ["ALLOWED_FORMATS", "MAX_PIXELS", "decode_base64", "decode_image"]
 
@@ -56,7 +56,7 @@ def decode_image(data: bytes, size: int = 224) -> FloatArray:
             if w * h > MAX_PIXELS:
                 raise ImageLoadError(f"image too large: {w}x{h} pixels")
             im.load()
-            rgb = im.convert("RGB")
+            rgb = as_rgb(im)
     except ImageLoadError:
         raise
     # Decoders fail on hostile bytes in many ways (OSError, ValueError, struct.error,

@@ -3,6 +3,7 @@ size limit, and the access log."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -18,7 +19,9 @@ from ..errors import UserInputError
 from .errors import SERVICE, ApiError, redact
 
 __all__ = [
+    "BODY_TIMEOUT_S",
     "INFO_KEY",
+    "JSON_VALUES_PER_IMAGE",
     "ASGIApp",
     "Gateway",
     "KeyLedger",
@@ -28,6 +31,7 @@ __all__ = [
     "Scope",
     "Send",
     "access_log",
+    "json_values_bound",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -41,6 +45,12 @@ GUARDED_PREFIX = "/v1/"
 INFO_KEY = "bbattack.request"
 
 access_log = logging.getLogger("bbattack.service.access")
+
+# A whole body must arrive within this many seconds of its headers (408 otherwise).
+BODY_TIMEOUT_S = 60.0
+# JSON values one image's request may take (its objects, fields, features, context): a real
+# one needs about ten. The bound is on the whole call: this many per image allowed in it.
+JSON_VALUES_PER_IMAGE = 256
 
 
 @dataclass
@@ -122,12 +132,21 @@ class Gateway:
     so an oversized body is refused without ever being held in full."""
 
     def __init__(
-        self, app: ASGIApp, *, keys: list[bytes], ledger: KeyLedger, max_body_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        keys: list[bytes],
+        ledger: KeyLedger,
+        max_body_bytes: int,
+        max_json_values: int = 16 * JSON_VALUES_PER_IMAGE,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.app = app
         self.keys = keys
         self.ledger = ledger
         self.max_body_bytes = max_body_bytes
+        self.max_json_values = max_json_values
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -190,10 +209,29 @@ class Gateway:
         if error is not None:
             await _send_error(send, error)
             return
-        body = await self._read_body(receive)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await self._read_body(receive)
+        except TimeoutError:
+            await _send_error(
+                send, ApiError(408, f"Request body not received within {self.body_timeout_s:g}s.")
+            )
+            return
         if body is None:
             await _drain(receive, self.max_body_bytes)
             await _send_error(send, self._too_large())
+            return
+        values = json_values_bound(body)
+        if values > self.max_json_values:
+            # Refused from a byte count, before a parser builds millions of objects.
+            await _send_error(
+                send,
+                ApiError(
+                    400,
+                    f"Invalid JSON payload received. Too many values: up to {values:,} "
+                    f"(at most {self.max_json_values:,} in one call).",
+                ),
+            )
             return
         replayed = False
 
@@ -255,6 +293,14 @@ class Gateway:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def json_values_bound(body: bytes) -> int:
+    """An upper bound on the number of values in a JSON document, from three byte counts (C
+    speed, no parsing): a container of m values holds m - 1 commas, so a document has at most
+    commas + containers + 1 values. Commas and brackets inside strings only raise the bound;
+    base64 image data holds none."""
+    return body.count(b",") + body.count(b"{") + body.count(b"[") + 1
 
 
 async def _drain(receive: Receive, budget: int) -> None:

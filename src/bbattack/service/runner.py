@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,18 +12,18 @@ __all__ = ["serve_in_thread"]
 
 
 @contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", timeout_s: float = 20.0) -> Iterator[str]:
-    """Serve an ASGI ``app`` with uvicorn in a daemon thread; yield its base URL; stop it."""
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", timeout_s: float = 20.0, **server_options: Any
+) -> Iterator[str]:
+    """Serve an ASGI ``app`` with uvicorn in a daemon thread; yield its base URL; stop it.
+    ``server_options`` go to :func:`bbattack.service.server.server_config` (timeouts)."""
     import uvicorn
 
-    # An explicit IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say TCP, and
-    # without it every response waits out a 40 ms delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind((host, 0))
+    from .server import bind, server_config
+
+    sock = bind(host, 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    )
+    server = uvicorn.Server(server_config(app, **server_options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

@@ -88,7 +88,8 @@ class BatchAnnotateImagesRequest(_Message):
 
 
 class EntityAnnotation(_Message):
-    """A label: ``mid`` is ``/wn/<WordNet id>``; ``topicality`` equals ``score``."""
+    """A label: ``mid`` is ``/wn/<WordNet id>``; ``score`` its probability, ``topicality`` its
+    rank key (the score down-weighted by how many classes the label covers)."""
 
     mid: str
     description: str
