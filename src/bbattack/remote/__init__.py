@@ -18,7 +18,13 @@ re-exported here.
 
 from ..images import encode_png
 from .client import HttpLabelTarget
-from .errors import QuotaExhausted, RemoteAuthError, RemoteError, SpendCapExceeded
+from .errors import (
+    QuotaExhausted,
+    RemoteAuthError,
+    RemoteError,
+    RemoteUnavailable,
+    SpendCapExceeded,
+)
 from .journal import JOURNAL_VERSION, JournalEntry, cache_key
 from .retry import RetryPolicy
 from .schema import ANNOTATE_PATH, GOOGLE_VISION_ENDPOINT, MAX_IMAGES_PER_CALL
@@ -34,6 +40,7 @@ __all__ = [
     "QuotaExhausted",
     "RemoteAuthError",
     "RemoteError",
+    "RemoteUnavailable",
     "RetryPolicy",
     "SpendCap",
     "SpendCapExceeded",

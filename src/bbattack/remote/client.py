@@ -20,21 +20,15 @@ from numpy.typing import NDArray
 
 from ..errors import UserInputError
 from ..images import encode_png
-from .errors import (
-    QuotaExhausted,
-    RemoteAuthError,
-    RemoteError,
-    check_int,
-    check_positive,
-)
+from .answers import failure, probe
+from .errors import QuotaExhausted, RemoteError, check_int, check_positive
 from .journal import Journal, JournalEntry, cache_key
-from .retry import GarbledError, RetryableError, RetryPolicy, is_retryable_status, retry_after
+from .retry import GarbledError, RetryableError, RetryPolicy
 from .schema import (
     API_KEY_ENV,
     MAX_IMAGES_PER_CALL,
     MAX_QUOTED,
     Labels,
-    error_of,
     labels_of,
     parse_batch,
     request_body,
@@ -78,7 +72,8 @@ class HttpLabelTarget:
     invalid key (:class:`RemoteAuthError`, a UserInputError); other 4xx such as 400 and 413
     (:class:`RemoteError`, with the server's message). An image answered with an error entry
     raises RemoteError naming its index, after the rest of its call is journalled. Running out
-    of retries raises RemoteError.
+    of retries raises RemoteUnavailable. ``on_retry(message)`` is told of every retry (a progress
+    line shows it). :meth:`probe` checks for free that the endpoint answers and takes the key.
 
     **Paid queries.** One per image that comes back labelled in a 200 answer (an error entry is
     not billed). Images found in the journal, and repeats within one call, are free:
@@ -123,6 +118,7 @@ class HttpLabelTarget:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng_seed: int | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.endpoint = resolve_endpoint(endpoint)
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
@@ -149,6 +145,7 @@ class HttpLabelTarget:
         self.input_shape: tuple[int, int, int] = (c, h, w)
         self._sleep = sleep
         self._rng = random.Random(rng_seed)
+        self._on_retry = on_retry
 
         self.paid_queries = 0
         self.cached_queries = 0
@@ -252,6 +249,9 @@ class HttpLabelTarget:
         self._reserve(len(todo))
         try:
             answers.update(self._fetch(list(todo.values())))
+        except QuotaExhausted as e:
+            # Raised once every call in flight has come back: the count is what was billed.
+            raise QuotaExhausted(f"{e}; {self.spend_cap.spent(self.paid_queries)}") from None
         finally:
             with self._lock:
                 self._reserved -= len(todo)
@@ -335,9 +335,11 @@ class HttpLabelTarget:
         with self._lock:
             return self._rng.random()
 
-    def _count_retry(self) -> None:
+    def _count_retry(self, n: int, delay: float, last: str) -> None:
         with self._lock:
             self.retries += 1
+        if self._on_retry is not None:
+            self._on_retry(f"retry {n}/{self.max_retries} in {delay:.1f} s: {last[:MAX_QUOTED]}")
 
     def _attempt(self, content: bytes, n: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -355,19 +357,15 @@ class HttpLabelTarget:
                 return parse_batch(r, n)
             except GarbledError as e:
                 raise RetryableError(f"200 with a bad body: {e}") from None
-        message, reason = error_of(r)
-        what = f"HTTP {r.status_code} from {self.endpoint}: {message}"
-        if is_retryable_status(r.status_code, reason):
-            raise RetryableError(what, retry_after(r))
-        if r.status_code == 429:
-            raise QuotaExhausted(
-                f"{what} (the key's quota is spent); " + self.spend_cap.spent(self.paid_queries)
-            )
-        if r.status_code in (401, 403) or (reason or "").startswith("API_KEY"):
-            raise RemoteAuthError(f"{what} (check the API key {_redact(self._key)})")
-        if r.status_code == 413:
-            raise RemoteError(f"{what} (try a smaller images_per_call)")
-        raise RemoteError(what)
+        raise failure(r, self.endpoint, _redact(self._key))
+
+    def probe(self) -> str:
+        """Check, for free, that the endpoint answers and takes the key: one call with no
+        image. Returns a one-line description; raises RemoteAuthError (the key is refused),
+        RemoteUnavailable (nothing answers) or RemoteError (not an images:annotate endpoint)."""
+        with self._lock:
+            self.http_calls += 1
+        return probe(self._client, self.endpoint, _redact(self._key))
 
     # --- journal and lifetime ----------------------------------------------------------------
 

@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
-from ..errors import OracleError, UserInputError
+from ..errors import OracleError, TargetUnavailable, UserInputError
 
 __all__ = [
     "QuotaExhausted",
     "RemoteAuthError",
     "RemoteError",
+    "RemoteUnavailable",
     "SpendCapExceeded",
     "check_int",
     "check_positive",
 ]
 
 
-class RemoteError(OracleError):
-    """The label API refused a call, answered an image with an error, or kept failing."""
+class RemoteError(TargetUnavailable):
+    """The label API refused a call, answered an image with an error, or kept failing. An
+    attack that meets one stops with its ``stop_reason`` and keeps its result."""
+
+    stop_reason: ClassVar[str] = "remote_error"
+
+
+class RemoteUnavailable(RemoteError):  # noqa: N818 - a state, like BudgetExhausted
+    """The API stayed unreachable or failing (5xx, timeouts, rate limits) through every retry."""
+
+    stop_reason: ClassVar[str] = "remote_unavailable"
 
 
 class RemoteAuthError(RemoteError, UserInputError):
     """The API key is missing, invalid or not allowed to use the API: the user can fix it."""
 
+    stop_reason: ClassVar[str] = "remote_auth"
+
 
 class QuotaExhausted(RemoteError):  # noqa: N818 - reads as a state, like BudgetExhausted
     """The key's quota is spent (429 with reason QUOTA_EXCEEDED): retrying will not help."""
+
+    stop_reason: ClassVar[str] = "quota"
 
 
 class SpendCapExceeded(OracleError):  # noqa: N818 - a state, like BudgetExhausted

@@ -12,7 +12,7 @@ from typing import TypeVar
 import httpx
 
 from ..errors import UserInputError
-from .errors import RemoteError, check_int, check_positive
+from .errors import RemoteUnavailable, check_int, check_positive
 
 __all__ = [
     "GarbledError",
@@ -88,11 +88,12 @@ class RetryPolicy:
         what: str,
         jitter: Callable[[], float],
         sleep: Callable[[float], None],
-        on_retry: Callable[[], None],
+        on_retry: Callable[[int, float, str], None],
     ) -> T:
         """``attempt()`` until it returns, raises something other than RetryableError, or
-        has failed ``max_retries + 1`` times (then RemoteError naming ``what`` and the last
-        failure). Before each retry: ``on_retry()``, then ``sleep(delay)``."""
+        has failed ``max_retries + 1`` times (then RemoteUnavailable naming ``what`` and the last
+        failure). Before each retry: ``on_retry(retry_number, delay, last_failure)`` (retry
+        numbers from 1), then ``sleep(delay)``."""
         last = "no attempt"
         for n in range(self.max_retries + 1):
             try:
@@ -102,8 +103,8 @@ class RetryPolicy:
                 if n == self.max_retries:
                     break
                 delay = self.delay(n, e.retry_after, jitter())
-                on_retry()
+                on_retry(n + 1, delay, last)
                 sleep(delay)
-        raise RemoteError(
+        raise RemoteUnavailable(
             f"{what} kept failing: gave up after {self.max_retries} retries; last: {last}"
         )
