@@ -21,6 +21,8 @@ TRACE_KEYS = {"image", "step", "queries", "loss", "target_prob", "target_rank", 
 QUICK_ATTACK = [
     "--threat",
     "ql",
+    "--attack",
+    "ql",
     "--untargeted",
     "--max-queries",
     "300",
@@ -166,7 +168,15 @@ BAD_INPUTS: dict[str, Argv] = {
     "unknown threat": lambda t: ["attack", photo("chelsea"), "--untargeted", "--threat", "xx"],
     "untargeted pi": lambda t: ["attack", photo("chelsea"), "--untargeted", "--threat", "pi"],
     "no target": lambda t: ["attack", photo("chelsea")],
-    "odd samples": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "samples=21"],
+    "odd samples": lambda t: [
+        "attack",
+        photo("chelsea"),
+        "--untargeted",
+        "--attack",
+        "ql",
+        "--param",
+        "samples=21",
+    ],
     "unknown param": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "smples=2"],
     "param without =": lambda t: ["attack", photo("chelsea"), "--untargeted", "--param", "x"],
     "unknown attack": lambda t: ["attack", photo("chelsea"), "--untargeted", "--attack", "nes2"],
@@ -174,7 +184,7 @@ BAD_INPUTS: dict[str, Argv] = {
         *["attack", photo("chelsea"), "--target", "1", "--threat", "lo", "--attack", "ql"],
     ],
     "norm the attack lacks": lambda t: [
-        *["attack", photo("chelsea"), "--untargeted", "--norm", "l2", "--eps", "2"],
+        *["attack", photo("chelsea"), "--untargeted", "--attack", "ql", "--norm", "l2"],
     ],
     "unknown norm": lambda t: ["attack", photo("chelsea"), "--untargeted", "--norm", "l3"],
     "start image for ql": lambda t: [
@@ -281,7 +291,8 @@ def test_dry_run_against_an_endpoint_sends_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    # Port 9 (discard) on loopback: a dry run must not even try to connect.
+    # Port 9 (discard) on loopback: nothing answers. A dry run sends no image; it says that the
+    # endpoint does not answer (one free call with no image) and exits 3.
     argv = [
         "attack",
         photo("page"),
@@ -301,10 +312,11 @@ def test_dry_run_against_an_endpoint_sends_nothing(
         "--out",
         str(out),
     ]
-    assert main(argv) == 0
+    assert main(argv) == 3
     text = " ".join(capsys.readouterr().out.split())
     assert "12,000" in text
     assert "$24.00" in text
+    assert "does not answer" in text
     assert not out.exists()
 
 
@@ -334,7 +346,8 @@ def test_attacks_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     by_name = {r["name"]: r for r in rows}
     assert {"ql", "pi", "lo", "ta-square", "art-square", "art-hsj"} <= set(by_name)
     assert by_name["ql"]["views"] == ["scores"]
-    assert by_name["ql"]["default_for"] == ["ql"]
+    assert by_name["ql"]["default_for"] == []
+    assert by_name["square"]["default_for"] == ["ql"]
     assert by_name["ta-square"]["baseline"] is True
     assert by_name["ta-square"]["norms"] == ["linf", "l2"]
     assert by_name["pi"]["paper"]["arxiv"] == "1804.08598"

@@ -9,18 +9,24 @@ BBAttackError                 base of everything bbattack raises on purpose
 │   └── ViewRefused           (also a ThreatModelError) a target cannot serve the view asked for
 └── OracleError
     ├── BudgetExhausted       a query batch would cross a budget; nothing was charged or evaluated
-    └── ThreatModelError      an attack asked for more than the oracle's view reveals
+    ├── ThreatModelError      an attack asked for more than the oracle's view reveals
+    └── TargetUnavailable     the target stopped answering (a spent quota, a service that stays
+                              down): an attack stops with its ``stop_reason``, keeping its result
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
+    "TARGET_DOWN_REASONS",
     "BBAttackError",
     "BackendUnavailableError",
     "BudgetExhausted",
     "ImageLoadError",
     "OracleError",
     "StartImageError",
+    "TargetUnavailable",
     "ThreatModelError",
     "UnknownClassError",
     "UserInputError",
@@ -70,3 +76,20 @@ class ThreatModelError(OracleError):
 class ViewRefused(ThreatModelError, UserInputError):  # noqa: N818 - reads as a state
     """A target cannot serve a view (a label API has no score vector); raised when the oracle
     is built, before anything is paid."""
+
+
+class TargetUnavailable(OracleError):  # noqa: N818 - reads as a state, like BudgetExhausted
+    """The target cannot answer any more queries: a remote API's quota is spent, or it stayed
+    down through every retry. An attack that meets it stops every running image with
+    ``stop_reason`` and returns the best result so far (nothing more is sent to verify it);
+    what was charged stays counted."""
+
+    stop_reason: ClassVar[str] = "target_unavailable"
+
+
+# The stop reasons of TargetUnavailable and its subclasses (bbattack.remote's): ``quota`` (the
+# key's quota is spent), ``remote_unavailable`` (the API stayed down through every retry),
+# ``remote_error`` (it refused a query), ``remote_auth`` (it refused the key mid-run).
+TARGET_DOWN_REASONS = frozenset(
+    {"target_unavailable", "quota", "remote_unavailable", "remote_error", "remote_auth"}
+)

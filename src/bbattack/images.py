@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError, StartImageError
 from .results import default_mode
 
 __all__ = [
+    "as_rgb",
     "bundled_photos",
     "decode_png",
     "encode_png",
@@ -42,7 +43,9 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int] = 224) 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as im:
                 im.load()
-                rgb = im.convert("RGB")
+                rgb = as_rgb(im)
+    except ImageLoadError as e:
+        raise ImageLoadError(f"{p}: {e}") from None
     except FileNotFoundError:
         raise ImageLoadError(f"{p}: no such file") from None
     except IsADirectoryError:
@@ -51,17 +54,64 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int] = 224) 
         raise ImageLoadError(f"{p}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{p}: not a recognised image file") from None
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(f"{p}: cannot decode image ({e})") from None
+    # Decoders fail on damaged files in many more ways (struct.error, EOFError, TypeError in a
+    # broken EXIF block, ...): each one means the file cannot be read, never a bbattack bug.
+    except Exception as e:  # noqa: BLE001
+        raise ImageLoadError(f"{p}: cannot decode image ({type(e).__name__}: {e})") from None
     if rgb.size[0] < 1 or rgb.size[1] < 1:
         raise ImageLoadError(f"{p}: empty image")
     return to_model_input(rgb, hw)
+
+
+# Integer modes wider than 8 bits, by the number of bits their values use.
+_WIDE_MODES = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16}
+
+
+def _bits_of(im: Image.Image) -> int | None:
+    """Bits per sample of a 32-bit integer ("I") image, where the file says: PNG stores at most
+    16, TIFF has its BitsPerSample tag."""
+    if im.format == "PNG":
+        return 16
+    tags = getattr(im, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return int(bits) if isinstance(bits, int) and 8 <= bits <= 32 else None
+
+
+def as_rgb(im: Image.Image) -> Image.Image:
+    """An image as a person sees it, as 8-bit RGB: turned upright by its EXIF orientation, and
+    scaled by its real bit depth (16-bit values by 65535; float images in [0, 1] as they are).
+
+    Raises ImageLoadError for a float image outside [0, 1] (or not finite), and for integer
+    samples of unknown depth: no scale would show them as they are meant.
+    """
+    im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
+    mode = im.mode
+    if mode in _WIDE_MODES or mode == "I":
+        bits = _WIDE_MODES.get(mode) or _bits_of(im)
+        if bits is None:
+            raise ImageLoadError("32-bit integer samples of unknown bit depth")
+        a = np.asarray(im, dtype=np.float64) / float(2**bits - 1)
+        return _grey_to_rgb(np.clip(a, 0.0, 1.0))
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ImageLoadError("float image with non-finite values (NaN or infinity)")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0.0 or hi > 1.0:
+            raise ImageLoadError(
+                f"float image with values in [{lo:g}, {hi:g}]; only floats in [0, 1] are read"
+            )
+        return _grey_to_rgb(a)
+    return im if mode == "RGB" else im.convert("RGB")
+
+
+def _grey_to_rgb(a: NDArray[np.float64]) -> Image.Image:
+    grey = np.rint(a * 255.0).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
 
 
 def to_model_input(rgb: Image.Image, size: tuple[int, int]) -> FloatArray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
@@ -16,11 +17,13 @@ from ..errors import BBAttackError, UserInputError
 
 __all__ = [
     "CLICK_ERROR",
+    "SEED_MAX",
     "BackendOpt",
     "Threat",
     "app",
     "err",
     "fail",
+    "finite",
     "guard",
     "out",
     "parse_params",
@@ -39,6 +42,10 @@ out = Console()
 
 # typer vendors click in recent releases; find its exception base without a private import.
 CLICK_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+# Seeds go to numpy's SeedSequence and into int64 arrays (seed + image index): 63 bits.
+SEED_MAX = 2**63 - 1
 
 
 class Threat(StrEnum):
@@ -70,16 +77,37 @@ def validation_message(e: ValidationError) -> str:
     return f"invalid {loc}: {first['msg']}"
 
 
+def finite(name: str, value: float | None) -> None:
+    """UserInputError for a float option that is NaN or infinite (typer reads "inf", "nan")."""
+    if value is not None and not math.isfinite(value):
+        raise UserInputError(f"{name} must be a finite number, got {value}")
+
+
+def _refuse_non_finite(name: str, value: Any) -> None:
+    if isinstance(value, float):
+        finite(name, value)
+    elif isinstance(value, list):
+        for v in value:
+            _refuse_non_finite(name, v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _refuse_non_finite(name, v)
+
+
 def parse_params(params: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that reads as JSON is taken as such (numbers, lists),
+    else as a string. NaN and infinities (JSON's ``NaN``, ``Infinity``) are refused."""
     parsed: dict[str, Any] = {}
     for p in params:
         key, sep, value = p.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UserInputError(f"--param expects KEY=VALUE, got {p!r}")
         try:
-            parsed[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key.strip()] = value
+            v = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            v = value
+        _refuse_non_finite(f"--param {key.strip()}", v)
+        parsed[key.strip()] = v
     return parsed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,12 @@ from ..attacks.goals import Within
 from ..oracle import Oracle
 from ..results import AttackResult, ClassRef, TopKEntry
 from ._common import err, out
+from ._watch import RetryNotes, Watched
 
-__all__ = ["progress_run", "summary"]
+__all__ = ["LOG_EVERY_S", "progress_run", "summary"]
+
+# Without a terminal, a line this often (seconds), as bench logs one per case.
+LOG_EVERY_S = 30.0
 
 
 def progress_run(
@@ -27,32 +32,64 @@ def progress_run(
     start: NDArray[np.float32] | None,
     quiet: bool,
     success: Within = "top1",
+    watched: Watched | None = None,
+    retries: RetryNotes | None = None,
+    log_every_s: float = LOG_EVERY_S,
 ) -> AttackResult:
+    """Run the attack with a live bar on a terminal; without one (CI, nohup, a pipe), one line
+    every ``log_every_s`` seconds and one per remote retry. An untargeted run shows the clean
+    class's score (from ``watched``) where a targeted one shows the target's."""
     budget = oracle.max_queries or 0
     show_rank = not oracle.view.reveals_scores
+    lines = not quiet and not err.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed:,.0f}/{task.total:,.0f} queries"),
         TextColumn("{task.fields[status]}"),
+        TextColumn("[yellow]{task.fields[note]}"),
         TimeElapsedColumn(),
         console=err,
-        disable=quiet,
+        disable=quiet or lines,
         transient=False,
     )
+    title = f"{attack.name.upper()} attack"
+    last_line = [time.monotonic()]
 
-    def on_step(info: StepInfo) -> None:
-        if show_rank:
+    def status_of(info: StepInfo) -> str:
+        if target is None and watched is not None and watched.curve.last is not None:
+            _, p_orig, r_orig = watched.curve.last
+            if show_rank or p_orig is None:
+                what = f"original rank {'-' if r_orig is None else r_orig + 1}"
+            else:
+                what = f"p(original)={p_orig:.3f}"
+        elif show_rank:
             r = int(info.target_rank[0])
-            status = f"target rank {'-' if r < 0 else r + 1}"
+            what = f"target rank {'-' if r < 0 else r + 1}"
         else:
             p = float(info.target_prob[0])
-            status = "target p=-" if np.isnan(p) else f"target p={p:.3f}"
-        progress.update(
-            task, completed=int(info.queries[0]), status=f"{status}  ε={float(info.eps[0]):.4f}"
-        )
+            what = "target p=-" if np.isnan(p) else f"target p={p:.3f}"
+        return f"{what}  ε={float(info.eps[0]):.4f}"
 
-    task = progress.add_task(f"{attack.name.upper()} attack", total=budget, status="starting")
+    def on_step(info: StepInfo) -> None:
+        note = retries.status() if retries is not None else ""
+        progress.update(task, completed=int(info.queries[0]), status=status_of(info), note=note)
+        now = time.monotonic()
+        if lines and now - last_line[0] >= log_every_s:
+            last_line[0] = now
+            q = int(info.queries[0])
+            extra = f", {note}" if note else ""
+            _line(f"{title}: {q:,}/{budget:,} queries, {status_of(info)}{extra}")
+
+    def on_retry(message: str) -> None:
+        if lines:
+            _line(f"{title}: {message}")
+        else:
+            progress.update(task, note=message)
+
+    if retries is not None:
+        retries.listeners.append(on_retry)
+    task = progress.add_task(title, total=budget, status="starting", note="")
     started = False
 
     def first_step(info: StepInfo) -> None:
@@ -69,9 +106,15 @@ def progress_run(
         )
         progress.update(task, completed=result.images[0].queries)
     finally:
+        if retries is not None:
+            retries.listeners.remove(on_retry)
         if started:
             progress.stop()
     return result
+
+
+def _line(text: str) -> None:
+    err.print(f"[{time.strftime('%H:%M:%S')}] {text}", markup=False, highlight=False)
 
 
 def summary(result: AttackResult, paths: dict[str, Path], ids: bool = True) -> None:
@@ -84,7 +127,15 @@ def summary(result: AttackResult, paths: dict[str, Path], ids: bool = True) -> N
     verdict = "[bold green]SUCCESS[/]" if r.success else "[bold red]FAILED[/]"
     tgt = show(r.target) if r.target else "any other class (untargeted)"
     orig = show(r.original) if r.original else "?"
-    out.print(f"{verdict}  {result.attack.upper()} attack: {orig} → {tgt}")
+    if r.target is not None and r.original is not None and r.target.id == r.original.id:
+        # Not an attack's success: the clean image already is what was asked for.
+        verdict = "[bold yellow]ALREADY[/]"
+        out.print(
+            f"{verdict}  the clean image is already classified as {tgt}: nothing to attack",
+            highlight=False,
+        )
+    else:
+        out.print(f"{verdict}  {result.attack.upper()} attack: {orig} → {tgt}", highlight=False)
     qs = f"{r.queries_at_success:,}" if r.queries_at_success is not None else "-"
     out.print(
         f"queries: {r.queries:,} used, first success at {qs}; "

@@ -9,28 +9,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
+from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from ..attacks import registry
 from ..attacks.balls import make_ball
 from ..attacks.goals import Within
-from ..errors import UserInputError
+from ..errors import TARGET_DOWN_REASONS, UserInputError
 from ..images import load_image
 from ..models import Classifier, load_model
 from ..oracle import Labels, Oracle, Scores, TopK, View
+from ..remote import RemoteError
 from ..report import write_outputs
+from ..results import AttackResult
 from ._common import (
+    SEED_MAX,
     BackendOpt,
     Threat,
     app,
+    err,
     fail,
+    finite,
     guard,
     out,
     parse_params,
+    print_error,
     validation_message,
 )
+from ._outdir import OutDir, fresh_default
 from ._progress import progress_run, summary
+from ._remote import EXIT_REMOTE, RemoteOptions, dry_run, open_client, preflight, remote_block
+from ._watch import OriginalCurve, RetryNotes, Watched
 
 __all__ = [
     "AttackJob",
@@ -66,19 +77,6 @@ def make_attack(
 
 
 @dataclass(frozen=True)
-class RemoteOptions:
-    """Where and how to reach a Cloud-Vision-style label API."""
-
-    endpoint: str
-    api_key: str | None = None
-    max_cost: float | None = None
-    price_per_1000: float = 1.50
-    journal: Path | None = None
-    dry_run: bool = False
-    max_results: int = 10
-
-
-@dataclass(frozen=True)
 class AttackJob:
     """Everything ``bbattack attack`` was asked to do."""
 
@@ -91,7 +89,7 @@ class AttackJob:
     start_image: Path | None = None
     untargeted: bool = False
     seed: int = 0
-    out_dir: Path = Path("bbattack-out")
+    out_dir: Path | None = None  # None: a fresh timestamped directory under bbattack-out/
     as_json: bool = False
     backend: BackendOpt = BackendOpt.auto
     params: tuple[str, ...] = ()
@@ -99,6 +97,7 @@ class AttackJob:
     remote: RemoteOptions | None = None
     attack: str | None = None  # None: the threat model's default attack
     norm: str = "linf"
+    overwrite: bool = False  # replace a result already in out_dir
 
     @property
     def goal(self) -> Within:
@@ -149,64 +148,27 @@ def _check_job(job: AttackJob) -> registry.AttackInfo:
 
 
 def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
-    """Validate, attack one image, write the outputs, print a summary (or JSON)."""
+    """Validate, claim the output directory, attack one image, write the outputs, print a
+    summary (or JSON). Everything a user can get wrong is refused before the first query."""
     info = _check_job(job)
     params = parse_params(list(job.params))
     attack = make_attack(info, job.norm, job.eps, params)
     budget = job.max_queries or info.budget
     x = load_image(job.image)
     start = load_image(job.start_image) if job.start_image is not None else None
-    extra: dict[str, Any] = {}
-    if job.remote is not None:
-        from ..remote import HttpLabelTarget
-        from ..targets import LabelTarget
-
-        r = job.remote
-        client = HttpLabelTarget(
-            r.endpoint,
-            r.api_key,
-            max_results=r.max_results,
-            max_queries=budget,
-            max_cost=r.max_cost,
-            price_per_1000=r.price_per_1000,
-            journal=r.journal,
-        )
-        if r.dry_run:
-            out.print(
-                f"dry run, nothing sent: {client.describe_plan(budget)} "
-                f"(the --max-queries budget; a successful attack stops earlier)"
-            )
-            client.close()
-            return
-        labels = LabelTarget(client, name=r.endpoint)
-        assert job.target is not None
-        tgt: int | None = labels.class_names.resolve(job.target)
-        target_obj: Classifier | LabelTarget = labels
-        view: View = (
-            TopK(job.k) if job.threat is Threat.pi else Labels(10 if job.k is None else job.k)
-        )
-    else:
-        target_obj = model or load_model(backend=job.backend.value)
-        assert target_obj.class_names is not None
-        tgt = None if job.target is None else target_obj.class_names.resolve(job.target)
-        view = make_view(job.threat, 1 if job.k is None else job.k)
-    oracle = Oracle(target_obj, view, max_queries=budget)
-    try:
-        result = progress_run(
-            attack, oracle, x, tgt, job.seed, start, quiet=False, success=job.goal
-        )
-    finally:
-        if job.remote is not None:
-            client.close()
-    if job.remote is not None:
-        extra["remote"] = {
-            "endpoint": job.remote.endpoint,
-            "paid_queries": client.paid_queries,
-            "cached_queries": client.cached_queries,
-            "cost_usd": client.cost,
-            "price_per_1000": job.remote.price_per_1000,
-        }
-    paths = write_outputs(result, x, job.out_dir, extra=extra)
+    if job.remote is not None and job.remote.dry_run:
+        rc = dry_run(job.remote, budget)
+        if rc:
+            raise typer.Exit(rc)
+        return
+    out_path = job.out_dir if job.out_dir is not None else fresh_default()
+    with OutDir(out_path, overwrite=job.overwrite) as claimed:
+        if job.out_dir is None:
+            err.print(f"writing to {out_path}", markup=False, highlight=False)
+        result, extra, failure = _attack(job, model, attack, budget, x, start)
+        paths = write_outputs(result, x, out_path, extra=extra, curve=failure[1])
+        claimed.keep()
+    r = result.images[0]
     if job.as_json:
         sys.stdout.write(json.dumps({**result.image_json(0), **extra}, indent=2) + "\n")
     else:
@@ -216,8 +178,72 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
             out.print(
                 f"paid queries: {rem['paid_queries']:,} (journal hits: "
                 f"{rem['cached_queries']:,}); cost ${rem['cost_usd']:.2f} at "
-                f"${rem['price_per_1000']:.2f}/1000"
+                f"${rem['price_per_1000']:.2f}/1000; {rem['retries']:,} retries",
+                highlight=False,
             )
+    if r.stop_reason in TARGET_DOWN_REASONS:
+        print_error(
+            f"the attack stopped early ({r.stop_reason}): {failure[0] or 'the target stopped'}; "
+            f"the best result so far is in {out_path}"
+        )
+        raise typer.Exit(EXIT_REMOTE)
+
+
+def _attack(
+    job: AttackJob,
+    model: Classifier | None,
+    attack: registry.Runnable,
+    budget: int,
+    x: NDArray[np.float32],
+    start: NDArray[np.float32] | None,
+) -> tuple[AttackResult, dict[str, Any], tuple[str | None, OriginalCurve]]:
+    """Run the attack on its target; the result, result.json's extra blocks, and what the
+    command watched (the target's last failure, the clean class's curve)."""
+    extra: dict[str, Any] = {}
+    retries = RetryNotes()
+    client = None
+    try:
+        if job.remote is not None:
+            from ..targets import LabelTarget
+
+            client = open_client(job.remote, budget, retries)
+            try:
+                preflight(client)  # free: a dead endpoint or a bad key costs nothing
+            except RemoteError as e:
+                print_error(f"{e}; no image was sent")
+                raise typer.Exit(EXIT_REMOTE) from None
+            labels = LabelTarget(client, name=job.remote.endpoint)
+            assert job.target is not None
+            tgt: int | None = labels.class_names.resolve(job.target)
+            watched = Watched(labels)
+            view: View = (
+                TopK(job.k) if job.threat is Threat.pi else Labels(10 if job.k is None else job.k)
+            )
+        else:
+            local = model or load_model(backend=job.backend.value)
+            assert local.class_names is not None
+            tgt = None if job.target is None else local.class_names.resolve(job.target)
+            watched = Watched(local)
+            view = make_view(job.threat, 1 if job.k is None else job.k)
+        oracle = Oracle(watched, view, max_queries=budget, hooks=[watched.hook])
+        result = progress_run(
+            attack,
+            oracle,
+            x,
+            tgt,
+            job.seed,
+            start,
+            quiet=False,
+            success=job.goal,
+            watched=watched,
+            retries=retries,
+        )
+    finally:
+        if client is not None:
+            client.close()  # waits for calls in flight: the paid count is final after this
+    if client is not None and job.remote is not None:
+        extra["remote"] = remote_block(client, job.remote)
+    return result, extra, (watched.failure, watched.curve)
 
 
 @app.command()
@@ -249,8 +275,14 @@ def attack(
         ),
     ] = None,
     untargeted: Annotated[bool, typer.Option(help="any wrong class will do")] = False,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("bbattack-out"),
+    seed: Annotated[int, typer.Option(help="random seed", min=0, max=SEED_MAX)] = 0,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="output directory (default: bbattack-out/<date-time>)"),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace a result already in --out (else: refused)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
     param: Annotated[
@@ -282,6 +314,12 @@ def attack(
     ] = 10,
 ) -> None:
     """Attack one image; writes adv.png, figure.png, trace.png, result.json and trace.jsonl."""
+    for name, value in (
+        ("--eps", eps),
+        ("--max-cost", max_cost),
+        ("--price-per-1000", price_per_1000),
+    ):
+        guard(finite, name=name, value=value)
     ep = endpoint or os.environ.get("BBATTACK_ENDPOINT") or None
     remote = None
     if ep is not None:
@@ -314,5 +352,6 @@ def attack(
         remote=remote,
         attack=attack_name,
         norm=norm,
+        overwrite=overwrite,
     )
     guard(run_attack, job=job)
