@@ -59,11 +59,31 @@ def attack_rate(model: bb.Classifier, threat: str, n_images: int, steps: int) ->
     }
 
 
+def square_rates(model: bb.Classifier, batches: list[int], steps: int) -> list[dict[str, Any]]:
+    """Square (one query per image per step) through the oracle, against the raw model at the
+    same batch size: the per-step overhead of the attack and the oracle, undiluted."""
+    photos = list(bb.bundled_photos().values())
+    out = []
+    for bs in batches:
+        x = np.stack([bb.load_image(photos[i % len(photos)]) for i in range(bs)])
+        targets = (model(x).argmax(axis=1) + 500) % model.num_classes  # far: no early stop
+        oracle = bb.Oracle(model, bb.Scores())
+        t0 = time.perf_counter()
+        bb.SquareAttack(max_steps=steps).run(oracle, x, targets, seed=0)
+        wall = time.perf_counter() - t0
+        raw = measure_throughput(model, bs, min_time_s=1.0)
+        qps = oracle.total_queries / wall
+        out.append({"batch": bs, "queries_per_s": qps, "raw_images_per_s": raw, "ratio": qps / raw})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backends", default="onnx,torch,torch-eager")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--square-batches", default="1,4,8,16")
+    ap.add_argument("--square-steps", type=int, default=500)
     args = ap.parse_args()
     report: dict[str, Any] = {
         "date": date.today().isoformat(),
@@ -80,6 +100,8 @@ def main() -> None:
         report["attacks"][name] = [
             attack_rate(model, t, args.images, args.steps) for t in ("ql", "pi", "lo")
         ]
+        batches = [int(b) for b in args.square_batches.split(",") if b]
+        report.setdefault("square", {})[name] = sq = square_rates(model, batches, args.square_steps)
         best = max(raw.values())
         print(
             f"\n{name}: raw images/s by batch size: "
@@ -91,6 +113,12 @@ def main() -> None:
             print(
                 f"  {a['threat']}: {a['queries_per_s']:.0f} queries/s through the oracle "
                 f"({a['queries_per_s'] / best:.0%} of the best raw)",
+                flush=True,
+            )
+        for r in sq:
+            print(
+                f"  square, batch {r['batch']}: {r['queries_per_s']:.0f} queries/s through the "
+                f"oracle, raw {r['raw_images_per_s']:.0f} images/s ({r['ratio']:.0%})",
                 flush=True,
             )
     RESULTS.mkdir(exist_ok=True)

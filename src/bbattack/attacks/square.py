@@ -207,15 +207,21 @@ class SquareAttack(Attack[SquareConfig]):
     ) -> FloatArray:
         ch = state.x.shape[1]
         rc = _positions(rng, rows, s, h, w)
-        mask = window_mask(rc[:, 0], rc[:, 1], s, h, w)
-        sg = rng.signs(rows, ch).reshape(-1, ch, 1, 1)
-        hi, lo, x = state.extra["hi"][rows], state.extra["lo"][rows], state.x[rows]
-        cand = np.where(mask, np.where(sg > 0, hi, lo), x)
+        up = rng.signs(rows, ch) > 0  # (m, ch)
+        # Only the window's pixels change: index them rather than rewrite whole images.
+        b, _, i, j = np.nonzero(window_mask(rc[:, 0], rc[:, 1], s, h, w))
+        img, up_px = rows[b], up[b]
+        hi, lo = state.extra["hi"][img, :, i, j], state.extra["lo"][img, :, i, j]
+        cand = state.x[rows]
+        old = cand[b, :, i, j]
+        new = np.where(up_px, hi, lo)
         # A proposal equal to the current window would waste its query: take the far vertex.
-        same = (cand == x).reshape(len(rows), -1).all(axis=1)
+        moved = np.bincount(b, weights=(new != old).any(axis=1), minlength=len(rows))
+        same = (moved == 0)[b]
         if same.any():
-            cand[same] = np.where(mask[same], np.where(sg[same] > 0, lo[same], hi[same]), x[same])
-        return cand.astype(np.float32)
+            new[same] = np.where(up_px[same], lo[same], hi[same])
+        cand[b, :, i, j] = new
+        return cand.astype(np.float32, copy=False)
 
     def _l2_candidates(
         self, state: AttackState, rows: IntArray, rng: Streams, s: IntArray, h: int, w: int
