@@ -38,7 +38,16 @@ FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
 
 TRACE_KEYS = {"image", "step", "queries", "loss", "target_prob", "target_rank", "eps", "lr"}
-KIND_KEYS = {"init", "gradient", "line_search", "success_check", "noise", "final"}
+KIND_KEYS = {
+    "init",
+    "gradient",
+    "line_search",
+    "success_check",
+    "noise",
+    "probe",
+    "binary_search",
+    "final",
+}
 
 
 def ql(**kw: Any) -> QLAttack:

@@ -49,7 +49,16 @@ from support import Task
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
 
-KIND_KEYS = {"init", "gradient", "line_search", "success_check", "noise", "final"}
+KIND_KEYS = {
+    "init",
+    "gradient",
+    "line_search",
+    "success_check",
+    "noise",
+    "probe",
+    "binary_search",
+    "final",
+}
 BASELINES = {n: i.cls for n, i in registry.all_attacks().items() if i.baseline}
 EPS = 0.3  # the 8x8 digits need a large box; ImageNet runs use 0.05
 HSJ = {"init_eval": 20, "max_eval": 200}  # small gradient batches for an 8x8 model

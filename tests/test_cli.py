@@ -166,7 +166,15 @@ BAD_INPUTS: dict[str, Argv] = {
         photo("coffee"),
     ],
     "unknown threat": lambda t: ["attack", photo("chelsea"), "--untargeted", "--threat", "xx"],
-    "untargeted pi": lambda t: ["attack", photo("chelsea"), "--untargeted", "--threat", "pi"],
+    "untargeted pi": lambda t: [
+        "attack",
+        photo("chelsea"),
+        "--untargeted",
+        "--threat",
+        "pi",
+        "--attack",
+        "pi",
+    ],
     "no target": lambda t: ["attack", photo("chelsea")],
     "odd samples": lambda t: [
         "attack",

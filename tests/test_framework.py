@@ -54,6 +54,9 @@ def test_the_registry_lists_ours_and_the_baselines_with_what_they_declare() -> N
     assert not table["ql"].baseline
     assert table["ta-square"].baseline
     assert [registry.default_attack(t).name for t in ("ql", "pi", "lo")] == ["square", "pi", "lo"]
+    # Untargeted, the label-only threat models run RayS (the paper's PI and LO are targeted).
+    untargeted = [registry.default_attack(t, untargeted=True).name for t in ("ql", "pi", "lo")]
+    assert untargeted == ["square", "rays", "rays"]
     assert table["art-hsj"].needs_start
     assert not table["ta-square"].needs_start
 

@@ -7,9 +7,11 @@ import pytest
 
 from bbattack import (
     Classifier,
+    Label,
     OnnxClassifier,
     Oracle,
     QLAttack,
+    RaySAttack,
     Scores,
     SquareAttack,
     TorchClassifier,
@@ -98,3 +100,18 @@ def test_untargeted_square_flips_confident_photos_within_300_queries(model: Clas
         assert r.success
         assert r.queries <= 300
         assert r.linf <= 0.05 + 1e-6
+
+
+def test_untargeted_rays_flips_photos_from_the_top_label_alone(model: Classifier) -> None:
+    names = ["coffee", "chelsea", "logo", "china"]  # 108, 31, 84 and 27 queries
+    x = np.stack([photo(n) for n in names])
+    oracle = Oracle(model, Label(), max_queries=200)
+    result = RaySAttack().run(oracle, x)
+    clean = model(x).argmax(axis=1)
+    adv = model(result.x_adv).argmax(axis=1)
+    assert (adv != clean).all()
+    for r in result.images:
+        assert r.success
+        assert r.queries <= 200
+        assert r.linf <= 0.05 + 1e-6
+        assert r.final_topk[0].score is None  # the label view revealed no score

@@ -213,6 +213,8 @@ def test_counts_are_exact_per_kind() -> None:
         "line_search": 0,
         "success_check": 1,
         "noise": 0,
+        "probe": 0,
+        "binary_search": 0,
         "final": 0,
     }
     assert oracle.queries_by_kind(1) == {
@@ -221,6 +223,8 @@ def test_counts_are_exact_per_kind() -> None:
         "line_search": 1,
         "success_check": 1,
         "noise": 7,
+        "probe": 0,
+        "binary_search": 0,
         "final": 0,
     }
     assert oracle.queries_by_kind(2) == {
@@ -229,6 +233,8 @@ def test_counts_are_exact_per_kind() -> None:
         "line_search": 2,
         "success_check": 0,
         "noise": 0,
+        "probe": 0,
+        "binary_search": 0,
         "final": 1,
     }
     assert oracle.queries(ids).tolist() == [13, 11, 8]

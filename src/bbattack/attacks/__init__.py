@@ -7,6 +7,7 @@ from .goals import Goal
 from .parsimonious import ParsimoniousAttack, ParsimoniousConfig
 from .partial import LOAttack, LOConfig, PIAttack, PIConfig
 from .ql import QLAttack, QLConfig
+from .rays import RaySAttack, RaySConfig
 from .registry import AttackInfo, Paper, all_attacks, default_attack, get, register
 from .simba import SimBAAttack, SimBAConfig
 from .square import SquareAttack, SquareConfig
@@ -32,6 +33,8 @@ __all__ = [
     "ParsimoniousConfig",
     "QLAttack",
     "QLConfig",
+    "RaySAttack",
+    "RaySConfig",
     "SimBAAttack",
     "SimBAConfig",
     "SquareAttack",

@@ -47,6 +47,7 @@ _MODULES = (
     "bbattack.attacks.bandits",
     "bbattack.attacks.parsimonious",
     "bbattack.attacks.simba",
+    "bbattack.attacks.rays",
     "bbattack.baselines",
 )
 
@@ -179,12 +180,15 @@ def build(name: str, **config: Any) -> Runnable:
     return out
 
 
-def default_attack(threat: str) -> AttackInfo:
-    """The attack a threat model (ql, pi, lo) uses when none is named."""
-    for info in all_attacks().values():
-        if threat in info.default_for:
-            return info
-    raise UserInputError(f"unknown threat model {threat!r}; choose ql, pi or lo")
+def default_attack(threat: str, untargeted: bool = False) -> AttackInfo:
+    """The attack a threat model (ql, pi, lo) uses when none is named, for the goal: the first
+    registered default of that threat model that can run the goal (or, failing that, the
+    first default at all, whose refusal then says what the goal needs)."""
+    defaults = [i for i in all_attacks().values() if threat in i.default_for]
+    if not defaults:
+        raise UserInputError(f"unknown threat model {threat!r}; choose ql, pi or lo")
+    fits = [i for i in defaults if (i.untargeted if untargeted else i.targeted)]
+    return (fits or defaults)[0]
 
 
 def view_refusal(info: AttackInfo, view: View, norm: str | None = None) -> str | None:

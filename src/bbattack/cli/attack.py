@@ -106,7 +106,11 @@ class AttackJob:
 
 def _check_job(job: AttackJob) -> registry.AttackInfo:
     """Every check that needs no file and no query; returns the attack to run."""
-    info = registry.get(job.attack) if job.attack else registry.default_attack(job.threat.value)
+    info = (
+        registry.get(job.attack)
+        if job.attack
+        else registry.default_attack(job.threat.value, job.untargeted)
+    )
     try:
         make_ball(job.norm, job.eps)
     except UserInputError as e:

@@ -39,6 +39,8 @@ class QueryKind(StrEnum):
     LINE_SEARCH = "line_search"  # step proposals
     SUCCESS_CHECK = "success_check"  # checking the new iterate
     NOISE = "noise"  # label-only proxy-score samples
+    PROBE = "probe"  # decision-based: a direction checked at the best radius, gradient probes
+    BINARY_SEARCH = "binary_search"  # decision-based: the search for the boundary on a ray
     FINAL = "final"  # verification of the saved 8-bit image
 
 
