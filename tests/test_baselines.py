@@ -653,3 +653,19 @@ def test_a_library_that_asks_a_nan_image_ends_that_image_with_peer_error(
     assert {r.stop_reason for r in res.images} == {"peer_error"}
     # the clean check and the final verification only: the NaN image was never charged
     assert oracle.total_queries == 2 * len(task.x)
+
+
+def test_hsj_untargeted_needs_no_start_image(digits_torch: TorchClassifier, task: Task) -> None:
+    """Untargeted, ART's HopSkipJump draws its own noise start; every one of its queries is
+    counted, and success is judged by our goal on the saved image."""
+    oracle = Oracle(digits_torch, Label(), max_queries=600)
+    res = make("art-hsj", eps=0.3).run(oracle, task.x, None, seed=0)
+    clean = digits_torch(task.x).argmax(axis=1)
+    top1 = digits_torch(res.x_adv).argmax(axis=1)
+    linf = np.abs(res.x_adv - task.x).reshape(len(task.x), -1).max(axis=1)
+    for i, r in enumerate(res.images):
+        assert r.target is None
+        assert r.queries <= 600
+        assert sum(r.queries_by_kind.values()) == r.queries
+        assert r.success == bool(top1[i] != clean[i] and linf[i] <= 0.3 + 1e-6)
+    assert res.success.mean() >= 0.5

@@ -6,6 +6,7 @@ from .base import Attack, AttackConfig, AttackState, StepInfo
 from .goals import Goal
 from .parsimonious import ParsimoniousAttack, ParsimoniousConfig
 from .partial import LOAttack, LOConfig, PIAttack, PIConfig
+from .pi_square import PISquareAttack, PISquareConfig
 from .ql import QLAttack, QLConfig
 from .rays import RaySAttack, RaySConfig
 from .registry import AttackInfo, Paper, all_attacks, default_attack, get, register
@@ -28,6 +29,8 @@ __all__ = [
     "LinfBall",
     "PIAttack",
     "PIConfig",
+    "PISquareAttack",
+    "PISquareConfig",
     "Paper",
     "ParsimoniousAttack",
     "ParsimoniousConfig",

@@ -7,8 +7,6 @@ import torch
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..errors import StartImageError
-from ..images import start_candidates
 from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
 from ._nes import (
     NESConfig,
@@ -18,6 +16,7 @@ from ._nes import (
     nes_gradient,
     plateau_update,
 )
+from ._start import check_start, find_start_images
 from .base import Attack, AttackState, FloatArray, IntArray
 from .ql import ILYAS_2018
 from .registry import register
@@ -74,9 +73,9 @@ class _Shrinking(Attack[ShrinkConfig]):
         need = rows[~already]
         if len(need):
             starts = (
-                self.find_start_images(oracle, state, need)
+                find_start_images(self, oracle, state, need)
                 if start is None
-                else self._check_start(oracle, state, need, start[need])
+                else check_start(self, oracle, state, need, start[need], self.record)
             )
             box = np.full(len(need), cfg.starting_eps)
             state.x[need] = state.ball.project(starts, state.x0[need], box, oracle.bounds)
@@ -87,53 +86,6 @@ class _Shrinking(Attack[ShrinkConfig]):
         state.extra["stalls"] = np.zeros(n, dtype=np.int64)
         init_momentum_plateau(state, cfg.plateau_length)
         self.mark_success(oracle, state, rows, already, state.extra["t0"])
-
-    def _check_start(
-        self, oracle: Oracle, state: AttackState, rows: IntArray, start: FloatArray
-    ) -> FloatArray:
-        if not self.can_pay(oracle, state, rows, 1).all():
-            raise StartImageError(
-                "the budget cannot pay the start image's check and keep the final verification"
-            )
-        obs = oracle.query(np.clip(start, *oracle.bounds), state.ids[rows], QueryKind.INIT)
-        bad = obs.rank_of(state.target[rows]) < 0
-        if bad.any():
-            k = oracle.view.k or oracle.num_classes
-            raise StartImageError(
-                f"the start image is not in the model's top-{k} for the target class "
-                f"(image {int(rows[bad][0])}); give a start image the model labels as the target"
-            )
-        self.record(obs, state, rows)
-        return start
-
-    def find_start_images(self, oracle: Oracle, state: AttackState, rows: IntArray) -> FloatArray:
-        """Find, among the bundled photos, a start image the oracle puts in the target's top-k.
-
-        Each candidate is a counted INIT query charged to the image that needs it.
-        """
-        cands = start_candidates(oracle.input_shape)
-        need = len(rows) * len(cands)
-        ok = self.can_pay(oracle, state, rows, len(cands))
-        if not ok.all():
-            raise StartImageError(
-                f"searching {len(cands)} bundled photos for a start image needs "
-                f"{need} queries; raise the budget or give --start-image"
-            )
-        pts = np.tile(cands, (len(rows), 1, 1, 1))
-        obs = oracle.query(pts, np.repeat(state.ids[rows], len(cands)), QueryKind.INIT)
-        rank = obs.rank_of(np.repeat(state.target[rows], len(cands))).reshape(len(rows), -1)
-        found = (rank >= 0).any(axis=1)
-        if not found.all():
-            cls = int(state.target[rows][~found][0])
-            cname = oracle.class_names.name(cls) if oracle.class_names else str(cls)
-            raise StartImageError(
-                f"no bundled photo is in the model's top-{oracle.view.k or oracle.num_classes} for "
-                f"target {cls} ({cname}); give a start image of that class (--start-image)"
-            )
-        # Best rank wins; ties go to the first photo.
-        best = np.where(rank >= 0, rank, np.iinfo(np.int64).max).argmin(axis=1)
-        out: FloatArray = cands[best]
-        return out
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
         cfg = self.config

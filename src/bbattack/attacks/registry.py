@@ -48,6 +48,7 @@ _MODULES = (
     "bbattack.attacks.parsimonious",
     "bbattack.attacks.simba",
     "bbattack.attacks.rays",
+    "bbattack.attacks.pi_square",
     "bbattack.baselines",
 )
 

@@ -48,13 +48,12 @@ class ArtHopSkipJumpConfig(BaselineConfig):
     ),
     views=("labels", "topk", "scores"),
     norms=("linf", "l2"),
-    untargeted=False,
     needs_start=True,
     budget=20_000,
     baseline=True,
 )
 class ArtHopSkipJump(Baseline[ArtHopSkipJumpConfig]):
-    """HopSkipJump (L∞, targeted, decision-based) from the Adversarial Robustness Toolbox 1.20.1.
+    """HopSkipJump (L∞ or L2, decision-based) from the Adversarial Robustness Toolbox 1.20.1.
 
     Paper: Chen, Jordan, Wainwright, "HopSkipJumpAttack: A Query-Efficient Decision-Based
     Attack", IEEE S&P 2020 (arXiv:1904.02144).
@@ -65,8 +64,10 @@ class ArtHopSkipJump(Baseline[ArtHopSkipJumpConfig]):
     towards the source image, shrinking the distance; only an image inside the ε box counts,
     so the run stops at the first in-box image the model labels as the target (checked once
     more as the 8-bit image we save, where it is not on the grid already).
-    Start image: ``start`` (its top-1 must be the target; else StartImageError), or, with none,
-    the first bundled photo whose top-1 is the target (counted INIT queries).
+    Start image (targeted): ``start`` (its top-1 must be the target; else StartImageError), or,
+    with none, the first bundled photo whose top-1 is the target (counted INIT queries).
+    Untargeted, ART draws its own start: uniform noise images until one is misclassified
+    (each a counted query).
     Query cost per step t (from 1): ``min(init_eval·√t, max_eval)`` gradient-estimate queries,
     a binary search (~log₂(1/θ) queries, θ = 0.01/d) and a geometric step-size search (≥ 1).
     Also: 1 clean query of ours, the start check, the library's clean and start predictions,
@@ -121,7 +122,8 @@ class ArtHopSkipJump(Baseline[ArtHopSkipJumpConfig]):
         est_mod = library("art.estimators.classification", "adversarial-robustness-toolbox")
         cfg = self.config
         oracle = tracker.oracle
-        st = self._start(tracker, start)
+        targeted = tracker.target >= 0
+        st = self._start(tracker, start) if targeted else None
 
         class _HSJ(evasion.HopSkipJump):  # type: ignore[misc, name-defined]
             """Charges the gradient-estimate samples as GRADIENT, the searches as LINE_SEARCH."""
@@ -136,15 +138,18 @@ class ArtHopSkipJump(Baseline[ArtHopSkipJumpConfig]):
         atk = _HSJ(
             est,
             batch_size=cfg.batch_size,
-            targeted=True,
+            targeted=targeted,
             norm=np.inf if cfg.norm == "linf" else 2,
             max_iter=cfg.max_iter if cfg.max_iter is not None else UNBOUNDED_ITERS,
             max_eval=cfg.max_eval,
             init_eval=cfg.init_eval,
             verbose=False,
         )
-        adv = atk.generate(
-            x0[None].copy(), y=np.array([tracker.target]), x_adv_init=st[None].copy()
-        )
+        if st is None:  # untargeted: ART's labels are the clean prediction, its start noise
+            adv = atk.generate(x0[None].copy())
+        else:
+            adv = atk.generate(
+                x0[None].copy(), y=np.array([tracker.target]), x_adv_init=st[None].copy()
+            )
         out: FloatArray = np.asarray(adv, dtype=np.float32)[0]
         return out

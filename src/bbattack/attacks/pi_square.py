@@ -1,0 +1,282 @@
+"""PI-Square: the paper's partial-information outer loop (start in the target class, shrink
+the L∞ ball around the source) with Square Attack's random search inside it instead of NES."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from ..oracle import Observation, Oracle, QueryKind, ScoresObservation, TopKObservation
+from ._rand import Streams
+from ._start import check_start, find_start_images
+from ._windows import paper_p, side, window_mask
+from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
+from .ql import ILYAS_2018
+from .registry import register
+
+__all__ = ["PISquareAttack", "PISquareConfig"]
+
+_LEVELS = 255  # radii live on the 8-bit grid: level k is an L∞ radius of k/255
+_START, _RUN = 0, 1  # phases: binary search for the start radius; shrink and repair
+_SHRINK, _REPAIR = 0, 1  # what a run step proposes
+
+
+class PISquareConfig(AttackConfig):
+    """Defaults: measured on EfficientNet-Lite0 (BENCHMARKS.md, "Partial information")."""
+
+    p_init: float = Field(0.05, gt=0.0, le=1.0, description="initial window: fraction of pixels")
+    delta: int = Field(16, ge=1, le=255, description="first ε step, in 8-bit levels")
+    max_delta: int = Field(64, ge=1, le=255, description="largest ε step, in 8-bit levels")
+    patience: int = Field(10, ge=1, description="repair steps before a shrink is tried again")
+    shrink_margin: float = Field(
+        0.0, description="try a shrink at once when log p(target) - log p(best other) exceeds this"
+    )
+
+
+def visible_margin(obs: Observation, target: IntArray) -> NDArray[np.float64]:
+    """log p(target) − log p(strongest other class), from what the view reveals: for a top-k
+    view the unseen classes share at most 1 − Σ(revealed), which bounds the strongest of them
+    (with k = 1 the margin is log p − log(1 − p)). −inf where the target is not revealed."""
+    t = np.asarray(target, np.int64)
+    if isinstance(obs, ScoresObservation):
+        p = obs.probs.astype(np.float64)
+        pt = p[np.arange(len(p)), t]
+        other = np.where(np.arange(p.shape[1])[None, :] == t[:, None], -1.0, p).max(axis=1)
+    elif isinstance(obs, TopKObservation):
+        s = np.where(obs.labels >= 0, obs.scores, 0.0).astype(np.float64)
+        mine = obs.labels == t[:, None]
+        pt = np.where(mine, s, 0.0).sum(axis=1)
+        seen = np.where(mine, 0.0, s).max(axis=1, initial=0.0)
+        other = np.maximum(seen, np.clip(1.0 - s.sum(axis=1), 0.0, 1.0))
+        pt = np.where(mine.any(axis=1), pt, 0.0)
+    else:
+        raise TypeError("PI-Square needs scores: a TopK or Scores view")
+    with np.errstate(divide="ignore"):
+        out = np.log(pt) - np.log(np.maximum(other, 1e-12))
+    return np.asarray(np.where(pt > 0, out, -np.inf))
+
+
+@register(
+    "pi-square",
+    paper=ILYAS_2018,
+    views=("topk", "scores"),
+    norms=("linf",),
+    untargeted=False,
+    needs_start=True,
+    budget=20_000,
+)
+class PISquareAttack(Attack[PISquareConfig]):
+    """PI-Square: start from an image of the target class and shrink the L∞ ball around the
+    source until it reaches ε, keeping the target visible all the way.
+
+    Our attack, built on the outer loop of Ilyas, Engstrom, Athalye, Lin, ICML 2018
+    (arXiv:1804.08598, Alg. 2) with Square Attack's random search (Andriushchenko et al., ECCV
+    2020, arXiv:1912.00049) in place of NES:
+
+    1. a binary search over the radius, on the start image projected into the ball around the
+       source, finds the smallest radius at which the target is still seen (8-bit levels);
+    2. then each step either tries a shrink (project the iterate into a ball ``delta`` levels
+       smaller; kept when the target stays in view, and ``delta`` grows; halved otherwise) or,
+       after a failed shrink, a repair: one Square window at the ball's vertices, kept when
+       the visible margin of the target (``visible_margin``) grows. A shrink is tried again
+       after ``patience`` repairs, or as soon as the margin exceeds ``shrink_margin``.
+
+    Threat model: the top-k labels with scores (``TopK(k)``, k = 1 included: the target's own
+    probability bounds every unseen class). Targeted. Norm: L∞.
+    Query cost per step: 1 per image (a radius probe, a shrink or a repair). Also: 1 clean
+    query, the start image's check (or the bundled-photo search), 1 final check. Every query
+    is the 8-bit image inside its own radius, so the saved image is the one that was seen.
+    """
+
+    config_class = PISquareConfig
+
+    def init_queries(self, start_given: bool) -> int:
+        return 2 if start_given else 1
+
+    def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
+        n = len(state.x)
+        rows = np.arange(n)
+        t0 = state.extra["t0"]
+        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
+        state.orig[:] = obs.top1()
+        already = self.goal_hit(state, obs, rows)
+        k_eps = np.floor(state.eps.astype(np.float64) * _LEVELS + 1e-6).astype(np.int64)
+        state.extra.update(
+            rng=Streams(state.seeds),
+            phase=np.full(n, _START, np.int64),
+            level=np.full(n, _LEVELS, np.int64),  # the iterate's radius
+            k_eps=k_eps,
+            lo=k_eps - 1,  # the start search: below ε nothing more is needed
+            hi=np.full(n, _LEVELS, np.int64),
+            delta=np.full(n, self.config.delta, np.int64),
+            since=np.zeros(n, np.int64),  # repairs since the last shrink try
+            margin=np.full(n, -np.inf),
+            repairs=np.zeros(n, np.int64),  # the window schedule's clock
+            start=np.zeros_like(state.x),
+            n_iters=np.full(n, oracle.max_queries or self.config.max_steps or 20_000, np.int64),
+        )
+        self.mark_success(oracle, state, rows, already, t0)
+        need = rows[~already]
+        if not len(need):
+            return
+        starts = (
+            find_start_images(self, oracle, state, need)
+            if start is None
+            else check_start(self, oracle, state, need, start[need], _record)
+        )
+        ex = state.extra
+        ex["start"][need] = starts
+        dist = np.abs(starts.astype(np.float64) - state.x0[need]).reshape(len(need), -1).max(1)
+        ex["hi"][need] = ex["level"][need] = np.ceil(dist * _LEVELS - 1e-6).astype(np.int64)
+        state.x[need] = state.xq[need] = self._inside(state, need, starts, ex["level"][need])
+        state.eps[need] = ex["level"][need] / _LEVELS
+        # A start already inside ε needs no search (its repairs then seek the top-1).
+        ex["phase"][need] = np.where(ex["hi"][need] - ex["lo"][need] <= 1, _RUN, _START)
+
+    def _inside(
+        self, state: AttackState, rows: IntArray, x: FloatArray, level: IntArray
+    ) -> FloatArray:
+        """``x`` projected into the ball of ``level`` around the source, on the 8-bit grid."""
+        r = level.astype(np.float32) / _LEVELS
+        return self.quantized(state, rows, state.ball.project(x, state.x0[rows], r), r)
+
+    # -- step
+
+    def step(self, oracle: Oracle, state: AttackState) -> None:
+        rows = self.affordable_rows(oracle, state, 1)
+        if not len(rows):
+            return
+        ex = state.extra
+        start = ex["phase"][rows] == _START
+        m = ex["margin"][rows]
+        shrink = ~start & (
+            (ex["since"][rows] >= self.config.patience) | (m > self.config.shrink_margin)
+        )
+        shrink &= ex["level"][rows] > ex["k_eps"][rows]
+        repair = ~start & ~shrink
+        level = ex["level"][rows].copy()
+        cand = np.empty_like(state.x[rows])
+        if start.any():  # a radius probe on the projected start image
+            j = np.flatnonzero(start)
+            r = rows[j]
+            level[j] = (ex["lo"][r] + ex["hi"][r]) // 2
+            cand[j] = self._inside(state, r, ex["start"][r], level[j])
+        if shrink.any():
+            j = np.flatnonzero(shrink)
+            r = rows[j]
+            level[j] = np.maximum(ex["level"][r] - ex["delta"][r], ex["k_eps"][r])
+            cand[j] = self._inside(state, r, state.x[r], level[j])
+        if repair.any():
+            j = np.flatnonzero(repair)
+            cand[j] = self._window(state, rows[j])
+        kinds = np.where(start, 0, 1)
+        obs_margin, hit = self._ask(oracle, state, rows, cand, kinds)
+        seen = np.isfinite(obs_margin)
+        self._after_start(
+            state, rows[start], level[start], seen[start], cand[start], obs_margin[start]
+        )
+        self._after_shrink(
+            state, rows[shrink], level[shrink], seen[shrink], cand[shrink], obs_margin[shrink]
+        )
+        better = repair & seen & (obs_margin > m)
+        b = rows[better]
+        state.x[b] = state.xq[b] = cand[better]
+        ex["margin"][b] = obs_margin[better]
+        ex["since"][rows[repair]] += 1
+        ex["repairs"][rows[repair]] += 1
+        state.loss[rows] = -ex["margin"][rows]
+        # Success: the goal held on a candidate inside ε. Probes and shrinks that showed the
+        # target were kept above; a repair window that won is kept whatever its margin.
+        won = hit & (level <= ex["k_eps"][rows])
+        w = won & repair & ~better
+        state.x[rows[w]] = state.xq[rows[w]] = cand[w]
+        self.mark_success(oracle, state, rows, won, state.extra["t0"])
+
+    def _ask(
+        self,
+        oracle: Oracle,
+        state: AttackState,
+        rows: IntArray,
+        cand: FloatArray,
+        kinds: IntArray,
+    ) -> tuple[NDArray[np.float64], BoolArray]:
+        """Query ``cand`` (one oracle call per query kind); the target's visible margin and
+        whether the goal holds, per row."""
+        margin = np.full(len(rows), -np.inf)
+        hit = np.zeros(len(rows), bool)
+        for code, kind in ((0, QueryKind.BINARY_SEARCH), (1, QueryKind.LINE_SEARCH)):
+            sel = kinds == code
+            if not sel.any():
+                continue
+            r = rows[sel]
+            obs = oracle.query(cand[sel], state.ids[r], kind)
+            margin[sel] = visible_margin(obs, state.target[r])
+            hit[sel] = self.goal_hit(state, obs, r)
+            _record(obs, state, r)
+        return margin, hit
+
+    def _after_start(
+        self,
+        state: AttackState,
+        rows: IntArray,
+        level: IntArray,
+        seen: BoolArray,
+        cand: FloatArray,
+        margin: NDArray[np.float64],
+    ) -> None:
+        ex = state.extra
+        ex["hi"][rows] = np.where(seen, level, ex["hi"][rows])
+        ex["lo"][rows] = np.where(seen, ex["lo"][rows], level)
+        keep = rows[seen]
+        state.x[keep] = state.xq[keep] = cand[seen]
+        ex["level"][keep] = level[seen]
+        ex["margin"][keep] = margin[seen]
+        state.eps[keep] = level[seen] / _LEVELS
+        ended = rows[ex["hi"][rows] - ex["lo"][rows] <= 1]
+        ex["phase"][ended] = _RUN
+        ex["since"][ended] = 0
+
+    def _after_shrink(
+        self,
+        state: AttackState,
+        rows: IntArray,
+        level: IntArray,
+        seen: BoolArray,
+        cand: FloatArray,
+        margin: NDArray[np.float64],
+    ) -> None:
+        ex = state.extra
+        keep, fail = rows[seen], rows[~seen]
+        state.x[keep] = state.xq[keep] = cand[seen]
+        ex["level"][keep] = level[seen]
+        ex["margin"][keep] = margin[seen]
+        state.eps[keep] = level[seen] / _LEVELS
+        ex["delta"][keep] = np.minimum(ex["delta"][keep] * 2, self.config.max_delta)
+        ex["delta"][fail] = np.maximum(ex["delta"][fail] // 2, 1)
+        ex["since"][rows] = 0
+
+    def _window(self, state: AttackState, rows: IntArray) -> FloatArray:
+        """One Square window per row, every channel at a random vertex of the current ball."""
+        ex = state.extra
+        rng: Streams = ex["rng"]
+        ch, h, w = state.x.shape[1:]
+        p = paper_p(self.config.p_init, ex["repairs"][rows], ex["n_iters"][rows])
+        s = side(p, h, w)
+        u = rng.uniform(rows, 2)
+        span = np.stack([h - s + 1, w - s + 1], axis=1)
+        rc = np.minimum((u * span).astype(np.int64), span - 1)
+        up = rng.signs(rows, ch) > 0
+        b, _, i, j = np.nonzero(window_mask(rc[:, 0], rc[:, 1], s, h, w))
+        r = ex["level"][rows].astype(np.float32) / _LEVELS
+        x0 = state.x0[rows]
+        vertex = np.where(up[b], x0[b, :, i, j] + r[b, None], x0[b, :, i, j] - r[b, None])
+        cand = state.x[rows]
+        cand[b, :, i, j] = vertex
+        return self._inside(state, rows, cand, ex["level"][rows])
+
+
+def _record(obs: Observation, state: AttackState, rows: IntArray) -> None:
+    t = state.target[rows]
+    state.target_rank[rows] = obs.rank_of(t)
+    state.target_prob[rows] = obs.score_of(t)
