@@ -565,3 +565,34 @@ def test_a_huge_budget_leaves_nothing_behind(
     assert "budget" in err
     assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == [cfg]
+
+
+def test_only_runs_one_attacks_cases_and_the_rest_resume_later(
+    serial_db: Path, tmp_path: Path
+) -> None:
+    os.environ["PYTHONPATH"] = str(TESTS)
+    cfg = write_grid(tmp_path)
+    db_path = tmp_path / "r.sqlite"
+    assert main(["bench", str(cfg), "--db", str(db_path), "-q", "--only", "pi"]) == 0
+    with BenchDB.open(db_path, create=False, read_only=True) as db:
+        done = {c["attack"] for c in db.cases()}
+        pending = {c["attack"] for c in db.cases(status="pending")}
+        assert done == {"pi"}
+        assert pending == {"ql"}
+        assert db.counts()[0] == 4 * 2 * 2
+    # The rest of the grid, as if run in one go: same results as the unbroken serial run.
+    assert main(["bench", str(cfg), "--db", str(db_path), "-q"]) == 0
+    assert results(db_path) == results(serial_db)
+
+
+def test_only_an_attack_outside_the_grid_is_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.environ["PYTHONPATH"] = str(TESTS)
+    cfg = write_grid(tmp_path)
+    db_path = tmp_path / "r.sqlite"
+    assert main(["bench", str(cfg), "--db", str(db_path), "-q", "--only", "square"]) == 2
+    err = capsys.readouterr().err
+    assert "--only: square not in this grid; it has pi, ql" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not db_path.exists()  # refused before anything was written

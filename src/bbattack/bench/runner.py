@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,10 +152,14 @@ def _versions(cfg: BenchConfig) -> dict[str, str]:
     return out
 
 
-def prepare(config_path: Path, db_path: Path) -> BenchDB:
+def prepare(config_path: Path, db_path: Path, only: Sequence[str] = ()) -> BenchDB:
     """Validate the config, then open the database: create it for a new grid (atomically),
     or check that an existing one holds this same grid. Nothing is written on bad input."""
     cfg, text = load_config(config_path)
+    grid = {a.name for a in cfg.attacks}
+    if unknown := sorted(set(only) - grid):
+        has = ", ".join(sorted(grid))
+        raise UserInputError(f"--only: {', '.join(unknown)} not in this grid; it has {has}")
     if db_path.is_dir():
         raise UserInputError(f"--db {db_path}: is a directory")
     if db_path.exists():
@@ -358,15 +362,19 @@ def run_bench(
     use_ray: bool = False,
     on_case: Callable[[CaseRow, CaseOutcome, BenchSummary], None] | None = None,
     on_start: Callable[[BenchSummary], None] | None = None,
+    only: Sequence[str] = (),
 ) -> BenchSummary:
-    """Run (or resume) the grid in ``config_path``, storing every case in ``db_path``."""
+    """Run (or resume) the grid in ``config_path``, storing every case in ``db_path``.
+    ``only``: run just these attacks' pending cases (the rest stay pending for a later run)."""
     if workers < 1:
         raise UserInputError(f"--workers must be >= 1, got {workers}")
     db_p = Path(db_path)
     if not db_p.parent.is_dir():
         raise UserInputError(f"--db: {db_p.parent} is not a directory")
-    with prepare(Path(config_path), db_p) as db:
+    with prepare(Path(config_path), db_p, only) as db:
         pending = db.pending()
+        if only:
+            pending = [c for c in pending if c.attack in set(only)]
         done, total, ok = db.counts()
         summary = BenchSummary(done, total, ok, 0, 0, 0.0)
         if on_start is not None:

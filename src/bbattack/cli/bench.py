@@ -54,6 +54,12 @@ def bench(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only", help="run only this attack's pending cases (repeatable); the rest wait"
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a benchmark grid: attacks x threat models x eps x budgets x images."""
 
@@ -114,6 +120,7 @@ def bench(
                 ray_address=ray or "local",
                 on_start=on_start,
                 on_case=on_case,
+                only=tuple(only or ()),
             )
         except KeyboardInterrupt:
             progress.stop()
