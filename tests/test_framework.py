@@ -53,7 +53,8 @@ def test_the_registry_lists_ours_and_the_baselines_with_what_they_declare() -> N
         assert "Query cost" in info.cls.__doc__
     assert not table["ql"].baseline
     assert table["ta-square"].baseline
-    assert [registry.default_attack(t).name for t in ("ql", "pi", "lo")] == ["square", "pi", "lo"]
+    targeted = [registry.default_attack(t).name for t in ("ql", "pi", "lo")]
+    assert targeted == ["square", "pi-square", "lo"]
     # Untargeted, the label-only threat models run RayS (the paper's PI and LO are targeted).
     untargeted = [registry.default_attack(t, untargeted=True).name for t in ("ql", "pi", "lo")]
     assert untargeted == ["square", "rays", "rays"]

@@ -181,7 +181,6 @@ class _Shrinking(Attack[ShrinkConfig]):
     untargeted=False,
     needs_start=True,
     budget=100_000,
-    default_for=("pi",),
 )
 class PIAttack(_Shrinking):
     """Partial-information attack: top-k labels with scores.

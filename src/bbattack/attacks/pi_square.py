@@ -67,6 +67,7 @@ def visible_margin(obs: Observation, target: IntArray) -> NDArray[np.float64]:
     untargeted=False,
     needs_start=True,
     budget=20_000,
+    default_for=("pi",),
 )
 class PISquareAttack(Attack[PISquareConfig]):
     """PI-Square: start from an image of the target class and shrink the L∞ ball around the
