@@ -453,21 +453,31 @@ def test_ours_against_the_best_peer_of_the_same_grid_point() -> None:
     from bbattack.bench.summary import versus_peers
 
     def cases(attack: str, qs: list[int | None], eps: float = 0.05) -> list[dict[str, object]]:
-        base = {"threat": "ql", "k": 0, "attack": attack, "eps": eps, "budget": 1000}
+        base = {"threat": "ql", "k": 0, "attack": attack, "eps": eps, "budget": 1000, "seed": 0}
         return [
-            {**base, "success": q is not None, "queries": q or 1000, "queries_at_success": q}
-            for q in qs
+            {
+                **base,
+                "image": f"photo{i}",
+                "target_id": 7,
+                "success": q is not None,
+                "queries": q or 1000,
+                "queries_at_success": q,
+            }
+            for i, q in enumerate(qs)
         ]
 
-    rows = summarise(
+    (p,) = versus_peers(
         cases("square", [100, 200, 300])
         + cases("ta-square", [400, 500, 600])  # all succeed: the best peer
         + cases("art-square", [50, None, None])  # fewer queries, but 1 of 3 succeed
         + cases("ql", [900], eps=0.1)  # no peer at ε = 0.1
     )
-    (p,) = versus_peers(rows)
     assert (p.ours.attack, p.peer.attack) == ("square", "ta-square")
     assert p.ratio == pytest.approx(200 / 500)
+    # A peer that finished only some cases is compared on those cases alone.
+    (p,) = versus_peers(cases("square", [100, 200, 300, 4000]) + cases("ta-square", [150, 250]))
+    assert (p.ours.n, p.peer.n) == (2, 2)
+    assert (p.ours.median_queries, p.peer.median_queries) == (150, 200)
 
 
 def test_markdown_has_the_peer_table(markdown: str) -> None:

@@ -33,7 +33,6 @@ from .summary import (
     _PAPER_NOTE,
     CASE_COLUMNS,
     Case,
-    SummaryRow,
     _case_cells,
     _eps,
     _float,
@@ -159,11 +158,11 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: set
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
-def _md_peers(rows: Sequence[SummaryRow]) -> list[str]:
-    """Our attacks against the best peer at each grid point; nothing when no grid point has
-    both."""
+def _md_peers(cases: Sequence[Case]) -> list[str]:
+    """Our attacks against the best peer at each grid point, on the cases both finished;
+    nothing when no grid point has both."""
     body = []
-    for p in versus_peers(rows):
+    for p in versus_peers(cases):
         o, b = p.ours, p.peer
         ratio = "—" if p.ratio is None else f"{p.ratio:.2f}"
         body.append(
@@ -191,8 +190,9 @@ def _md_peers(rows: Sequence[SummaryRow]) -> list[str]:
         "",
         _md_table(header, body, {1, 2, 4, 5, 6, 8, 9, 10, 11}),
         "",
-        "Best peer: the baseline with the highest success rate at the grid point, then the "
-        "lowest median. Median ratio: our median queries over the peer's (below 1: fewer).",
+        "Both sides are counted over the cases both have finished (same image, target and "
+        "seed). Best peer: the baseline with the highest success rate there, then the lowest "
+        "median. Median ratio: our median queries over the peer's (below 1: fewer).",
         "",
     ]
 
@@ -231,7 +231,7 @@ def render_markdown(db: BenchDB) -> str:
         "Targeted L∞ unless the threat model says otherwise; queries over successful cases "
         f"only. Rows in italics are the paper's, not ours: {_md(_PAPER_NOTE)}",
         "",
-        *_md_peers(summarise(cases)),
+        *_md_peers(cases),
         "#### All finished cases",
         "",
         _md_table(

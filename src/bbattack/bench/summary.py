@@ -162,8 +162,10 @@ def summarise(cases: Iterable[Case]) -> list[SummaryRow]:
 @dataclass(frozen=True)
 class PeerRow:
     """One of our attacks against the best baseline at the same grid point (same threat, k,
-    norm, goal, ε and budget, hence the same cases). The best peer has the highest success
-    rate, then the lowest median. ``ratio``: our median over the peer's (< 1: fewer queries)."""
+    norm, goal, ε and budget), both summarised over the cases *both* have finished (same
+    image, target and seed), so a partly run grid compares like with like. The best peer has
+    the highest success rate, then the lowest median. ``ratio``: our median over the peer's
+    (< 1: fewer queries)."""
 
     ours: SummaryRow
     peer: SummaryRow
@@ -174,32 +176,45 @@ class PeerRow:
         return a / b if a is not None and b else None
 
 
-def versus_peers(rows: Sequence[SummaryRow]) -> list[PeerRow]:
-    """Our attacks' rows, each with the best baseline row of its grid point (where there is
-    one), in report order."""
+def versus_peers(cases: Iterable[Case]) -> list[PeerRow]:
+    """Our attacks' rows, each with the best baseline of its grid point on the cases both
+    finished (where there is one), in report order."""
     from ..attacks import registry
 
     table = registry.all_attacks()
+    by: dict[tuple[Any, ...], dict[str, dict[tuple[Any, ...], Case]]] = defaultdict(dict)
+    for c in _done(cases):
+        point = (c["threat"], c["k"], c.get("norm") or "linf", _goal(c), c["eps"], c["budget"])
+        key = (c.get("image"), c.get("target_id"), c.get("seed"))
+        by[point].setdefault(c["attack"], {})[key] = c
 
-    def point(r: SummaryRow) -> tuple[Any, ...]:
-        return (r.threat, r.k, r.norm, r.goal, r.eps, r.budget)
-
-    def baseline(r: SummaryRow) -> bool:
-        info = table.get(r.attack)
+    def baseline(attack: str) -> bool:
+        info = table.get(attack)
         return info is not None and info.baseline
 
     def strength(r: SummaryRow) -> tuple[float, float]:
         return (-r.success_rate, r.median_queries if r.median_queries is not None else 1e300)
 
-    peers: dict[tuple[Any, ...], list[SummaryRow]] = defaultdict(list)
-    for r in rows:
-        if baseline(r):
-            peers[point(r)].append(r)
-    return [
-        PeerRow(r, min(peers[point(r)], key=strength))
-        for r in rows
-        if not baseline(r) and peers.get(point(r))
-    ]
+    out: list[tuple[SummaryRow, SummaryRow]] = []
+    for attacks in by.values():
+        for name, mine in attacks.items():
+            if baseline(name):
+                continue
+            pairs = []
+            for peer, theirs in attacks.items():
+                common = [k for k in mine if k in theirs]
+                if baseline(peer) and common:
+                    (o,) = summarise(mine[k] for k in common)
+                    (b,) = summarise(theirs[k] for k in common)
+                    pairs.append((o, b))
+            if pairs:
+                out.append(min(pairs, key=lambda ob: strength(ob[1])))
+    out.sort(key=lambda ob: _row_order(ob[0]))
+    return [PeerRow(o, b) for o, b in out]
+
+
+def _row_order(r: SummaryRow) -> tuple[Any, ...]:
+    return (_threat_key(r.threat), r.k, r.norm, r.goal, _attack_key(r.attack), r.eps, r.budget)
 
 
 def pick_samples(cases: Sequence[Case], n: int) -> list[Case]:
