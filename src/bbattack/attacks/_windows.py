@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["bumps", "paper_p", "side", "window_mask"]
+from ._rand import Streams
+
+__all__ = ["bumps", "paper_p", "positions", "side", "window_mask"]
 
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
@@ -29,6 +31,13 @@ def side(p: NDArray[np.float64], h: int, w: int, least: int = 1) -> IntArray:
     """Window side for a fraction ``p`` of the image's pixels, in [least, min(h, w) − 1]."""
     s = np.rint(np.sqrt(p * h * w)).astype(np.int64)
     return np.clip(s, min(least, min(h, w) - 1), max(min(h, w) - 1, 1))
+
+
+def positions(rng: Streams, rows: IntArray, s: IntArray, h: int, w: int) -> IntArray:
+    """(m, 2) top-left corners of s×s windows, uniform over the image (one draw per row)."""
+    u = rng.uniform(rows, 2)
+    hi = np.stack([h - s + 1, w - s + 1], axis=1)
+    return np.minimum((u * hi).astype(np.int64), hi - 1)
 
 
 def window_mask(r: IntArray, c: IntArray, s: IntArray, h: int, w: int) -> BoolArray:

@@ -10,7 +10,7 @@ from pydantic import Field
 from ..oracle import Observation, Oracle, QueryKind, ScoresObservation, TopKObservation
 from ._rand import Streams
 from ._start import check_start, find_start_images
-from ._windows import paper_p, side, window_mask
+from ._windows import paper_p, positions, side, window_mask
 from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
 from .ql import ILYAS_2018
 from .registry import register
@@ -231,11 +231,7 @@ class PISquareAttack(Attack[PISquareConfig]):
         ex = state.extra
         ex["hi"][rows] = np.where(seen, level, ex["hi"][rows])
         ex["lo"][rows] = np.where(seen, ex["lo"][rows], level)
-        keep = rows[seen]
-        state.x[keep] = state.xq[keep] = cand[seen]
-        ex["level"][keep] = level[seen]
-        ex["margin"][keep] = margin[seen]
-        state.eps[keep] = level[seen] / _LEVELS
+        _keep(state, rows[seen], cand[seen], level[seen], margin[seen])
         ended = rows[ex["hi"][rows] - ex["lo"][rows] <= 1]
         ex["phase"][ended] = _RUN
         ex["since"][ended] = 0
@@ -251,10 +247,7 @@ class PISquareAttack(Attack[PISquareConfig]):
     ) -> None:
         ex = state.extra
         keep, fail = rows[seen], rows[~seen]
-        state.x[keep] = state.xq[keep] = cand[seen]
-        ex["level"][keep] = level[seen]
-        ex["margin"][keep] = margin[seen]
-        state.eps[keep] = level[seen] / _LEVELS
+        _keep(state, keep, cand[seen], level[seen], margin[seen])
         ex["delta"][keep] = np.minimum(ex["delta"][keep] * 2, self.config.max_delta)
         ex["delta"][fail] = np.maximum(ex["delta"][fail] // 2, 1)
         ex["since"][rows] = 0
@@ -266,9 +259,7 @@ class PISquareAttack(Attack[PISquareConfig]):
         ch, h, w = state.x.shape[1:]
         p = paper_p(self.config.p_init, ex["repairs"][rows], ex["n_iters"][rows])
         s = side(p, h, w)
-        u = rng.uniform(rows, 2)
-        span = np.stack([h - s + 1, w - s + 1], axis=1)
-        rc = np.minimum((u * span).astype(np.int64), span - 1)
+        rc = positions(rng, rows, s, h, w)
         up = rng.signs(rows, ch) > 0
         b, _, i, j = np.nonzero(window_mask(rc[:, 0], rc[:, 1], s, h, w))
         r = ex["level"][rows].astype(np.float32) / _LEVELS
@@ -277,6 +268,20 @@ class PISquareAttack(Attack[PISquareConfig]):
         cand = state.x[rows]
         cand[b, :, i, j] = vertex
         return self._inside(state, rows, cand, ex["level"][rows])
+
+
+def _keep(
+    state: AttackState,
+    rows: IntArray,
+    x: FloatArray,
+    level: IntArray,
+    margin: NDArray[np.float64],
+) -> None:
+    """Make ``x`` (seen at radius ``level``, with ``margin``) the iterate of ``rows``."""
+    state.x[rows] = state.xq[rows] = x
+    state.extra["level"][rows] = level
+    state.extra["margin"][rows] = margin
+    state.eps[rows] = level / _LEVELS
 
 
 def _record(obs: Observation, state: AttackState, rows: IntArray) -> None:

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from ..oracle import Oracle, QueryKind, ScoresObservation
 from ._losses import Loss, goal_loss
 from ._rand import Streams
-from ._windows import bumps, paper_p, side, window_mask
+from ._windows import bumps, paper_p, positions, side, window_mask
 from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
 from .registry import Paper, register
 
@@ -206,7 +206,7 @@ class SquareAttack(Attack[SquareConfig]):
         self, state: AttackState, rows: IntArray, rng: Streams, s: IntArray, h: int, w: int
     ) -> FloatArray:
         ch = state.x.shape[1]
-        rc = _positions(rng, rows, s, h, w)
+        rc = positions(rng, rows, s, h, w)
         up = rng.signs(rows, ch) > 0  # (m, ch)
         # Only the window's pixels change: index them rather than rewrite whole images.
         b, _, i, j = np.nonzero(window_mask(rc[:, 0], rc[:, 1], s, h, w))
@@ -234,8 +234,8 @@ class SquareAttack(Attack[SquareConfig]):
         x0 = state.x0[rows].astype(np.float64)
         delta = state.x[rows].astype(np.float64) - x0
         eps = state.eps[rows].astype(np.float64)
-        rc1 = _positions(rng, rows, s, h, w)
-        rc2 = _positions(rng, rows, s, h, w)
+        rc1 = positions(rng, rows, s, h, w)
+        rc2 = positions(rng, rows, s, h, w)
         flip = rng.uniform(rows, 1)[:, 0] < 0.5
         w1 = window_mask(rc1[:, 0], rc1[:, 1], s, h, w)
         w2 = window_mask(rc2[:, 0], rc2[:, 1], s, h, w) & ~w1
@@ -251,13 +251,6 @@ class SquareAttack(Attack[SquareConfig]):
         d = np.where(w1, new, np.where(w2, 0.0, delta))
         x = np.clip(x0 + d, 0.0, 1.0).astype(np.float32)
         return self.quantized(state, rows, x, state.eps[rows])
-
-
-def _positions(rng: Streams, rows: IntArray, s: IntArray, h: int, w: int) -> IntArray:
-    """(m, 2) top-left corners of s×s windows, uniform over the image."""
-    u = rng.uniform(rows, 2)
-    hi = np.stack([h - s + 1, w - s + 1], axis=1)
-    return np.minimum((u * hi).astype(np.int64), hi - 1)
 
 
 def _sq(a: NDArray[np.float64]) -> NDArray[np.float64]:
