@@ -46,6 +46,7 @@ KIND_KEYS = {
     "noise",
     "probe",
     "binary_search",
+    "transfer",
     "final",
 }
 

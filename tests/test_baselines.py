@@ -57,6 +57,7 @@ KIND_KEYS = {
     "noise",
     "probe",
     "binary_search",
+    "transfer",
     "final",
 }
 BASELINES = {n: i.cls for n, i in registry.all_attacks().items() if i.baseline}

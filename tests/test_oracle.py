@@ -215,6 +215,7 @@ def test_counts_are_exact_per_kind() -> None:
         "noise": 0,
         "probe": 0,
         "binary_search": 0,
+        "transfer": 0,
         "final": 0,
     }
     assert oracle.queries_by_kind(1) == {
@@ -225,6 +226,7 @@ def test_counts_are_exact_per_kind() -> None:
         "noise": 7,
         "probe": 0,
         "binary_search": 0,
+        "transfer": 0,
         "final": 0,
     }
     assert oracle.queries_by_kind(2) == {
@@ -235,6 +237,7 @@ def test_counts_are_exact_per_kind() -> None:
         "noise": 0,
         "probe": 0,
         "binary_search": 0,
+        "transfer": 0,
         "final": 1,
     }
     assert oracle.queries(ids).tolist() == [13, 11, 8]

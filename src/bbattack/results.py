@@ -87,6 +87,7 @@ class AttackResult:
     images: list[ImageResult]
     x_adv: NDArray[np.float32]  # (N, C, H, W), on the 8-bit grid
     trace: list[StepRecord] = field(default_factory=list)
+    surrogates: list[dict[str, Any]] = field(default_factory=list)  # name, family, weights
 
     @property
     def success(self) -> NDArray[np.bool_]:
@@ -100,6 +101,8 @@ class AttackResult:
         """One image's result merged with the run's config: the schema of result.json."""
         d = self.images[i].model_dump(mode="json")
         d.update({"attack": self.attack, "threat": self.threat, "config": self.config})
+        if self.surrogates:
+            d["surrogates"] = self.surrogates
         return d
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +111,7 @@ class AttackResult:
             "threat": self.threat,
             "config": self.config,
             "success_rate": self.success_rate,
+            **({"surrogates": self.surrogates} if self.surrogates else {}),
             "images": [r.model_dump(mode="json") for r in self.images],
         }
 

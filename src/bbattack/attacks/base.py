@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..errors import TargetUnavailable
 from ..oracle import Observation, Oracle, ScoresObservation
 from ..results import AttackResult, StepRecord
+from ..surrogates import Surrogate
 from .balls import Ball, LinfBall, Norm, make_ball
-from .checks import check_budget, check_run, run_inputs, with_overrides
+from .checks import check_budget, check_run, check_surrogates, run_inputs, with_overrides
 from .finish import Ending, finish
 from .goals import Goal, Within
 from .registry import AttackInfo
@@ -205,6 +206,7 @@ class Attack(ABC, Generic[C]):
         start: NDArray[np.floating] | None = None,
         success: Within = "top1",
         on_step: Callable[[StepInfo], None] | None = None,
+        surrogates: Sequence[Surrogate] = (),
     ) -> AttackResult:
         """Attack a batch of images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
 
@@ -217,9 +219,12 @@ class Attack(ABC, Generic[C]):
             success: ``top1`` (the target is the top label) or ``topk`` (anywhere in what the
                 view reveals); untargeted: the top label is not the clean one.
             on_step: called after every outer iteration.
+            surrogates: local models for a surrogate-guided attack: free, never the target
+                (see :func:`bbattack.surrogates.resolve_surrogates`).
         """
         goal = Goal(success)
         check_run(self.info, oracle, self.config.norm, target is None, success)
+        check_surrogates(self.info, surrogates)
         xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.info.untargeted)
         n = len(xb)
         check_budget(
@@ -254,7 +259,7 @@ class Attack(ABC, Generic[C]):
             finished_at=np.zeros(n),
             goal=goal,
             ball=self.config.ball(),
-            extra={"t0": t0},
+            extra={"t0": t0, "surrogates": tuple(surrogates)},
         )
         try:
             self.init(oracle, state, st)
@@ -317,6 +322,9 @@ class Attack(ABC, Generic[C]):
             images=images,
             x_adv=xq,
             trace=trace,
+            surrogates=[
+                {"name": s.name, "family": s.family, "weights": s.weights_id} for s in surrogates
+            ],
         )
 
 

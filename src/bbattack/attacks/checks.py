@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from ..errors import UserInputError, ViewRefused
 from ..oracle import NO_LIMIT, Oracle
 from .goals import Within
-from .registry import AttackInfo, view_refusal
+from .registry import AttackInfo, all_attacks, view_refusal
 
-__all__ = ["check_budget", "check_run", "run_inputs", "with_overrides"]
+__all__ = ["check_budget", "check_run", "check_surrogates", "run_inputs", "with_overrides"]
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
@@ -37,6 +37,18 @@ def check_run(
         raise UserInputError(f"{info.name} is an untargeted attack: give no target")
     if success == "topk" and oracle.view.kind == "scores":
         raise UserInputError("top-k success needs a top-k or label view (pi or lo)")
+
+
+def check_surrogates(info: AttackInfo, surrogates: Sequence[Any]) -> None:
+    """A surrogate-guided attack needs surrogates; any other attack takes none (a surrogate it
+    would ignore is a mistake, not a no-op)."""
+    if info.uses_surrogate and not surrogates:
+        raise UserInputError(f"{info.name} is surrogate-guided: give --surrogate NAME")
+    if surrogates and not info.uses_surrogate:
+        raise UserInputError(
+            f"{info.name} does not use surrogates; surrogate-guided attacks: "
+            + ", ".join(i.name for i in all_attacks().values() if i.uses_surrogate)
+        )
 
 
 def with_overrides(

@@ -49,6 +49,7 @@ _MODULES = (
     "bbattack.attacks.simba",
     "bbattack.attacks.rays",
     "bbattack.attacks.pi_square",
+    "bbattack.attacks.transfer",
     "bbattack.baselines",
 )
 
@@ -107,6 +108,7 @@ class Runnable(Protocol):
         start: NDArray[np.floating] | None = None,
         success: Literal["top1", "topk"] = "top1",
         on_step: Callable[[Any], None] | None = None,
+        surrogates: Sequence[Any] = (),
     ) -> AttackResult: ...
 
 
@@ -181,13 +183,20 @@ def build(name: str, **config: Any) -> Runnable:
     return out
 
 
-def default_attack(threat: str, untargeted: bool = False) -> AttackInfo:
+def default_attack(threat: str, untargeted: bool = False, surrogate: bool = False) -> AttackInfo:
     """The attack a threat model (ql, pi, lo) uses when none is named, for the goal: the first
     registered default of that threat model that can run the goal (or, failing that, the
-    first default at all, whose refusal then says what the goal needs)."""
-    defaults = [i for i in all_attacks().values() if threat in i.default_for]
-    if not defaults:
+    first default at all, whose refusal then says what the goal needs). With ``surrogate``:
+    the first surrogate-guided attack that works under the threat model's view."""
+    if threat not in THREAT_VIEWS:
         raise UserInputError(f"unknown threat model {threat!r}; choose ql, pi or lo")
+    table = all_attacks().values()
+    if surrogate:
+        guided = [i for i in table if i.uses_surrogate and THREAT_VIEWS[threat] in i.views]
+        fits = [i for i in guided if (i.untargeted if untargeted else i.targeted)]
+        if fits or guided:
+            return (fits or guided)[0]
+    defaults = [i for i in table if threat in i.default_for]
     fits = [i for i in defaults if (i.untargeted if untargeted else i.targeted)]
     return (fits or defaults)[0]
 

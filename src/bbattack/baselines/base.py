@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..attacks.balls import Ball, Norm, make_ball
 from ..attacks.base import StepInfo
-from ..attacks.checks import check_budget, check_run, run_inputs, with_overrides
+from ..attacks.checks import (
+    check_budget,
+    check_run,
+    check_surrogates,
+    run_inputs,
+    with_overrides,
+)
 from ..attacks.finish import Ending, finish
 from ..attacks.goals import Goal, Within
 from ..attacks.registry import AttackInfo
@@ -152,6 +158,7 @@ class Baseline(ABC, Generic[C]):
         start: NDArray[np.floating] | None = None,
         success: Within = "top1",
         on_step: Callable[[StepInfo], None] | None = None,
+        surrogates: Sequence[Any] = (),
     ) -> AttackResult:
         """Attack images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
 
@@ -161,6 +168,7 @@ class Baseline(ABC, Generic[C]):
         """
         goal = Goal(success)
         check_run(self.info, oracle, self.config.norm, target is None, success)
+        check_surrogates(self.info, surrogates)
         self._require()
         xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.info.untargeted)
         n = len(xb)

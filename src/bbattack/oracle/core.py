@@ -41,6 +41,7 @@ class QueryKind(StrEnum):
     NOISE = "noise"  # label-only proxy-score samples
     PROBE = "probe"  # decision-based: a direction checked at the best radius, gradient probes
     BINARY_SEARCH = "binary_search"  # decision-based: the search for the boundary on a ray
+    TRANSFER = "transfer"  # surrogate-guided: a candidate crafted on the surrogates
     FINAL = "final"  # verification of the saved 8-bit image
 
 

@@ -1,0 +1,137 @@
+"""Surrogates: local differentiable models that guide an attack for free.
+
+A surrogate is handed to an attack beside the oracle, never through it, and costs no queries.
+It sees the target's input (224×224 RGB in [0, 1]) and applies its own normalisation and input
+size. A surrogate with the target's weights is refused: it would be a white-box attack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import zoo
+from .errors import UserInputError
+from .models import Classifier, TorchClassifier, builtin_classifier
+
+__all__ = ["Surrogate", "as_surrogate", "load_surrogate", "resolve_surrogates", "surrogate_block"]
+
+
+@dataclass(frozen=True, eq=False)
+class Surrogate:
+    """A torch module from [0, 1] images (N, C, H, W) at the target's input size to logits."""
+
+    name: str
+    module: Any
+    family: str | None
+    weights_id: str
+
+    def logits(self, x: Any) -> Any:
+        return self.module(x)
+
+
+def as_surrogate(obj: Any, name: str | None = None) -> Surrogate:
+    """A Surrogate from a Surrogate, a TorchClassifier (its normalisation folded in), or a
+    torch module that takes [0, 1] images and returns logits."""
+    import torch
+
+    if isinstance(obj, Surrogate):
+        return obj
+    if isinstance(obj, TorchClassifier):
+        module = obj.normalized_module()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        wid = obj.weights_id
+        assert wid is not None
+        return Surrogate(name or obj.name, module, obj.family, wid)
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.eval()
+        for p in obj.parameters():
+            p.requires_grad_(False)
+        return Surrogate(name or type(obj).__name__, obj, None, zoo.state_digest(obj))
+    raise UserInputError(
+        f"surrogate {name or obj!r}: expected a torch module, a TorchClassifier or a Surrogate, "
+        f"got {type(obj).__name__}"
+    )
+
+
+def load_surrogate(spec: str) -> Surrogate:
+    """A built-in model by name (``lite1``), or ``module:function`` returning a surrogate."""
+    if ":" not in spec:
+        clf = builtin_classifier(zoo.canonical(spec))
+        return as_surrogate(clf, zoo.builtin(spec).short)
+    mod_name, _, fn_name = spec.partition(":")
+    # A user's factory can fail in any way; it gets one line naming it, not a traceback.
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+        obj = fn()
+    except Exception as e:  # noqa: BLE001
+        raise UserInputError(
+            f"--surrogate {spec}: {type(e).__name__}: {e} (the module must be importable)"
+        ) from None
+    return as_surrogate(obj, spec)
+
+
+def resolve_surrogates(
+    specs: Sequence[str | Any], target: Classifier | None, target_name: str | None = None
+) -> list[Surrogate]:
+    """The surrogates ``specs`` name (``all``: every built-in model except the target), each
+    checked against the target: one with the target's weights is refused."""
+    if target_name is None and target is not None:
+        target_name = target.name
+    tname = target_name if target_name in zoo.BUILTIN else None
+    names: list[str | Any] = []
+    for s in specs:
+        if s == "all":
+            if tname is None and target_name is not None:
+                tname = _builtin_or_none(target_name)
+            names += [m.short for m in zoo.BUILTIN.values() if m.name != tname]
+        else:
+            names.append(s)
+    out = [load_surrogate(s) if isinstance(s, str) else as_surrogate(s) for s in names]
+    target_id = None if target is None else target.weights_id
+    for s, spec in zip(out, names, strict=True):
+        builtin_same = isinstance(spec, str) and ":" not in spec and zoo.canonical(spec) == tname
+        if builtin_same or (target_id is not None and s.weights_id == target_id):
+            raise UserInputError(
+                f"surrogate {s.name} has the target's weights ({s.weights_id}): a surrogate must "
+                "be another model (this would be a white-box attack)"
+            )
+    seen: set[str] = set()
+    for s in out:
+        if s.weights_id in seen:
+            raise UserInputError(f"surrogate {s.name} is given twice")
+        seen.add(s.weights_id)
+    _one_thread_under_load()
+    return out
+
+
+def _builtin_or_none(name: str) -> str | None:
+    try:
+        return zoo.canonical(name)
+    except UserInputError:
+        return None
+
+
+def _one_thread_under_load() -> None:
+    # Bench workers share the cores: two spinning torch threads per worker ran 4-6x slower
+    # (shared/notes/models.md).
+    if os.environ.get("BBATTACK_THREADS"):
+        import torch
+
+        torch.set_num_threads(max(int(os.environ["BBATTACK_THREADS"]), 1))
+
+
+def surrogate_block(surrogates: Sequence[Surrogate], target: Classifier | None) -> dict[str, Any]:
+    """What results record: the surrogates, and whether any is of the target's family."""
+    family = None if target is None else target.family
+    return {
+        "surrogates": [
+            {"name": s.name, "family": s.family, "weights": s.weights_id} for s in surrogates
+        ],
+        "target_family": family,
+        "same_family": any(s.family is not None and s.family == family for s in surrogates),
+    }
