@@ -64,6 +64,37 @@ def digits_torch(digits: Digits) -> TorchClassifier:
     return model
 
 
+def _train_cnn(d: Digits) -> torch.nn.Module:
+    """A small CNN on the same digits: another architecture than the MLP target, as a user's
+    local surrogate is another architecture than a cloud API's model."""
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 4 * 4, 10),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(d.x), torch.from_numpy(d.y)
+    for _ in range(150):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(xt), yt, label_smoothing=0.1)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(digits: Digits) -> TorchClassifier:
+    """The CNN surrogate of the digits MLP (>90% train accuracy, checked)."""
+    model = TorchClassifier(_train_cnn(digits), DIGITS_SHAPE, 10, name="digits-cnn")
+    accuracy = float((model(digits.x).argmax(axis=1) == digits.y).mean())
+    assert accuracy > 0.9, f"the digits CNN did not train (train accuracy {accuracy:.3f})"
+    return model
+
+
 @pytest.fixture(scope="session")
 def small_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bbattack-cache")

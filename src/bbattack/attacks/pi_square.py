@@ -98,12 +98,27 @@ class PISquareAttack(Attack[PISquareConfig]):
         return 2 if start_given else 1
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
-        n = len(state.x)
-        rows = np.arange(n)
+        rows = np.arange(len(state.x))
         t0 = state.extra["t0"]
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
         already = self.goal_hit(state, obs, rows)
+        self.prepare(oracle, state)
+        self.mark_success(oracle, state, rows, already, t0)
+        need = rows[~already]
+        if not len(need):
+            return
+        starts = (
+            find_start_images(self, oracle, state, need)
+            if start is None
+            else check_start(self, oracle, state, need, start[need], _record)
+        )
+        self.begin(state, need, starts)
+
+    def prepare(self, oracle: Oracle, state: AttackState) -> None:
+        """PI-Square's own state (no queries). An attack that hands off to PI-Square calls
+        it, then :meth:`begin` with start images the oracle has shown in the target class."""
+        n = len(state.x)
         k_eps = np.floor(state.eps.astype(np.float64) * _LEVELS + 1e-6).astype(np.int64)
         state.extra.update(
             rng=Streams(state.seeds),
@@ -119,15 +134,10 @@ class PISquareAttack(Attack[PISquareConfig]):
             start=np.zeros_like(state.x),
             n_iters=np.full(n, oracle.max_queries or self.config.max_steps or 20_000, np.int64),
         )
-        self.mark_success(oracle, state, rows, already, t0)
-        need = rows[~already]
-        if not len(need):
-            return
-        starts = (
-            find_start_images(self, oracle, state, need)
-            if start is None
-            else check_start(self, oracle, state, need, start[need], _record)
-        )
+
+    def begin(self, state: AttackState, need: IntArray, starts: FloatArray) -> None:
+        """Start ``need`` from ``starts`` (seen in the target class): the radius search runs
+        between ε and the start's distance from the source."""
         ex = state.extra
         ex["start"][need] = starts
         dist = np.abs(starts.astype(np.float64) - state.x0[need]).reshape(len(need), -1).max(1)

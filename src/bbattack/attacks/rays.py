@@ -67,9 +67,15 @@ class RaySAttack(Attack[RaySConfig]):
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])
+        self.prepare(state)
+
+    def prepare(self, state: AttackState, d: NDArray[np.int8] | None = None) -> None:
+        """RayS's own state (no queries), starting from the sign vector ``d`` (N, dim) where
+        given (a surrogate's direction), else from all +1 as in the paper."""
+        n = len(state.x)
         dim = int(np.prod(state.x.shape[1:]))
         state.extra.update(
-            d=np.ones((n, dim), np.int8),  # the best ray's signs
+            d=np.ones((n, dim), np.int8) if d is None else d.astype(np.int8),  # the best ray
             r=np.full(n, _INF, np.int64),  # its radius in levels
             k_eps=np.floor(state.eps.astype(np.float64) * _LEVELS + 1e-6).astype(np.int64),
             stage=np.zeros(n, np.int64),

@@ -134,14 +134,7 @@ class SquareAttack(Attack[SquareConfig]):
         assert isinstance(obs, ScoresObservation)
         state.orig[:] = obs.top1()
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), t0)
-        rng = Streams(state.seeds)
-        budget = self.config.schedule_queries or _per_image_budget(oracle, self.config.max_steps)
-        state.extra.update(rng=rng, counter=rng.counter, n_iters=np.full(n, budget, np.int64))
-        if self.config.norm == "linf":
-            # The vertices of the ball on the 8-bit grid: every L∞ candidate is made of these.
-            e = state.eps[:, None, None, None]
-            state.extra["hi"] = self.quantized(state, rows, state.x0 + e, state.eps)
-            state.extra["lo"] = self.quantized(state, rows, state.x0 - e, state.eps)
+        rng = self.prepare(oracle, state)
         live = np.flatnonzero(state.active)
         if not len(live):
             return
@@ -156,6 +149,28 @@ class SquareAttack(Attack[SquareConfig]):
         state.loss[live] = loss
         self.track_scores(state, live, obs)
         self.mark_success(oracle, state, live, self.goal_hit(state, obs, live), t0)
+
+    def prepare(self, oracle: Oracle, state: AttackState) -> Streams:
+        """Square's own state (no queries): the noise streams, the p schedule's length and,
+        for L∞, the ball's vertices on the 8-bit grid. An attack that hands off to Square
+        calls it, then sets the iterate and its ``state.loss``."""
+        n = len(state.x)
+        rng = Streams(state.seeds)
+        budget = self.config.schedule_queries or _per_image_budget(oracle, self.config.max_steps)
+        state.extra.update(rng=rng, counter=rng.counter, n_iters=np.full(n, budget, np.int64))
+        if self.config.norm == "linf":
+            # Every L∞ candidate is made of these vertices.
+            rows = np.arange(n)
+            e = state.eps[:, None, None, None]
+            state.extra["hi"] = self.quantized(state, rows, state.x0 + e, state.eps)
+            state.extra["lo"] = self.quantized(state, rows, state.x0 - e, state.eps)
+        return rng
+
+    def loss_of(
+        self, obs: ScoresObservation, state: AttackState, rows: IntArray
+    ) -> NDArray[np.float64]:
+        """Square's loss of ``obs`` (one row per row): what its steps lower."""
+        return np.asarray(self._loss(obs, state, rows), np.float64)
 
     def _l2_start(
         self, state: AttackState, rows: IntArray, rng: Streams, ch: int, h: int, w: int

@@ -1,0 +1,255 @@
+"""The surrogate-guided attack on the digits MLP, with a CNN trained on the same digits as its
+surrogate (another architecture, as a user's local model is against a cloud API): it beats
+the surrogate-free attacks on the same cases, spends exactly the queries it reports, never
+passes its budget, refuses the target as a surrogate, and a batch equals single runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from bbattack import Labels, Oracle, Scores, TopK, TorchClassifier, View
+from bbattack.attacks import registry
+from bbattack.attacks.transfer import TransferAttack
+from bbattack.errors import UserInputError
+from bbattack.surrogates import Surrogate, as_surrogate, resolve_surrogates, surrogate_block
+from support import Digits
+
+FloatArray = NDArray[np.float32]
+IntArray = NDArray[np.int64]
+
+
+@pytest.fixture(scope="module")
+def cases(digits: Digits, digits_torch: TorchClassifier) -> tuple[FloatArray, IntArray, FloatArray]:
+    """16 correctly classified digits, targets (label + 3) % 10, a start image per target."""
+    pred = digits_torch(digits.x).argmax(axis=1)
+    idx = np.flatnonzero(pred == digits.y)[:64:4]
+    target = ((digits.y[idx] + 3) % 10).astype(np.int64)
+    start = digits.x[[int(np.flatnonzero(pred == t)[0]) for t in target]]
+    return digits.x[idx].copy(), target, start.copy()
+
+
+@pytest.fixture(scope="module")
+def cnn(digits_cnn: TorchClassifier, digits_torch: TorchClassifier) -> list[Surrogate]:
+    return resolve_surrogates([digits_cnn], digits_torch)
+
+
+def _median_queries(res: object) -> tuple[int, float]:
+    imgs = res.images  # type: ignore[attr-defined]
+    q = [r.queries_at_success for r in imgs if r.success]
+    return len(q), float(np.median(q)) if q else float("inf")
+
+
+@pytest.mark.parametrize(
+    ("view", "baseline", "targeted"),
+    [(Scores(), "square", True), (TopK(1), "pi-square", True), (Scores(), "square", False)],
+    ids=["ql-targeted", "pi-targeted", "ql-untargeted"],
+)
+def test_the_surrogate_beats_the_surrogate_free_attack_on_the_same_cases(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+    view: View,
+    baseline: str,
+    targeted: bool,
+) -> None:
+    x, target, start = cases
+    t = target if targeted else None
+    s = start if view.kind != "scores" else None
+    free = registry.build(baseline, eps=0.2).run(
+        Oracle(digits_torch, view, max_queries=1_000), x, t, start=s
+    )
+    guided = TransferAttack(eps=0.2).run(
+        Oracle(digits_torch, view, max_queries=1_000), x, t, start=s, surrogates=cnn
+    )
+    n_free, med_free = _median_queries(free)
+    n_guided, med_guided = _median_queries(guided)
+    assert n_guided >= n_free
+    assert med_guided < 0.5 * med_free  # measured: 12 vs 43, 30 vs 110, 2 vs 16.5
+
+
+@pytest.mark.parametrize(
+    ("view", "targeted"),
+    [(Scores(), True), (TopK(1), True), (Labels(1), True), (Labels(1), False), (TopK(2), False)],
+    ids=["ql", "pi", "lo-targeted", "lo-untargeted", "pi-untargeted"],
+)
+def test_the_oracle_saw_exactly_the_queries_reported(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+    view: View,
+    targeted: bool,
+) -> None:
+    x, target, start = cases
+    oracle = Oracle(digits_torch, view, max_queries=300)
+    res = TransferAttack(eps=0.1).run(
+        oracle, x[:6], target[:6] if targeted else None, start=start[:6], surrogates=cnn
+    )
+    assert [r.queries for r in res.images] == oracle.queries().tolist()
+    for r in res.images:
+        assert sum(r.queries_by_kind.values()) == r.queries <= 300
+        assert r.queries_by_kind["transfer"] >= 1  # the surrogates' candidate, checked once
+        assert r.queries_by_kind["final"] == 1
+    hit = digits_torch(res.x_adv).argmax(axis=1)
+    want = hit == target[:6] if targeted else hit != digits_torch(x[:6]).argmax(axis=1)
+    d = np.abs(res.x_adv.astype(np.float64) - x[:6]).reshape(6, -1).max(axis=1)
+    assert [r.success for r in res.images] == (want & (d <= 0.1 + 1e-6)).tolist()
+    assert res.surrogates == [{"name": "digits-cnn", "family": None, "weights": cnn[0].weights_id}]
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(budget=st.integers(2, 60), threat=st.sampled_from(["ql", "pi", "lo"]))
+def test_the_budget_is_never_exceeded(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+    budget: int,
+    threat: str,
+) -> None:
+    x, target, start = cases
+    view = {"ql": Scores(), "pi": TopK(1), "lo": Labels(1)}[threat]
+    oracle = Oracle(digits_torch, view, max_queries=budget)
+    if budget < 3:  # the clean query, the transfer candidate, the final check
+        with pytest.raises(UserInputError):
+            TransferAttack(eps=0.05).run(oracle, x[:3], target[:3], surrogates=cnn)
+        assert oracle.total_queries == 0
+        return
+    res = TransferAttack(eps=0.05, iters=5).run(
+        oracle, x[:3], target[:3], start=start[:3], surrogates=cnn
+    )
+    assert all(r.queries <= budget for r in res.images)
+    assert oracle.queries().tolist() == [r.queries for r in res.images]
+
+
+def test_a_batch_equals_single_runs_and_runs_repeat(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+) -> None:
+    x, target, _ = cases
+    attack = TransferAttack(eps=0.1)
+
+    def run(i: slice) -> object:
+        return attack.run(
+            Oracle(digits_torch, Scores(), max_queries=200),
+            x[i],
+            target[i],
+            seed=list(range(8))[i],
+            surrogates=cnn,
+        )
+
+    batch = run(slice(0, 4))
+    again = run(slice(0, 4))
+    singles = [run(slice(i, i + 1)) for i in range(4)]
+    assert np.array_equal(batch.x_adv, again.x_adv)  # type: ignore[attr-defined]
+    for i, one in enumerate(singles):
+        assert np.array_equal(batch.x_adv[i], one.x_adv[0])  # type: ignore[attr-defined]
+        a, b = batch.images[i], one.images[0]  # type: ignore[attr-defined]
+        assert (a.success, a.queries, a.queries_by_kind) == (
+            b.success,
+            b.queries,
+            b.queries_by_kind,
+        )
+
+
+def test_the_target_itself_is_refused_as_a_surrogate(digits_torch: TorchClassifier) -> None:
+    with pytest.raises(UserInputError, match="target's weights"):
+        resolve_surrogates([digits_torch], digits_torch)
+    # Another wrapper of the same weights is the same model.
+    twin = TorchClassifier(digits_torch.module, (1, 8, 8), 10, mean=0.1, name="twin")
+    with pytest.raises(UserInputError, match="target's weights"):
+        resolve_surrogates([twin], digits_torch)
+    with pytest.raises(UserInputError, match="target's weights"):
+        resolve_surrogates(["lite0"], None, "efficientnet-lite0")
+
+
+def test_surrogates_only_go_to_attacks_that_use_them(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+) -> None:
+    x, target, _ = cases
+    oracle = Oracle(digits_torch, Scores(), max_queries=100)
+    with pytest.raises(UserInputError, match="does not use surrogates"):
+        registry.build("square").run(oracle, x[:1], target[:1], surrogates=cnn)
+    with pytest.raises(UserInputError, match="surrogate-guided"):
+        TransferAttack().run(oracle, x[:1], target[:1])
+    assert oracle.total_queries == 0
+
+
+def test_surrogate_calls_cost_no_queries(
+    digits_torch: TorchClassifier,
+    digits_cnn: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+) -> None:
+    """The surrogate is called many times per candidate; the oracle counts only the target."""
+    calls = {"n": 0}
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            out: torch.Tensor = self.inner(z)
+            return out
+
+    sur = as_surrogate(Counting(digits_cnn.normalized_module()), "counting")
+    x, target, _ = cases
+    oracle = Oracle(digits_torch, Scores(), max_queries=50)
+    res = TransferAttack(eps=0.1, iters=20).run(oracle, x[:2], target[:2], surrogates=[sur])
+    assert calls["n"] >= 20
+    assert oracle.total_queries == sum(r.queries for r in res.images) <= 100
+
+
+def test_results_say_whether_a_surrogate_shares_the_target_family(
+    digits_torch: TorchClassifier, digits_cnn: TorchClassifier
+) -> None:
+    block = surrogate_block(resolve_surrogates([digits_cnn], digits_torch), digits_torch)
+    assert block["same_family"] is False
+    assert block["surrogates"][0]["name"] == "digits-cnn"
+
+
+class _Labels:
+    """A label API stand-in: nothing is asked of it here."""
+
+    input_shape = (3, 8, 8)
+
+    def annotate(self, x: FloatArray) -> list[list[tuple[str, float]]]:
+        raise AssertionError("no query is needed to map labels to classes")
+
+
+def test_label_api_labels_map_to_the_surrogates_imagenet_classes() -> None:
+    from bbattack.attacks._transfer import class_masks
+    from bbattack.targets import LabelTarget
+
+    target = LabelTarget(_Labels())
+    oracle = Oracle(target, TopK(5), max_queries=10)
+    ids = np.array([target.class_names.resolve(s) for s in ("Crossword", "Dog")] + [-1])
+    m = class_masks(oracle, ids, 1000)
+    assert np.flatnonzero(m[0]).tolist() == [918]  # crossword puzzle
+    assert 100 < m[1].sum() < 200  # every dog breed (ImageNet has 118)
+    assert m[1, 207]
+    assert not m[1, 281]
+    assert not m[2].any()
+    with pytest.raises(UserInputError, match="no ImageNet class"):
+        class_masks(oracle, np.array([target.class_names.resolve("Qwerty zxcv")]), 1000)
+    assert oracle.total_queries == 0
+
+
+def test_a_surrogate_with_other_classes_is_refused(
+    digits_torch: TorchClassifier, cases: tuple[FloatArray, IntArray, FloatArray]
+) -> None:
+    x, target, _ = cases
+    wide = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12))
+    oracle = Oracle(digits_torch, Scores(), max_queries=50)
+    with pytest.raises(UserInputError, match="12 classes and the target 10"):
+        TransferAttack().run(oracle, x[:1], target[:1], surrogates=[as_surrogate(wide, "wide")])
+    assert oracle.total_queries == 0
