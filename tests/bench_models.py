@@ -36,3 +36,18 @@ def slow_tiny_net() -> TorchClassifier:
     net = tiny_net()
     net.__class__ = _Slow
     return net
+
+
+def tiny_surrogate() -> TorchClassifier:
+    """A surrogate of :func:`tiny_net`: its weights plus seeded noise (another model, close
+    enough to transfer), on 8x8 pooled colours instead of 4x4 (another shape)."""
+    gen = torch.Generator().manual_seed(99)
+    target = tiny_net().module[2]
+    linear = torch.nn.Linear(48, 10)
+    with torch.no_grad():
+        linear.weight.copy_(target.weight + torch.randn(10, 48, generator=gen) * 1.5)
+        linear.bias.zero_()
+    net = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(8), torch.nn.AvgPool2d(2), torch.nn.Flatten(), linear
+    )
+    return TorchClassifier(net, TINY_SHAPE, 10, mean=0.5, std=0.25, name="tiny-surrogate")

@@ -86,6 +86,13 @@ class ModelSpec(_Frozen):
     def _default(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("name") is None and data.get("factory") is None:
             return {**data, "name": "efficientnet-lite0"}
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            from .. import zoo
+
+            try:  # lite1 and efficientnet-lite1 are one model, and one case id
+                return {**data, "name": zoo.canonical(data["name"])}
+            except UserInputError as e:
+                raise ValueError(str(e)) from None
         return data
 
     @model_validator(mode="after")
@@ -147,6 +154,46 @@ class AttackSpec(_Frozen):
     goal: list[Goal] = Field(default_factory=lambda: ["targeted"], min_length=1)  # type: ignore[arg-type]
     seeds: list[int] | None = Field(None, min_length=1, description="overrides the grid's")
     params: dict[str, Any] = Field(default_factory=dict)
+    surrogates: list[str] = Field(
+        default_factory=list,
+        description="built-in models (lite0, lite1, lite2), 'module:function' factories, or "
+        "'all' (every built-in model except the target); surrogate-guided attacks only",
+    )
+
+    @field_validator("surrogates")
+    @classmethod
+    def _surrogates(cls, v: list[str]) -> list[str]:
+        from .. import zoo
+
+        for i, s in enumerate(v):
+            if s != "all" and ":" not in s:
+                try:
+                    zoo.canonical(s)
+                except UserInputError as e:
+                    raise ValueError(f"[{i}] {e}") from None
+        if len(set(v)) != len(v):
+            raise ValueError("a surrogate is listed twice")
+        return v
+
+    def surrogate_names(self, target: str | None) -> list[str]:
+        """The surrogates, with 'all' spelled out for the grid's target model."""
+        from .. import zoo
+
+        out: list[str] = []
+        for s in self.surrogates:
+            if s == "all":
+                out += [m.short for m in zoo.BUILTIN.values() if m.name != target]
+            elif ":" in s:
+                out.append(s)
+            else:
+                out.append(zoo.builtin(s).short)
+        return list(dict.fromkeys(out))
+
+    def case_params(self, target: str | None) -> str:
+        """The params JSON of its cases: the attack's hyperparameters, plus the surrogates of
+        a surrogate-guided attack (so cases with other surrogates are other cases)."""
+        extra = {"surrogates": self.surrogate_names(target)} if self.surrogates else {}
+        return json.dumps({**self.params, **extra}, sort_keys=True)
 
     @field_validator("goal")
     @classmethod
@@ -282,6 +329,7 @@ def _check_attacks(cfg: BenchConfig) -> None:
                 raise UserInputError(f"attacks[{i}].params: {e}") from None
             except UserInputError as e:  # e.g. the baseline's library is not installed
                 raise UserInputError(f"attacks[{i}].name: {e}") from None
+            _check_surrogates(i, spec, info, cfg.model.name)
             for goal in spec.goal:
                 if not (info.targeted if goal == "targeted" else info.untargeted):
                     raise UserInputError(f"attacks[{i}].goal: {spec.name} has no {goal} mode")
@@ -290,6 +338,24 @@ def _check_attacks(cfg: BenchConfig) -> None:
                     why = registry.view_refusal(info, make_view(threat, k))
                     if why is not None:
                         raise UserInputError(f"attacks[{i}].threat: {why}")
+
+
+def _check_surrogates(i: int, spec: AttackSpec, info: Any, target: str | None) -> None:
+    if info.uses_surrogate and not spec.surrogates:
+        raise UserInputError(f"attacks[{i}].surrogates: {spec.name} needs surrogates")
+    if spec.surrogates and not info.uses_surrogate:
+        raise UserInputError(f"attacks[{i}].surrogates: {spec.name} does not use surrogates")
+    if not spec.surrogates:
+        return
+    from .. import zoo
+
+    names = spec.surrogate_names(target)
+    if not names:
+        raise UserInputError(f"attacks[{i}].surrogates: 'all' leaves no model beside the target")
+    if target is not None and any(":" not in s and zoo.canonical(s) == target for s in names):
+        raise UserInputError(
+            f"attacks[{i}].surrogates: {zoo.builtin(target).short} is the target itself"
+        )
 
 
 def parse_config(data: dict[str, Any]) -> BenchConfig:

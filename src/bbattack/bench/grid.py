@@ -156,7 +156,7 @@ def build_cases(
     model = cfg.model.model_dump(mode="json")
     rows: list[CaseRow] = []
     for spec in cfg.attacks:
-        params = json.dumps(spec.params, sort_keys=True)
+        params = spec.case_params(cfg.model.name)
         seeds = spec.seeds if spec.seeds is not None else cfg.seeds
         ks = [(t, k) for t in spec.threats() for k in (spec.k if t != "ql" else [0])]
         for (threat, k), (norm, eps), budget, goal, im in itertools.product(

@@ -26,6 +26,7 @@ from ..errors import BackendUnavailableError, StartImageError, UserInputError
 from ..images import encode_png
 from ..models import Classifier
 from ..oracle import Oracle
+from ..surrogates import Surrogate, resolve_surrogates
 from .config import BenchConfig, ModelSpec, load_config, make_view
 from .db import BenchDB, CaseOutcome, CaseRow
 from .grid import build_cases, collect_images, open_model
@@ -67,6 +68,18 @@ def _model(spec: dict[str, Any]) -> Classifier:
     return _MODELS[key]
 
 
+_SURROGATES: dict[tuple[str, ...], list[Surrogate]] = {}
+
+
+def _surrogates(names: tuple[str, ...], spec: dict[str, Any], model: Classifier) -> list[Surrogate]:
+    # Loaded once per worker process, like the model; checked against the target each time.
+    if not names:
+        return []
+    if names not in _SURROGATES:
+        _SURROGATES[names] = resolve_surrogates(list(names), model, spec.get("name"))
+    return _SURROGATES[names]
+
+
 def run_task(task: Task) -> list[CaseOutcome]:
     """Run a task's cases through one fresh oracle with their budget (per image) and view."""
     from ..images import decode_png
@@ -75,7 +88,9 @@ def run_task(task: Task) -> list[CaseOutcome]:
     c, cases = task.case, task.cases
     model = _model(task.model)
     cls = attack_class(c.attack)
-    attack = cls(cls.config_class(**{**c.params_dict(), "norm": c.norm, "eps": c.eps}))
+    params = c.params_dict()
+    surrogates = _surrogates(tuple(params.pop("surrogates", ())), task.model, model)
+    attack = cls(cls.config_class(**{**params, "norm": c.norm, "eps": c.eps}))
     oracle = Oracle(model, make_view(c.threat, c.k), max_queries=c.budget)
     x = np.stack([decode_png(png) for png in [task.image_png, *(p for _, p in task.more)]])
     start = None if task.start_png is None else decode_png(task.start_png)[None]
@@ -85,7 +100,14 @@ def run_task(task: Task) -> list[CaseOutcome]:
         targets = [e.target_id for e in cases]
         untargeted = all(t < 0 for t in targets)  # -1: untargeted; a batch is all one goal
         seeds = [e.seed for e in cases]
-        res = attack.run(oracle, x, None if untargeted else targets, seed=seeds, start=start)
+        res = attack.run(
+            oracle,
+            x,
+            None if untargeted else targets,
+            seed=seeds,
+            start=start,
+            surrogates=surrogates,
+        )
     except StartImageError:
         # The start image does not show the target under this view: a failed case, with
         # the queries it spent looking.

@@ -23,6 +23,7 @@ __all__ = [
     "pick_samples",
     "summarise",
     "versus_peers",
+    "with_surrogate_labels",
 ]
 
 Case = Mapping[str, Any]
@@ -85,18 +86,29 @@ _PAPER_NOTE = (
 # -- pure helpers ---------------------------------------------------------------------------
 
 
+def with_surrogate_labels(cases: Iterable[Case]) -> list[Case]:
+    """Cases whose ``attack`` names its surrogates too (``transfer [lite1+lite2]``), so that an
+    attack with different surrogate sets makes different report rows."""
+    out = []
+    for c in cases:
+        p = c.get("params")
+        sur = p.get("surrogates") if isinstance(p, dict) else None
+        out.append({**c, "attack": f"{c['attack']} [{'+'.join(sur)}]"} if sur else c)
+    return out
+
+
 def _attack_key(attack: str) -> tuple[int, int, str]:
     """Ours first in registry order, then the baselines alphabetically (the registry says
     which is which), then names this bbattack does not know (an older database)."""
     from ..attacks import registry
 
     table = registry.all_attacks()
-    info = table.get(attack)
+    info = table.get(attack.split(" [")[0])
     if info is None:
         return (2, 0, attack)
     if info.baseline:
         return (1, 0, attack)
-    return (0, list(table).index(attack), attack)
+    return (0, list(table).index(attack.split(" [")[0]), attack)
 
 
 def _threat_key(threat: str) -> tuple[int, str]:

@@ -1,0 +1,93 @@
+"""Surrogates in bench grids: validated before anything runs, part of a case's identity, passed
+to the attack beside the oracle, and shown in the report as their own rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bbattack.bench import BenchDB
+from bbattack.bench.config import parse_config
+from bbattack.cli import main
+from bbattack.errors import UserInputError
+
+TESTS = Path(__file__).parent
+
+GRID = """
+name = "transfer-smoke"
+seed = 0
+[model]
+factory = "bench_models:tiny_net"
+backend = "torch"
+[images]
+photos = ["coffee", "chelsea", "camera", "flower"]
+[targets]
+pool = "images"
+[[attacks]]
+name = "square"
+budget = [300]
+eps = [0.1]
+[[attacks]]
+name = "transfer"
+surrogates = ["bench_models:tiny_surrogate"]
+budget = [300]
+eps = [0.1]
+params = { iters = 10 }
+"""
+
+
+@pytest.fixture(autouse=True)
+def _importable_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = [str(TESTS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+
+
+def test_a_grid_with_surrogates_runs_and_reports_them(tmp_path: Path) -> None:
+    cfg = tmp_path / "grid.toml"
+    cfg.write_text(GRID)
+    db_path = tmp_path / "r.sqlite"
+    assert main(["bench", str(cfg), "--db", str(db_path), "-q"]) == 0
+    with BenchDB.open(db_path, create=False, read_only=True) as db:
+        rows = db.cases()
+    guided = [r for r in rows if r["attack"] == "transfer"]
+    assert len(guided) == 4
+    assert all(r["status"] == "done" for r in rows)
+    assert all(r["params"]["surrogates"] == ["bench_models:tiny_surrogate"] for r in guided)
+    assert all(r["queries_by_kind"]["transfer"] >= 1 for r in guided)
+    assert all(r["queries"] <= 300 for r in rows)
+    md = tmp_path / "r.md"
+    assert main(["report", str(db_path), "-o", str(md), "--format", "md"]) == 0
+    text = md.read_text()
+    assert r"transfer \[bench\_models:tiny\_surrogate\]" in text  # Markdown-escaped
+    assert "| square |" in text
+
+
+def _grid(attack: dict[str, Any], model: str = "efficientnet-lite0") -> Any:
+    return parse_config(
+        {"model": {"name": model}, "images": {"photos": ["coffee"]}, "attacks": [attack]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        ({"name": "transfer", "budget": [50]}, "transfer needs surrogates"),
+        ({"name": "square", "budget": [50], "surrogates": ["lite1"]}, "does not use surrogates"),
+        ({"name": "transfer", "budget": [50], "surrogates": ["lite0"]}, "the target itself"),
+        ({"name": "transfer", "budget": [50], "surrogates": ["lite9"]}, "unknown model"),
+        ({"name": "transfer", "budget": [50], "surrogates": ["lite1", "lite1"]}, "twice"),
+    ],
+)
+def test_bad_surrogates_are_refused_naming_the_field(attack: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserInputError, match=message) as e:
+        _grid(attack)
+    assert str(e.value).startswith("attacks[0].surrogates")
+
+
+def test_all_means_every_builtin_model_but_the_target() -> None:
+    cfg = _grid({"name": "transfer", "budget": [50], "surrogates": ["all"]}, model="lite1")
+    assert cfg.model.name == "efficientnet-lite1"
+    assert cfg.attacks[0].surrogate_names(cfg.model.name) == ["lite0", "lite2"]
