@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..attacks import StepInfo, registry
 from ..attacks.goals import Within
 from ..oracle import Oracle
 from ..results import AttackResult, ClassRef, TopKEntry
+from ..surrogates import Surrogate
 from ._common import err, out
 from ._watch import RetryNotes, Watched
 
@@ -35,6 +37,7 @@ def progress_run(
     watched: Watched | None = None,
     retries: RetryNotes | None = None,
     log_every_s: float = LOG_EVERY_S,
+    surrogates: Sequence[Surrogate] = (),
 ) -> AttackResult:
     """Run the attack with a live bar on a terminal; without one (CI, nohup, a pipe), one line
     every ``log_every_s`` seconds and one per remote retry. An untargeted run shows the clean
@@ -102,7 +105,14 @@ def progress_run(
 
     try:
         result = attack.run(
-            oracle, x, target, seed=seed, start=start, success=success, on_step=first_step
+            oracle,
+            x,
+            target,
+            seed=seed,
+            start=start,
+            success=success,
+            on_step=first_step,
+            surrogates=surrogates,
         )
         progress.update(task, completed=result.images[0].queries)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,8 +15,10 @@ import typer
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from .. import zoo
 from ..attacks import registry
 from ..attacks.balls import make_ball
+from ..attacks.checks import check_surrogates
 from ..attacks.goals import Within
 from ..errors import TARGET_DOWN_REASONS, UserInputError
 from ..images import load_image
@@ -24,6 +27,7 @@ from ..oracle import Labels, Oracle, Scores, TopK, View
 from ..remote import RemoteError
 from ..report import write_outputs
 from ..results import AttackResult
+from ..surrogates import Surrogate, resolve_surrogates, surrogate_block
 from ._common import (
     SEED_MAX,
     BackendOpt,
@@ -98,6 +102,8 @@ class AttackJob:
     attack: str | None = None  # None: the threat model's default attack
     norm: str = "linf"
     overwrite: bool = False  # replace a result already in out_dir
+    model: str | None = None  # a built-in target (None: lite0); not with a label API
+    surrogates: tuple[str, ...] = ()  # built-in names, module:function, or "all"
 
     @property
     def goal(self) -> Within:
@@ -109,8 +115,13 @@ def _check_job(job: AttackJob) -> registry.AttackInfo:
     info = (
         registry.get(job.attack)
         if job.attack
-        else registry.default_attack(job.threat.value, job.untargeted)
+        else registry.default_attack(job.threat.value, job.untargeted, bool(job.surrogates))
     )
+    check_surrogates(info, job.surrogates)
+    if job.model is not None:
+        if job.remote is not None:
+            raise UserInputError("--model names a local target; a label API is its own model")
+        zoo.canonical(job.model)
     try:
         make_ball(job.norm, job.eps)
     except UserInputError as e:
@@ -136,7 +147,8 @@ def _check_job(job: AttackJob) -> registry.AttackInfo:
         raise UserInputError(
             f"{info.name} is a targeted attack; --untargeted needs one of: {', '.join(can)}"
         )
-    if job.start_image is not None and not info.needs_start:
+    # A surrogate-guided PI attack falls back to the start image where no transfer shows.
+    if job.start_image is not None and not (info.needs_start or info.uses_surrogate):
         raise UserInputError(
             f"--start-image applies to attacks that start in the target class; {info.name} does not"
         )
@@ -165,11 +177,15 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
         if rc:
             raise typer.Exit(rc)
         return
+    if job.remote is None:
+        model = model or load_model(job.model or "efficientnet-lite0", backend=job.backend.value)
+    # A bad surrogate (or the target itself) is refused before the first query.
+    surrogates = resolve_surrogates(job.surrogates, model) if job.surrogates else []
     out_path = job.out_dir if job.out_dir is not None else fresh_default()
     with OutDir(out_path, overwrite=job.overwrite) as claimed:
         if job.out_dir is None:
             err.print(f"writing to {out_path}", markup=False, highlight=False)
-        result, extra, failure = _attack(job, model, attack, budget, x, start)
+        result, extra, failure = _attack(job, model, attack, budget, x, start, surrogates)
         paths = write_outputs(result, x, out_path, extra=extra, curve=failure[1])
         claimed.keep()
     r = result.images[0]
@@ -200,6 +216,7 @@ def _attack(
     budget: int,
     x: NDArray[np.float32],
     start: NDArray[np.float32] | None,
+    surrogates: Sequence[Surrogate] = (),
 ) -> tuple[AttackResult, dict[str, Any], tuple[str | None, OriginalCurve]]:
     """Run the attack on its target; the result, result.json's extra blocks, and what the
     command watched (the target's last failure, the clean class's curve)."""
@@ -241,12 +258,15 @@ def _attack(
             success=job.goal,
             watched=watched,
             retries=retries,
+            surrogates=surrogates,
         )
     finally:
         if client is not None:
             client.close()  # waits for calls in flight: the paid count is final after this
     if client is not None and job.remote is not None:
         extra["remote"] = remote_block(client, job.remote)
+    if surrogates:
+        extra["surrogates"] = surrogate_block(surrogates, model if job.remote is None else None)
     return result, extra, (watched.failure, watched.curve)
 
 
@@ -316,6 +336,17 @@ def attack(
     max_results: Annotated[
         int, typer.Option(help="labels asked of the label API per image (maxResults)")
     ] = 10,
+    model_name: Annotated[
+        str | None,
+        typer.Option("--model", help="built-in target model: lite0 (default), lite1, lite2"),
+    ] = None,
+    surrogate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="local surrogate model (repeatable): lite0|lite1|lite2, module:function, or "
+            "all (every built-in model but the target); free, never the target"
+        ),
+    ] = None,
 ) -> None:
     """Attack one image; writes adv.png, figure.png, trace.png, result.json and trace.jsonl."""
     for name, value in (
@@ -357,5 +388,7 @@ def attack(
         attack=attack_name,
         norm=norm,
         overwrite=overwrite,
+        model=model_name,
+        surrogates=tuple(surrogate or []),
     )
     guard(run_attack, job=job)

@@ -10,6 +10,7 @@ import typer
 
 from ..images import bundled_photos, load_image
 from ..models import load_model
+from ..surrogates import resolve_surrogates
 from ._common import BackendOpt, Threat, app, fail, guard, out
 from .attack import AttackJob, RemoteOptions, run_attack
 
@@ -81,9 +82,17 @@ def demo_api(
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("demo-api-out"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+    surrogate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="local surrogate model (repeatable: lite1, lite2, module:function): the "
+            "surrogate-guided attack instead of PI-Square"
+        ),
+    ] = None,
 ) -> None:
     """The paper's Cloud Vision demo, end to end over HTTP: start the label service on a free
-    loopback port, run the PI attack against it, print the queries and the cost, stop it."""
+    loopback port, run the PI attack against it, print the queries and the cost, stop it.
+    The service runs EfficientNet-Lite0; a surrogate must be another model."""
     photos = bundled_photos()
     if DEMO_API.source not in photos or DEMO_API.start not in photos:
         raise fail("the demo photos ship with scikit-image; pip install scikit-image")
@@ -95,6 +104,8 @@ def demo_api(
         from ..service.runner import serve_in_thread
 
         model = load_model(backend=backend.value)
+        # The service's own model is known here: refuse it as a surrogate before serving.
+        resolve_surrogates(surrogate or [], model)
         key = secrets.token_urlsafe(16)
         with serve_in_thread(create_app(model, api_keys=[key])) as url:
             endpoint = f"{url}/v1/images:annotate"
@@ -102,6 +113,7 @@ def demo_api(
                 f"[bold]bbattack demo-api[/]: label service on {endpoint}; PI attack over HTTP, "
                 f"ε={DEMO_API.eps}: make {photos[DEMO_API.source].name} carry the label "
                 f"'{DEMO_API_LABEL}' (start image {photos[DEMO_API.start].name})"
+                + (f"; surrogates: {', '.join(surrogate)}" if surrogate else "")
             )
             out_dir.mkdir(parents=True, exist_ok=True)
             job = AttackJob(
@@ -121,6 +133,7 @@ def demo_api(
                     journal=out_dir / "journal.sqlite",
                     max_results=20,
                 ),
+                surrogates=tuple(surrogate or []),
             )
             run_attack(job)
         out.print("label service stopped")
