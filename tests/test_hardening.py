@@ -54,7 +54,9 @@ def colour_model() -> CallableClassifier:
 @pytest.fixture
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> CallableClassifier:
     model = colour_model()
-    monkeypatch.setattr(cli_attack, "load_model", lambda backend="auto": model)
+    monkeypatch.setattr(
+        cli_attack, "load_model", lambda name="efficientnet-lite0", backend="auto": model
+    )
     return model
 
 
