@@ -43,18 +43,19 @@ def test_all_surrogates_of_lite0_are_lite1_and_lite2() -> None:
 def test_a_surrogate_guided_attack_fools_lite0_in_a_few_queries(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # camera -> Egyptian cat (285): the transfer image alone does it (measured: 2 queries).
+    # camera -> Egyptian cat (285): a Lite1+Lite2 candidate does it (measured: 4 queries in
+    # all with one torch thread, 3 with two: the float sums differ).
     out = tmp_path / "o"
-    argv = ["attack", photo("camera"), "--target", "285", "--surrogate", "lite2"]
+    argv = ["attack", photo("camera"), "--target", "285", "--surrogate", "all"]
     argv += ["--max-queries", "50", "--json", "--out", str(out)]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["attack"] == "transfer"  # --surrogate without --attack: the guided default
     assert doc["success"]
-    assert doc["queries"] <= 50
-    assert doc["queries_by_kind"]["transfer"] == 1
+    assert doc["queries"] <= 10
+    assert doc["queries_by_kind"]["transfer"] == doc["queries"] - 2  # the clean and final queries
     assert doc["surrogates"]["same_family"] is True
-    assert [s["name"] for s in doc["surrogates"]["surrogates"]] == ["lite2"]
+    assert [s["name"] for s in doc["surrogates"]["surrogates"]] == ["lite1", "lite2"]
     adv = load_image(out / "adv.png")
     assert int(load_model("lite0")(adv[None])[0].argmax()) == 285
     assert np.abs(adv - load_image(photo("camera"))).max() <= 0.05 + 1e-6

@@ -1,8 +1,9 @@
 """Surrogate-side computation for surrogate-guided attacks: targeted or untargeted MI-FGSM with
-input diversity on a weighted surrogate ensemble. No oracle in here: surrogates are free.
+input diversity on a weighted surrogate ensemble, and the calibration that makes the ensemble
+agree with what the target last showed. No oracle in here: surrogates are free.
 
-Input diversity draws one random resize-and-pad per iteration for the whole batch, from a
-stream keyed by the iteration alone, so an image gets the same transforms in any batch.
+Every random draw (input diversity) comes in as an argument, drawn per image from its own
+counter-based stream, so an image gets the same transforms in any batch.
 """
 
 from __future__ import annotations
@@ -16,27 +17,29 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import UserInputError
-from ..oracle import Oracle
+from ..oracle import LabelsObservation, Observation, Oracle, ScoresObservation, TopKObservation
 from ..surrogates import Surrogate
 from ..targets import Vocabulary
 from .balls import Ball
 
-__all__ = ["Craft", "class_masks", "craft"]
+__all__ = ["DRAWS", "Craft", "calibration", "class_masks", "craft", "ensemble_logp"]
 
 FloatArray = NDArray[np.float32]
-TransferLoss = Literal["logit", "ce"]
+TransferLoss = Literal["calib", "logit", "ce"]
+DRAWS = 4  # uniform draws per image and iteration: apply?, scale, x offset, y offset
+_TINY = 1e-30
+_LABEL_MARGIN = 1.0  # label-only calibration: the observed winner leads by this (nats)
 
 
 @dataclass(frozen=True)
 class Craft:
     """How perturbations are crafted on the surrogates."""
 
-    iters: int = 40
+    iters: int = 20
     step: float = 0.125  # step size as a fraction of the radius
     momentum: float = 1.0
-    diversity: float = 0.7  # probability of a random resize-and-pad per iteration
-    loss: TransferLoss = "logit"
-    seed: int = 0  # the input-diversity stream
+    diversity: float = 0.7  # probability of a random shrink-and-pad per iteration
+    loss: TransferLoss = "calib"
 
 
 def craft(
@@ -44,61 +47,149 @@ def craft(
     weights: NDArray[np.float64],
     x0: FloatArray,
     x: FloatArray,
+    g: FloatArray,
     classes: NDArray[np.bool_],
     targeted: NDArray[np.bool_],
     radius: NDArray[np.floating],
     ball: Ball,
     how: Craft,
-    iters: int | None = None,
-) -> FloatArray:
-    """Move ``x`` (inside the ball of ``radius`` around ``x0``) to raise the weighted
-    surrogate ensemble's score of ``classes`` (N, K) where ``targeted``, to lower it elsewhere
-    (the clean class of an untargeted run). A row of ``classes`` may mark several classes (a
-    label API's "Dog" is every breed): their score is the log-sum-exp of their logits.
+    draws: NDArray[np.float64],
+    bias: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """Move ``x`` (inside the ball of ``radius`` around ``x0``) to raise the ensemble's score
+    of ``classes`` (N, K) where ``targeted``, to lower it elsewhere (the clean class of an
+    untargeted run). A row of ``classes`` may mark several classes (a label API's "Dog" is
+    every breed): their score is the log-sum-exp over them.
 
-    ``weights`` (N, S): one weight per image and surrogate. Returns float images inside the
-    ball (not quantised).
+    Losses: ``logit`` (the classes' logits, Zhao et al. 2021), ``ce`` (their log-probability),
+    ``calib`` (their log-probability under the ensemble's mean log-probabilities plus ``bias``
+    (N, K): the calibration to what the target last showed; ``logit`` when there is none).
+    ``weights`` (N, S): one weight per image and surrogate; ``g`` (N, C, H, W): the MI-FGSM
+    momentum to continue from; ``draws`` (N, iters × DRAWS): uniforms for input diversity.
+    Returns the float images inside the ball (not quantised) and the momentum.
     """
     import torch
 
     n = len(x0)
     if n == 0:
-        return x.copy()
+        return x.copy(), g.copy()
     t0 = torch.from_numpy(np.ascontiguousarray(x0, np.float32))
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).clone()
+    gt = torch.from_numpy(np.ascontiguousarray(g, np.float32)).clone()
     r = torch.from_numpy(np.asarray(radius, np.float32)).view(n, 1, 1, 1)
     w = torch.from_numpy(np.asarray(weights, np.float32))
     mask = torch.from_numpy(np.asarray(classes, bool))
     sign = torch.from_numpy(np.where(targeted, 1.0, -1.0).astype(np.float32))  # raise / lower
-    g = torch.zeros_like(xt)
+    b = None if bias is None else torch.from_numpy(np.asarray(bias, np.float32))
+    loss = how.loss if how.loss != "calib" or b is not None else "logit"
+    u = torch.from_numpy(np.asarray(draws, np.float32)).view(n, -1, DRAWS)
     alpha = r * how.step
-    linf = ball.norm == "linf"
-    stream = np.random.default_rng([how.seed, 0x7A])
-    for _ in range(how.iters if iters is None else iters):
+    for it in range(u.shape[1]):
         xt.requires_grad_(True)
-        xi = _diverse(xt, stream, how.diversity)
-        obj = xt.new_zeros(n)
-        for k, s in enumerate(surrogates):
-            z = s.logits(xi)
-            score = torch.logsumexp(z.masked_fill(~mask, float("-inf")), dim=1)
-            if how.loss == "ce":
-                score = score - torch.logsumexp(z, dim=1)
-            obj = obj + w[:, k] * sign * score
-        (grad,) = torch.autograd.grad(obj.sum(), xt)
+        xi = _diverse(xt, u[:, it], how.diversity)
+        obj = _objective(surrogates, xi, w, mask, loss, b)
+        (grad,) = torch.autograd.grad((sign * obj).sum(), xt)
         with torch.no_grad():
-            if linf:
-                l1 = grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(n, 1, 1, 1)
-                g = how.momentum * g + grad / l1
-                xt = xt + alpha * g.sign()
-                xt = torch.minimum(torch.maximum(xt, t0 - r), t0 + r).clamp(0.0, 1.0)
-            else:
-                l2 = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, 1, 1, 1)
-                g = how.momentum * g + grad / l2
-                gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, 1, 1, 1)
-                d = xt + alpha * g / gn - t0
-                dn = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, 1, 1, 1)
-                xt = (t0 + d * torch.clamp(r / dn, max=1.0)).clamp(0.0, 1.0)
-    out: FloatArray = xt.detach().numpy().astype(np.float32)
+            xt, gt = _update(xt, gt, grad, t0, r, alpha, how.momentum, ball.norm == "linf")
+    return xt.detach().numpy().astype(np.float32), gt.numpy().astype(np.float32)
+
+
+def _objective(
+    surrogates: Sequence[Surrogate], xi: Any, w: Any, mask: Any, loss: str, bias: Any
+) -> Any:
+    import torch
+
+    if loss == "calib":
+        lp = sum(
+            w[:, k, None] * torch.log_softmax(s.logits(xi), dim=1) for k, s in enumerate(surrogates)
+        )
+        lp = torch.log_softmax(lp + bias, dim=1)
+        return torch.logsumexp(lp.masked_fill(~mask, float("-inf")), dim=1)
+    obj = xi.new_zeros(len(xi))
+    for k, s in enumerate(surrogates):
+        z = s.logits(xi)
+        score = torch.logsumexp(z.masked_fill(~mask, float("-inf")), dim=1)
+        if loss == "ce":
+            score = score - torch.logsumexp(z, dim=1)
+        obj = obj + w[:, k] * score
+    return obj
+
+
+def _update(
+    xt: Any, g: Any, grad: Any, t0: Any, r: Any, alpha: Any, mu: float, linf: bool
+) -> tuple[Any, Any]:
+    """One MI-FGSM step (Dong et al. 2018) and the projection into the ball."""
+    import torch
+
+    n = len(xt)
+    if linf:
+        l1 = grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(n, 1, 1, 1)
+        g = mu * g + grad / l1
+        xt = xt + alpha * g.sign()
+        return torch.minimum(torch.maximum(xt, t0 - r), t0 + r).clamp(0.0, 1.0), g
+    l2 = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, 1, 1, 1)
+    g = mu * g + grad / l2
+    gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, 1, 1, 1)
+    d = xt + alpha * g / gn - t0
+    dn = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, 1, 1, 1)
+    return (t0 + d * torch.clamp(r / dn, max=1.0)).clamp(0.0, 1.0), g
+
+
+def _diverse(x: Any, u: Any, p: float) -> Any:
+    """Input diversity (Xie et al., CVPR 2019), one draw per image: with probability ``p``
+    shrink the image by up to 10% and place it at random on a black canvas."""
+    import torch
+
+    n = len(x)
+    on = u[:, 0] < p
+    s = torch.where(on, 1.0 - 0.1 * u[:, 1], torch.ones(n))
+    cx = (1.0 - s) * (2.0 * u[:, 2] - 1.0)
+    cy = (1.0 - s) * (2.0 * u[:, 3] - 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / s
+    theta[:, 0, 2], theta[:, 1, 2] = -cx / s, -cy / s
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def ensemble_logp(
+    surrogates: Sequence[Surrogate], weights: NDArray[np.float64], x: FloatArray
+) -> FloatArray:
+    """(N, K): the ensemble's weighted mean log-probabilities at ``x`` (no input diversity)."""
+    import torch
+
+    w = torch.from_numpy(np.asarray(weights, np.float32))
+    with torch.no_grad():
+        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        lp: Any = sum(
+            w[:, k, None] * torch.log_softmax(s.logits(xt), dim=1) for k, s in enumerate(surrogates)
+        )
+    return np.asarray(lp.numpy(), np.float32)
+
+
+def calibration(obs: Observation, logp: FloatArray, target: NDArray[np.int64]) -> FloatArray:
+    """(N, K) log-probability offsets that make the ensemble (``logp``) agree with what the
+    target revealed in ``obs``: every class under scores; the revealed classes under top-k;
+    under labels, the revealed winner (unless it is the target) leads by a margin. The
+    surrogates then push down the classes the target actually prefers."""
+    out = np.zeros_like(logp)
+    rows = np.arange(len(logp))
+    if isinstance(obs, ScoresObservation):
+        return np.asarray(np.log(np.maximum(obs.probs, _TINY)) - logp, np.float32)
+    if isinstance(obs, TopKObservation):
+        lab = obs.labels
+        for j in range(lab.shape[1]):  # k columns, vectorised over images
+            ok = lab[:, j] >= 0
+            c = lab[ok, j]
+            out[rows[ok], c] = np.log(np.maximum(obs.scores[ok, j], _TINY)) - logp[rows[ok], c]
+        return out
+    assert isinstance(obs, LabelsObservation)
+    c = obs.labels[:, 0]
+    ok = (c >= 0) & (c != target)
+    lead = np.where(np.arange(logp.shape[1])[None, :] == c[:, None], -np.inf, logp).max(axis=1)
+    cc = np.maximum(c, 0)
+    gap = np.maximum(lead - logp[rows, cc] + _LABEL_MARGIN, 0.0)
+    out[rows[ok], cc[ok]] = gap[ok]
     return out
 
 
@@ -145,18 +236,3 @@ def _imagenet_labels(k: int) -> dict[str, NDArray[np.bool_]]:
         key = d.casefold()
         out[key] = out[key] | row if key in out else row
     return out
-
-
-def _diverse(x: Any, stream: np.random.Generator, p: float) -> Any:
-    """Xie et al. (CVPR 2019) input diversity: shrink by up to 10% and pad at random."""
-    import torch
-
-    u, size_u, left_u, top_u = stream.random(4)
-    if u >= p:
-        return x
-    h = x.shape[-1]
-    s = int(h - 1 - size_u * (h // 10))
-    pad = h - s
-    left, top = int(left_u * (pad + 1)), int(top_u * (pad + 1))
-    small = torch.nn.functional.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
-    return torch.nn.functional.pad(small, (left, pad - left, top, pad - top))

@@ -147,6 +147,17 @@ class PISquareAttack(Attack[PISquareConfig]):
         # A start already inside ε needs no search (its repairs then seek the top-1).
         ex["phase"][need] = np.where(ex["hi"][need] - ex["lo"][need] <= 1, _RUN, _START)
 
+    def adopt(
+        self, state: AttackState, rows: IntArray, level: IntArray, margin: NDArray[np.float64]
+    ) -> None:
+        """Go on from the current 8-bit iterates of ``rows``, which the oracle showed in the
+        target class at radius ``level`` with ``margin``: no radius search; repairs first."""
+        ex = state.extra
+        ex["phase"][rows] = _RUN
+        ex["hi"][rows] = level
+        ex["since"][rows] = 0
+        _keep(state, rows, state.xq[rows], level, margin)
+
     def _inside(
         self, state: AttackState, rows: IntArray, x: FloatArray, level: IntArray
     ) -> FloatArray:

@@ -1,19 +1,22 @@
-"""Surrogate-guided attack: a transfer start crafted on free local models, then a query attack
-that continues from it (Square under scores, PI-Square under top-k, RayS untargeted)."""
+"""Surrogate-guided attack: candidates crafted on free local models, one target query each,
+with the ensemble calibrated to every answer; then a query attack continues from the best."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field
 
-from ..errors import StartImageError, UserInputError
-from ..oracle import LabelsObservation, Observation, Oracle, QueryKind, ScoresObservation
-from ._start import check_start, find_start_images
-from ._transfer import Craft, TransferLoss, class_masks, craft
+from ..errors import UserInputError
+from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
+from ..targets import Vocabulary
+from ._guided import SHRINK, START, GuidedShrink, note
+from ._rand import Streams
+from ._transfer import DRAWS, Craft, TransferLoss, calibration, class_masks, craft, ensemble_logp
 from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
-from .pi_square import PISquareAttack
+from .pi_square import PISquareAttack, visible_margin
 from .rays import RaySAttack
 from .registry import Paper, register
 from .square import SquareAttack
@@ -22,49 +25,81 @@ __all__ = ["TRANSFER_PAPERS", "TransferAttack", "TransferConfig"]
 
 TRANSFER_PAPERS = Paper(
     title="Boosting adversarial attacks with momentum (MI-FGSM); Improving transferability "
-    "with input diversity; On success and simplicity (logit loss); Hybrid batch attacks",
-    authors="Dong et al.; Xie et al.; Zhao et al.; Suya et al.",
-    venue="CVPR 2018; CVPR 2019; NeurIPS 2021; USENIX Security 2020",
+    "with input diversity; On success and simplicity (logit loss); Simple and efficient "
+    "hard label black-box attacks with surrogate ensembles (BASES)",
+    authors="Dong et al.; Xie et al.; Zhao et al.; Cai et al.",
+    venue="CVPR 2018; CVPR 2019; NeurIPS 2021; NeurIPS 2022",
     arxiv="1710.06081",
 )
 
-Handoff = Literal["square", "pi-square", "rays", "none"]
+Handoff = Literal["square", "rays", "guided", "none"]
+_ROUNDS, _INNER = 0, 3  # per-image phases (START and SHRINK: the guided shrink's)
 
 
 class TransferConfig(AttackConfig):
     """Defaults measured on EfficientNet-Lite0 with Lite1 + Lite2 as surrogates (16 photos,
-    targeted L∞ 0.05): 40 logit-loss iterations at ε/8 transfer on 6/16 photos where 20 CE
-    iterations transfer on 1/16 (BENCHMARKS.md, transfer.toml)."""
+    targeted L∞ 0.05; BENCHMARKS.md, transfer.toml)."""
 
-    iters: int = Field(40, ge=1, le=10_000, description="MI-FGSM iterations on the surrogates")
-    step: float = Field(0.125, gt=0.0, le=1.0, description="step size, a fraction of ε")
+    iters: int = Field(
+        20, ge=1, le=10_000, description="surrogate iterations before the first query"
+    )
+    round_iters: int = Field(
+        20, ge=1, le=10_000, description="further surrogate iterations per later candidate"
+    )
+    rounds: int = Field(12, ge=1, description="candidates at ε before the hand-off, at most")
+    patience: int = Field(
+        6, ge=1, description="candidates without visible progress before the hand-off"
+    )
+    step: float = Field(0.125, gt=0.0, le=1.0, description="step size, a fraction of the radius")
     momentum: float = Field(1.0, ge=0.0, le=10.0, description="MI-FGSM momentum")
     diversity: float = Field(
-        0.7, ge=0.0, le=1.0, description="probability of a random resize-and-pad per iteration"
+        0.7, ge=0.0, le=1.0, description="probability of a random shrink-and-pad per iteration"
     )
-    loss: TransferLoss = Field("logit", description="surrogate loss: logit (target logit) or ce")
+    loss: TransferLoss = Field(
+        "calib",
+        description="surrogate loss: calib (log-probabilities calibrated to the target's "
+        "last answer), logit or ce",
+    )
+    weight_step: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="BASES: each candidate nudges one surrogate's weight by ± this, kept when "
+        "the target shows progress (0: equal weights)",
+    )
     start_radii: tuple[float, ...] = Field(
         (0.1, 0.2, 0.35),
-        description="PI/LO targeted: larger L∞ radii tried in turn for a start image that the "
-        "target labels as the target class (one query each)",
+        description="PI/LO targeted: larger L∞ radii tried in turn for a candidate that the "
+        "target shows in the target class (one query each), before the bundled photos",
     )
-    retries: int = Field(
-        8,
+    shrink_iters: int = Field(
+        10, ge=1, le=10_000, description="surrogate iterations per shrink candidate (PI/LO)"
+    )
+    delta: int = Field(4, ge=1, le=255, description="PI/LO: first ε step, in 8-bit levels")
+    max_delta: int = Field(16, ge=1, le=255, description="PI/LO: largest ε step, in levels")
+    repair_after: int = Field(
+        3,
         ge=0,
-        description="LO targeted: further candidates (new input-diversity draws), each 1 query",
+        description="PI targeted: misses in a row at a one-level shrink before PI-Square's "
+        "repair windows take over (0: never)",
+    )
+    give_up: int = Field(
+        30,
+        ge=1,
+        description="misses in a row at a one-level shrink before the image stops as stalled "
+        "(labels: nothing cheaper is left to try)",
     )
     p_init: float = Field(
         0.01, gt=0.0, le=1.0, description="Square's initial window after the hand-off (QL)"
     )
 
-    def how(self, seed: int = 0, iters: int | None = None) -> Craft:
+    def how(self, iters: int | None = None) -> Craft:
         return Craft(
             iters=iters or self.iters,
             step=self.step,
             momentum=self.momentum,
             diversity=self.diversity,
             loss=self.loss,
-            seed=seed,
         )
 
 
@@ -77,22 +112,30 @@ class TransferConfig(AttackConfig):
     budget=10_000,
 )
 class TransferAttack(Attack[TransferConfig]):
-    """Transfer start plus hand-off: craft the adversarial image on the surrogates (MI-FGSM
-    with input diversity on the mean logit loss of the ensemble, projected into the ball and
-    quantised to 8 bits), ask the target once, and continue from it with a query attack.
+    """Surrogate-guided rounds, then a hand-off.
+
+    1. Rounds at ε: MI-FGSM with input diversity on the surrogate ensemble, warm-started from
+       the last round (iterate and momentum), gives one candidate per round, quantised to 8
+       bits inside the ball and checked with one query. After each answer the ensemble's
+       log-probabilities are calibrated to what the target revealed (every class under
+       scores, the revealed ones under top-k, the winning label under labels), so the next
+       round pushes down the classes the target prefers, not those the surrogates prefer.
+    2. When the rounds end (``rounds``, or ``patience`` rounds without visible progress), the
+       best point goes on: under scores, Square (with a small first window); untargeted under
+       top-k or labels, RayS from the candidate's signs; targeted under top-k or labels, a
+       start at a larger radius (``start_radii``, then the given start image or a bundled
+       photo) that the target shows in the target class, then a surrogate-guided ε-shrink
+       (:class:`~bbattack.attacks._guided.GuidedShrink`).
 
     Papers: MI-FGSM (Dong et al., CVPR 2018, arXiv:1710.06081), input diversity (Xie et al.,
-    CVPR 2019, arXiv:1803.06978), the logit loss for targeted transfer (Zhao et al., NeurIPS
-    2021, arXiv:2012.11207), transfer starts for query attacks (Suya et al., USENIX Security
-    2020, arXiv:1908.07000). The hand-offs are ours: Square (Andriushchenko et al.) from the
-    transfer image under scores; under top-k, targeted, PI-Square from the transfer image at
-    ε or, failing that, at the first larger radius where the target shows it as the target
-    class (then the bundled photos); untargeted under top-k or labels, RayS from the transfer
-    image's signs. Labels, targeted: ``retries`` further transfer candidates, nothing more.
+    CVPR 2019, arXiv:1803.06978), targeted transfer with many iterations (Zhao et al.,
+    NeurIPS 2021, arXiv:2012.11207), one query per surrogate candidate (BASES, Cai et al.,
+    NeurIPS 2022, arXiv:2208.13182), transfer starts for query attacks (Suya et al., USENIX
+    Security 2020). The calibration and the guided shrink are ours.
     Threat model: any view (scores, top-k, labels); targeted and untargeted. Norms: L∞ and L2
-    (the hand-offs are L∞ only; L2 runs end after the transfer candidates).
-    Query cost: 1 clean query, 1 per transfer candidate (``transfer``), then the hand-off's
-    own cost per step (1). The surrogates cost nothing and never see the target.
+    (under L2 only Square continues: the other hand-offs are L∞).
+    Query cost: 1 clean query; 1 per candidate (``transfer``); then the hand-off's own cost,
+    1 per step; 1 final check. The surrogates cost nothing and never see the target.
     """
 
     config_class = TransferConfig
@@ -100,7 +143,38 @@ class TransferAttack(Attack[TransferConfig]):
     def init_queries(self, start_given: bool) -> int:
         return 2
 
-    def _surrogates(self, state: AttackState) -> tuple[Any, ...]:
+    # -- the pieces
+
+    def _handoff(self, oracle: Oracle, state: AttackState) -> Handoff:
+        kind = oracle.view.kind
+        if kind == "scores":
+            return "square"
+        if self.config.norm != "linf":
+            return "none"
+        return "guided" if state.targeted.all() else "rays"
+
+    def _square(self) -> SquareAttack:
+        c = self.config
+        return SquareAttack(eps=c.eps, norm=c.norm, p_init=c.p_init, p_init_untargeted=0.05)
+
+    def _rays(self) -> RaySAttack:
+        return RaySAttack(eps=self.config.eps)
+
+    def _guided(self) -> GuidedShrink:
+        return GuidedShrink(self)
+
+    def _pi_square(self) -> PISquareAttack:
+        return PISquareAttack(eps=self.config.eps)
+
+    def repair(
+        self, state: AttackState, rows: IntArray, level: IntArray, margin: NDArray[np.float64]
+    ) -> None:
+        """The guided shrink is stuck for ``rows``: PI-Square's repairs go on from there."""
+        state.extra["tr_phase"][rows] = _INNER
+        self._pi_square().adopt(state, rows, level, margin)
+
+    @staticmethod
+    def surrogates(state: AttackState) -> tuple[Any, ...]:
         out: tuple[Any, ...] = state.extra["surrogates"]
         return out
 
@@ -109,165 +183,211 @@ class TransferAttack(Attack[TransferConfig]):
         import torch
 
         ks = set()
-        for s in self._surrogates(state):
+        for s in self.surrogates(state):
             with torch.no_grad():
                 ks.add(int(s.logits(torch.zeros((1, *state.x.shape[1:]))).shape[1]))
         if len(ks) != 1:
             raise UserInputError(f"the surrogates disagree on the number of classes: {sorted(ks)}")
         return ks.pop()
 
-    def _craft(
+    def craft(
         self,
         state: AttackState,
         rows: IntArray,
         x: FloatArray,
-        radius: np.ndarray[Any, np.dtype[np.float32]],
-        seed: int = 0,
-        iters: int | None = None,
+        radius: NDArray[np.float32],
+        iters: int,
     ) -> FloatArray:
-        sur = self._surrogates(state)
-        weights = np.ones((len(rows), len(sur))) / len(sur)
-        out = craft(
+        """``iters`` surrogate iterations from ``x`` inside ``radius``, momentum carried over;
+        returns the 8-bit candidate (the float iterate goes to ``state.x``)."""
+        ex = state.extra
+        sur = self.surrogates(state)
+        draws = Streams(state.seeds, ex["tr_counter"]).uniform(rows, iters * DRAWS)
+        weights = ex["tr_wtry"][rows]
+        bias = ex["tr_bias"][rows] if ex["tr_bias"] is not None else None
+        out, g = craft(
             sur,
             weights,
             state.x0[rows],
             x,
-            state.extra["classes"][rows],
+            ex["tr_g"][rows],
+            ex["tr_classes"][rows],
             state.targeted[rows],
             radius,
             state.ball,
-            self.config.how(seed, iters),
+            self.config.how(iters),
+            draws,
+            bias,
         )
+        ex["tr_g"][rows] = g
+        state.x[rows] = out
         return self.quantized(state, rows, out, radius)
 
-    def _handoff(self, oracle: Oracle, state: AttackState) -> Handoff:
-        kind = oracle.view.kind
-        if self.config.norm != "linf":
-            return "square" if kind == "scores" else "none"
-        if kind == "scores":
-            return "square"
-        if not state.targeted.all():
-            return "rays"
-        return "pi-square" if kind == "topk" else "none"
+    def calibrate(
+        self, state: AttackState, rows: IntArray, obs: Observation, x: FloatArray
+    ) -> None:
+        """Calibrate the ensemble to ``obs``, the target's answer at ``x``."""
+        ex = state.extra
+        if ex["tr_bias"] is None:
+            return
+        sur = self.surrogates(state)
+        lp = ensemble_logp(sur, ex["tr_wtry"][rows], x)
+        ex["tr_bias"][rows] = calibration(obs, lp, state.target[rows])
 
-    def _inner(self, state: AttackState) -> Any:
-        name = state.extra["handoff"]
-        eps, norm = self.config.eps, self.config.norm
-        if name == "square":
-            return SquareAttack(
-                eps=eps, norm=norm, p_init=self.config.p_init, p_init_untargeted=0.05
-            )
-        if name == "pi-square":
-            return PISquareAttack(eps=eps, norm=norm)
-        return RaySAttack(eps=eps, norm=norm)
+    def _progress(self, obs: Observation, state: AttackState, rows: IntArray) -> Any:
+        """Higher is better: what the view shows of the goal (−inf: nothing)."""
+        if state.extra["tr_handoff"] == "square":
+            return -self._square().loss_of(obs, state, rows)  # type: ignore[arg-type]
+        t = state.target[rows]
+        if isinstance(obs, LabelsObservation):
+            r = obs.rank_of(np.where(t >= 0, t, state.orig[rows]))
+            return np.where(t >= 0, np.where(r >= 0, -r, -np.inf), np.where(r != 0, 0.0, -np.inf))
+        m = visible_margin(obs, np.where(t >= 0, t, state.orig[rows]))
+        return np.where(t >= 0, m, -m)
 
-    # -- init: the clean image, the transfer candidate, the hand-off's start
+    # -- init
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n = len(state.x)
         rows = np.arange(n)
         t0 = state.extra["t0"]
-        targets = class_masks(oracle, state.target, self._num_classes(state))  # before a query
+        k = self._num_classes(state)
+        targets = class_masks(oracle, state.target, k)  # before a query: a bad label is refused
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), t0)
         # What the surrogates raise (the target) or lower (the clean label, untargeted).
-        clean = class_masks(oracle, np.where(state.targeted, -1, state.orig), targets.shape[1])
-        state.extra["classes"] = np.where(state.targeted[:, None], targets, clean)
+        clean = class_masks(oracle, np.where(state.targeted, -1, state.orig), k)
+        shared = not isinstance(oracle.class_names, Vocabulary) and oracle.num_classes == k
         handoff = self._handoff(oracle, state)
-        state.extra.update(handoff=handoff, retries=np.full(n, self.config.retries, np.int64))
-        inner = self._inner(state)
-        if handoff in ("square", "pi-square"):
-            inner.prepare(oracle, state)
-        live = np.flatnonzero(state.active)
-        if not len(live):
-            return
-        cand = self._craft(state, live, state.x0[live], state.eps[live])
-        obs = oracle.query(cand, state.ids[live], QueryKind.TRANSFER)
-        hit = self.goal_hit(state, obs, live)
-        state.x[live] = state.xq[live] = cand
+        state.extra.update(
+            tr_handoff=handoff,
+            tr_classes=np.where(state.targeted[:, None], targets, clean),
+            tr_phase=np.full(n, _ROUNDS, np.int64),
+            tr_round=np.zeros(n, np.int64),
+            tr_since=np.zeros(n, np.int64),
+            tr_best=np.full(n, -np.inf),
+            tr_bestx=state.x0.copy(),
+            tr_g=np.zeros_like(state.x),
+            tr_counter=np.zeros(n, np.int64),
+            tr_bias=np.zeros((n, k), np.float32) if shared else None,
+            tr_w=np.full((n, len(self.surrogates(state))), 1.0 / len(self.surrogates(state))),
+            tr_wi=np.zeros(n, np.int64),  # BASES: the surrogate whose weight moves next
+            tr_wsign=np.ones(n, np.int64),  # and in which direction
+            tr_wtry=np.full((n, len(self.surrogates(state))), 1.0 / len(self.surrogates(state))),
+            tr_start=start,
+        )
         if handoff == "square":
-            assert isinstance(obs, ScoresObservation)
-            state.loss[live] = inner.loss_of(obs, state, live)
-            self.track_scores(state, live, obs)
+            self._square().prepare(oracle, state)
         elif handoff == "rays":
-            d = np.where(cand >= state.x0[live], 1, -1).reshape(len(live), -1)
-            inner.prepare(state, d.astype(np.int8))
-        _note(obs, state, live)
-        self.mark_success(oracle, state, live, hit, t0)
-        if handoff == "pi-square":
-            self._pi_start(oracle, state, inner, live, obs, cand, start)
-
-    def _pi_start(
-        self,
-        oracle: Oracle,
-        state: AttackState,
-        inner: PISquareAttack,
-        rows: IntArray,
-        obs: Observation,
-        cand: FloatArray,
-        start: FloatArray | None,
-    ) -> None:
-        """PI-Square's start: the transfer image where the target shows in the top-k at ε,
-        else the first of the larger radii where it does, else the given start image (else a
-        bundled photo), checked through the oracle."""
-        need = rows[state.active[rows]]
-        seen = obs.rank_of(state.target[rows]) >= 0
-        ok = rows[seen & state.active[rows]]
-        if len(ok):
-            inner.begin(state, ok, cand[seen & state.active[rows]])
-        left = np.setdiff1d(need, ok)
-        x = cand[np.searchsorted(rows, left)]
-        for i, r in enumerate(self.config.start_radii):
-            if not len(left) or r <= self.config.eps:
-                continue
-            pay = self.can_pay(oracle, state, left, 2)  # the probe, and one step after it
-            left = left[pay]
-            x = x[pay]
-            radius = np.full(len(left), r, np.float32)
-            x = self._craft(
-                state, left, x, radius, seed=i + 1, iters=max(self.config.iters // 2, 1)
-            )
-            o = oracle.query(x, state.ids[left], QueryKind.TRANSFER)
-            shown = o.rank_of(state.target[left]) >= 0
-            if shown.any():
-                inner.begin(state, left[shown], x[shown])
-            left, x = left[~shown], x[~shown]
-        if len(left):
-            try:
-                found = (
-                    find_start_images(self, oracle, state, left)
-                    if start is None
-                    else check_start(self, oracle, state, left, start[left], _note)
-                )
-                inner.begin(state, left, found)
-            except StartImageError:  # no start: these images end; the others go on
-                self.stop(state, left, "no_start_image", state.extra["t0"])
+            self._rays().prepare(state)
+            state.eps[:] = self.config.eps  # RayS's radius starts at its hand-off
+        elif handoff == "guided":
+            self._guided().prepare(state)
+            if oracle.view.reveals_scores:
+                self._pi_square().prepare(oracle, state)
+        live = np.flatnonzero(state.active)
+        if len(live):
+            self._round(oracle, state, live, self.config.iters)
 
     # -- step
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
-        if state.extra["handoff"] != "none":
-            self._inner(state).step(oracle, state)
-            return
+        ex = state.extra
         rows = self.affordable_rows(oracle, state, 1)
-        rows = rows[state.extra["retries"][rows] > 0]
         if not len(rows):
-            return  # nothing left to try: the run loop stops these images as stalled
-        k = int(self.config.retries - state.extra["retries"][rows].max()) + 1
-        cand = self._craft(state, rows, state.x[rows], state.eps[rows], seed=100 + k)
+            return
+        phase = ex["tr_phase"][rows]
+        inner = rows[phase == _INNER]  # before this step's hand-offs: one query per step
+        mine = rows[phase == _ROUNDS]
+        if len(mine):
+            self._round(oracle, state, mine, self.config.round_iters)
+        guided = self._guided()
+        for ph, fn in ((START, guided.start_step), (SHRINK, guided.shrink_step)):
+            sel = rows[phase == ph]
+            if len(sel):
+                fn(oracle, state, sel)
+        if len(inner):
+            self._inner_step(oracle, state, inner)
+
+    def _round(self, oracle: Oracle, state: AttackState, rows: IntArray, iters: int) -> None:
+        ex = state.extra
+        eps = np.full(len(rows), self.config.eps, np.float32)
+        self._propose_weights(state, rows)
+        cand = self.craft(state, rows, state.x[rows], eps, iters)
         obs = oracle.query(cand, state.ids[rows], QueryKind.TRANSFER)
-        state.extra["retries"][rows] -= 1
-        state.x[rows] = state.xq[rows] = cand
-        _note(obs, state, rows)
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])
+        ex["tr_round"][rows] += 1
+        note(obs, state, rows)
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), ex["t0"])
+        self.calibrate(state, rows, obs, cand)
+        prog = np.asarray(self._progress(obs, state, rows), np.float64)
+        better = prog > ex["tr_best"][rows]
+        b = rows[better]
+        ex["tr_best"][b] = prog[better]
+        ex["tr_bestx"][b] = state.xq[b] = cand[better]
+        ex["tr_since"][b] = 0
+        ex["tr_since"][rows[~better]] += 1
+        self._judge_weights(state, rows, better)
+        if ex["tr_handoff"] == "square":
+            state.loss[b] = -prog[better]
+        over = (ex["tr_round"][rows] >= self.config.rounds) | (
+            ex["tr_since"][rows] >= self.config.patience
+        )
+        done = rows[over & state.active[rows]]
+        if len(done):
+            self._hand_off(oracle, state, done)
 
+    def _propose_weights(self, state: AttackState, rows: IntArray) -> None:
+        """BASES (Cai et al. 2022): this round's weights, one surrogate's weight nudged."""
+        ex = state.extra
+        w = ex["tr_w"][rows].copy()
+        if self.config.weight_step > 0 and w.shape[1] > 1:
+            i = ex["tr_wi"][rows]
+            j = np.arange(len(rows))
+            w[j, i] = np.maximum(w[j, i] + ex["tr_wsign"][rows] * self.config.weight_step, 0.0)
+            w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        ex["tr_wtry"][rows] = w
 
-def _note(obs: Observation, state: AttackState, rows: IntArray) -> None:
-    """The target's rank (and score, where revealed) in ``obs``, for the trace; targeted rows
-    only."""
-    t = state.targeted[rows]
-    tg = np.maximum(state.target[rows], 0)
-    state.target_rank[rows[t]] = obs.rank_of(tg)[t]
-    if not isinstance(obs, LabelsObservation):
-        state.target_prob[rows[t]] = obs.score_of(tg)[t]
+    def _judge_weights(self, state: AttackState, rows: IntArray, better: Any) -> None:
+        """Keep the nudged weights where the round made progress; else try the other
+        direction, then the next surrogate."""
+        ex = state.extra
+        ex["tr_w"][rows[better]] = ex["tr_wtry"][rows[better]]
+        flip = ~better & (ex["tr_wsign"][rows] > 0)
+        ex["tr_wsign"][rows] = np.where(flip, -1, 1)
+        s = ex["tr_w"].shape[1]
+        ex["tr_wi"][rows] = np.where(flip, ex["tr_wi"][rows], (ex["tr_wi"][rows] + 1) % s)
+
+    def _hand_off(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
+        """The rounds are over for ``rows``: the best point goes on with the hand-off."""
+        ex = state.extra
+        name = ex["tr_handoff"]
+        best = ex["tr_bestx"][rows]
+        if name == "none":
+            self.stop(state, rows, "stalled", ex["t0"])
+            return
+        if name == "guided":
+            self._guided().begin(state, rows)
+            return
+        ex["tr_phase"][rows] = _INNER
+        state.x[rows] = state.xq[rows] = best
+        if name == "rays":
+            ex["d"][rows] = np.where(best >= state.x0[rows], 1, -1).reshape(len(rows), -1)
+            state.eps[rows] = 1.0
+
+    def _inner_step(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
+        """One step of the hand-off attack for ``rows`` alone: the others are hidden from it."""
+        hide = np.setdiff1d(np.flatnonzero(state.active), rows)
+        state.active[hide] = False
+        try:
+            name = state.extra["tr_handoff"]
+            inner: Attack[Any] = (
+                self._square()
+                if name == "square"
+                else self._rays()
+                if name == "rays"
+                else self._pi_square()
+            )
+            inner.step(oracle, state)
+        finally:
+            state.active[hide] = True

@@ -1,0 +1,156 @@
+"""The surrogate-guided ε-shrink for targeted attacks under top-k or label views: start at a
+radius where the target shows the target class, then re-craft on the surrogates inside ever
+smaller balls, one query per candidate, keeping each that the target still shows as the
+target class. The paper's PI outer loop (Ilyas et al. 2018, Alg. 2), with the surrogates
+proposing every step instead of NES."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import StartImageError
+from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
+from ._start import check_start, find_start_images
+from .base import AttackState, IntArray
+from .pi_square import visible_margin
+
+__all__ = ["SHRINK", "START", "GuidedShrink", "note"]
+
+START, SHRINK = 1, 2  # the transfer attack's phases that this module runs
+_LEVELS = 255  # radii live on the 8-bit grid: level k is an L∞ radius of k/255
+
+
+class GuidedShrink:
+    """Runs the START and SHRINK phases of a :class:`~bbattack.attacks.transfer.
+    TransferAttack` (``attack``: its config, ``craft``, ``calibrate`` and bookkeeping).
+
+    Query cost: 1 per start radius tried (``transfer``), the start image's check or the
+    bundled-photo search (``init``) where no radius works, then 1 per shrink candidate
+    (``transfer``). A candidate is kept when the target shows the target class in what the
+    view reveals; the step (in 8-bit levels) doubles on a keep and halves on a miss.
+    """
+
+    def __init__(self, attack: Any) -> None:
+        self.attack = attack
+        self.config = attack.config
+
+    def prepare(self, state: AttackState) -> None:
+        n = len(state.x)
+        k_eps = np.floor(state.eps.astype(np.float64) * _LEVELS + 1e-6).astype(np.int64)
+        state.extra.update(
+            gs_level=np.full(n, _LEVELS, np.int64),  # the radius of the kept iterate
+            gs_k_eps=k_eps,
+            gs_delta=np.full(n, self.config.delta, np.int64),
+            gs_radius=np.zeros(n, np.int64),  # the next of start_radii to try
+            gs_margin=np.full(n, -np.inf),  # the kept iterate's visible margin (top-k views)
+            gs_miss=np.zeros(n, np.int64),  # misses in a row at a one-level step
+        )
+
+    def begin(self, state: AttackState, rows: IntArray) -> None:
+        state.extra["tr_phase"][rows] = START
+        state.extra["gs_radius"][rows] = 0
+
+    def _radii(self) -> list[float]:
+        return [r for r in self.config.start_radii if r > self.config.eps]
+
+    # -- START: a larger ball where the target shows the target class
+
+    def start_step(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
+        ex = state.extra
+        radii = self._radii()
+        i = ex["gs_radius"][rows]
+        crafted = rows[i < len(radii)]
+        if len(crafted):
+            r = np.asarray(radii, np.float32)[ex["gs_radius"][crafted]]
+            cand = self.attack.craft(state, crafted, state.x[crafted], r, self.config.iters)
+            obs = oracle.query(cand, state.ids[crafted], QueryKind.TRANSFER)
+            note(obs, state, crafted)
+            self.attack.calibrate(state, crafted, obs, cand)
+            seen = obs.rank_of(state.target[crafted]) >= 0
+            ex["gs_radius"][crafted[~seen]] += 1
+            level = np.ceil(r.astype(np.float64) * _LEVELS - 1e-6).astype(np.int64)
+            ex["gs_margin"][crafted] = _margin(obs, state, crafted)
+            self._shrink_from(state, crafted[seen], cand[seen], level[seen])
+        photo = rows[i >= len(radii)]
+        if len(photo):
+            self._start_image(oracle, state, photo)
+
+    def _start_image(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
+        """No radius worked: the given start image, else a bundled photo, checked through the
+        oracle (``init`` queries)."""
+        start = state.extra["tr_start"]
+        try:
+            found = (
+                find_start_images(self.attack, oracle, state, rows)
+                if start is None
+                else check_start(self.attack, oracle, state, rows, start[rows], note)
+            )
+        except StartImageError:  # no start: these images end; the others go on
+            self.attack.stop(state, rows, "no_start_image", state.extra["t0"])
+            return
+        d = np.abs(found.astype(np.float64) - state.x0[rows]).reshape(len(rows), -1).max(1)
+        state.extra["tr_g"][rows] = 0.0  # the momentum belonged to another image
+        state.x[rows] = found
+        self._shrink_from(state, rows, found, np.ceil(d * _LEVELS - 1e-6).astype(np.int64))
+
+    def _shrink_from(self, state: AttackState, rows: IntArray, x: Any, level: IntArray) -> None:
+        ex = state.extra
+        ex["tr_phase"][rows] = SHRINK
+        ex["gs_level"][rows] = level
+        ex["gs_delta"][rows] = self.config.delta
+        ex["gs_miss"][rows] = 0
+        state.xq[rows] = x
+        state.eps[rows] = level.astype(np.float32) / _LEVELS
+
+    # -- SHRINK: re-craft inside a smaller ball, keep what the target still shows
+
+    def shrink_step(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
+        ex = state.extra
+        k_eps = ex["gs_k_eps"][rows]
+        level = np.maximum(ex["gs_level"][rows] - ex["gs_delta"][rows], k_eps)
+        r = (level / _LEVELS).astype(np.float32)
+        before = state.x[rows].copy()
+        x = state.ball.project(before, state.x0[rows], r)
+        cand = self.attack.craft(state, rows, x, r, self.config.shrink_iters)
+        obs = oracle.query(cand, state.ids[rows], QueryKind.TRANSFER)
+        note(obs, state, rows)
+        self.attack.calibrate(state, rows, obs, cand)
+        seen = obs.rank_of(state.target[rows]) >= 0
+        keep, miss = rows[seen], rows[~seen]
+        ex["gs_level"][keep] = level[seen]
+        ex["gs_margin"][keep] = _margin(obs, state, rows)[seen]
+        ex["gs_miss"][keep] = 0
+        ex["gs_miss"][miss] += ex["gs_delta"][miss] == 1
+        state.xq[keep] = cand[seen]
+        state.eps[keep] = r[seen]
+        ex["gs_delta"][keep] = np.minimum(ex["gs_delta"][keep] * 2, self.config.max_delta)
+        ex["gs_delta"][miss] = np.maximum(ex["gs_delta"][miss] // 2, 1)
+        state.x[miss] = before[~seen]
+        hit = seen & (level <= k_eps) & self.attack.goal_hit(state, obs, rows)
+        self.attack.mark_success(oracle, state, rows, hit, ex["t0"])
+        miss = ex["gs_miss"][rows]
+        if oracle.view.reveals_scores and self.config.repair_after:
+            stuck = rows[state.active[rows] & (miss >= self.config.repair_after)]
+            if len(stuck):
+                self.attack.repair(state, stuck, ex["gs_level"][stuck], ex["gs_margin"][stuck])
+        # Label-only: no score to repair with; stop paying for candidates that keep missing.
+        self.attack.stop(state, rows[miss >= self.config.give_up], "stalled", ex["t0"])
+
+
+def _margin(obs: Observation, state: AttackState, rows: IntArray) -> NDArray[np.float64]:
+    if isinstance(obs, LabelsObservation):
+        return np.full(len(rows), -np.inf)
+    return visible_margin(obs, state.target[rows])
+
+
+def note(obs: Observation, state: AttackState, rows: IntArray) -> None:
+    """The target's rank (and score, where revealed) in ``obs``, for the trace; targeted rows
+    only."""
+    t = state.targeted[rows]
+    tg = np.maximum(state.target[rows], 0)
+    state.target_rank[rows[t]] = obs.rank_of(tg)[t]
+    if not isinstance(obs, LabelsObservation):
+        state.target_prob[rows[t]] = obs.score_of(tg)[t]
