@@ -22,6 +22,7 @@ from ..oracle import Observation, Oracle, ScoresObservation
 from ..results import AttackResult, StepRecord
 from ..surrogates import Surrogate
 from .balls import Ball, LinfBall, Norm, make_ball
+from .checkpoint import Checkpointer, restore_state, run_fingerprint
 from .checks import check_budget, check_run, check_surrogates, run_inputs, with_overrides
 from .finish import Ending, finish
 from .goals import Goal, Within
@@ -207,6 +208,7 @@ class Attack(ABC, Generic[C]):
         success: Within = "top1",
         on_step: Callable[[StepInfo], None] | None = None,
         surrogates: Sequence[Surrogate] = (),
+        checkpoints: Checkpointer | None = None,
     ) -> AttackResult:
         """Attack a batch of images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
 
@@ -221,7 +223,46 @@ class Attack(ABC, Generic[C]):
             on_step: called after every outer iteration.
             surrogates: local models for a surrogate-guided attack: free, never the target
                 (see :func:`bbattack.surrogates.resolve_surrogates`).
+            checkpoints: write checkpoints between steps (see :mod:`.checkpoint`), so that
+                :meth:`resume` can continue the run after a crash.
         """
+        return self._go(oracle, x, target, seed, start, success, on_step, surrogates, checkpoints)
+
+    def resume(
+        self,
+        oracle: Oracle,
+        x: NDArray[np.floating],
+        target: int | Sequence[int] | IntArray | None = None,
+        *,
+        seed: int | Sequence[int] = 0,
+        start: NDArray[np.floating] | None = None,
+        success: Within = "top1",
+        on_step: Callable[[StepInfo], None] | None = None,
+        surrogates: Sequence[Surrogate] = (),
+        checkpoints: Checkpointer,
+    ) -> AttackResult:
+        """Continue a :meth:`run` from the newest good checkpoint in ``checkpoints`` (from the
+        start where there is none). Give the run's arguments and a fresh oracle; with the
+        run's journal (``Journal.resume_run``) the queries asked after the checkpoint are
+        answered from it, unpaid, and the result equals an unbroken run's, timings aside.
+        A checkpoint of another config, inputs, target or attack version is refused."""
+        return self._go(
+            oracle, x, target, seed, start, success, on_step, surrogates, checkpoints, True
+        )
+
+    def _go(
+        self,
+        oracle: Oracle,
+        x: NDArray[np.floating],
+        target: int | Sequence[int] | IntArray | None,
+        seed: int | Sequence[int],
+        start: NDArray[np.floating] | None,
+        success: Within,
+        on_step: Callable[[StepInfo], None] | None,
+        surrogates: Sequence[Surrogate],
+        checkpoints: Checkpointer | None,
+        resume: bool = False,
+    ) -> AttackResult:
         goal = Goal(success)
         check_run(self.info, oracle, self.config.norm, target is None, success)
         check_surrogates(self.info, surrogates)
@@ -235,40 +276,31 @@ class Attack(ABC, Generic[C]):
             "the attack max_steps",
         )
         st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
-
-        t0 = time.perf_counter()
-        state = AttackState(
-            ids=oracle.register(n),
-            x0=xb.copy(),
-            x=xb.copy(),
-            xq=xb.copy(),
-            target=tgt,
-            orig=np.full(n, -1, np.int64),
-            seeds=seeds,
-            rngs=[noise_generator(int(s)) for s in seeds],
-            active=np.ones(n, bool),
-            success=np.zeros(n, bool),
-            queries_at_success=np.full(n, -1, np.int64),
-            steps=np.zeros(n, np.int64),
-            stop_reason=np.full(n, "running", dtype=object),
-            eps=np.full(n, self.config.eps, np.float32),
-            lr=np.zeros(n, np.float32),
-            loss=np.full(n, np.nan, np.float32),
-            target_prob=np.full(n, np.nan, np.float32),
-            target_rank=np.full(n, -1, np.int64),
-            finished_at=np.zeros(n),
-            goal=goal,
-            ball=self.config.ball(),
-            extra={"t0": t0, "surrogates": tuple(surrogates)},
-        )
-        try:
-            self.init(oracle, state, st)
-        except TargetUnavailable as e:  # keep what was paid for; nothing more can be sent
-            self.stop(state, np.flatnonzero(state.active), e.stop_reason, t0)
+        saved = None
+        if checkpoints is not None:
+            checkpoints.bind(run_fingerprint(self, oracle, xb, tgt, seeds, st, success, surrogates))
+            saved = checkpoints.load() if resume else None
+        if saved is not None:
+            oracle.restore(saved.oracle)
+            ids = np.asarray(saved.state["ids"], np.int64)
+        else:
+            ids = oracle.register(n)
+        state = self._new_state(ids, xb, tgt, seeds, goal, surrogates)
         trace: list[StepRecord] = []
         step_no = 0
+        if saved is None:
+            try:
+                self.init(oracle, state, st)
+            except TargetUnavailable as e:  # keep what was paid for; nothing more can be sent
+                self.stop(state, np.flatnonzero(state.active), e.stop_reason, state.extra["t0"])
+            if checkpoints is not None:
+                checkpoints.step_done(0, state, oracle, trace)
+        else:
+            restore_state(state, saved)
+            trace, step_no = saved.trace, saved.step
         max_steps = self.config.max_steps
         while state.active.any():
+            t0 = state.extra["t0"]
             was = np.flatnonzero(state.active)
             before = oracle.queries(state.ids[was])
             try:
@@ -299,7 +331,55 @@ class Attack(ABC, Generic[C]):
                         state.eps.copy(),
                     )
                 )
-        wall = np.where(state.finished_at > 0, state.finished_at, time.perf_counter() - t0)
+            if checkpoints is not None and state.active.any():
+                checkpoints.step_done(step_no, state, oracle, trace)
+        return self._finish(oracle, state, goal, trace, surrogates)
+
+    def _new_state(
+        self,
+        ids: IntArray,
+        xb: FloatArray,
+        tgt: IntArray,
+        seeds: IntArray,
+        goal: Goal,
+        surrogates: Sequence[Surrogate],
+    ) -> AttackState:
+        n = len(xb)
+        return AttackState(
+            ids=ids,
+            x0=xb.copy(),
+            x=xb.copy(),
+            xq=xb.copy(),
+            target=tgt,
+            orig=np.full(n, -1, np.int64),
+            seeds=seeds,
+            rngs=[noise_generator(int(s)) for s in seeds],
+            active=np.ones(n, bool),
+            success=np.zeros(n, bool),
+            queries_at_success=np.full(n, -1, np.int64),
+            steps=np.zeros(n, np.int64),
+            stop_reason=np.full(n, "running", dtype=object),
+            eps=np.full(n, self.config.eps, np.float32),
+            lr=np.zeros(n, np.float32),
+            loss=np.full(n, np.nan, np.float32),
+            target_prob=np.full(n, np.nan, np.float32),
+            target_rank=np.full(n, -1, np.int64),
+            finished_at=np.zeros(n),
+            goal=goal,
+            ball=self.config.ball(),
+            extra={"t0": time.perf_counter(), "surrogates": tuple(surrogates)},
+        )
+
+    def _finish(
+        self,
+        oracle: Oracle,
+        state: AttackState,
+        goal: Goal,
+        trace: list[StepRecord],
+        surrogates: Sequence[Surrogate],
+    ) -> AttackResult:
+        elapsed = time.perf_counter() - state.extra["t0"]
+        wall = np.where(state.finished_at > 0, state.finished_at, elapsed)
         end = Ending(
             ids=state.ids,
             x0=state.x0,

@@ -70,6 +70,11 @@ class ClassifierTarget:
     def query_limit(self) -> int | None:
         return None
 
+    def identity(self) -> str:
+        """The model, for the journal and provenance: name, backend, weights hash, classes."""
+        weights = self._model.weights_id or getattr(self._model, "digest", None) or "-"
+        return f"{self.name}|{self.backend}|{weights}|{self.num_classes}"
+
     def observe(self, x: FloatArray, view: View) -> Observation:
         if not len(x):
             return view.observe(np.zeros((0, self.num_classes), np.float32))
