@@ -98,6 +98,11 @@ class LabelTarget:
         """Whether the source only ever sees 8-bit images (an API that receives PNGs)."""
         return bool(getattr(self.source, "eight_bit", False))
 
+    @property
+    def billed(self) -> bool:
+        """Whether each answer costs money (a paid API)."""
+        return bool(getattr(self.source, "billed", False))
+
     def identity(self) -> str:
         """The source, for the journal: an API's endpoint and request options."""
         fn = getattr(self.source, "identity", None)

@@ -136,15 +136,18 @@ class Checkpointer:
     """Writes checkpoints of one run into ``directory`` and finds the latest good one.
 
     ``every``: the policy; ``fingerprint``: what else must match on resume (the CLI adds the
-    command's config and the model); ``annex``: more plain data to save (the CLI's curve),
-    handed back by :meth:`load`. Set ``stop_requested`` (a signal handler does) and the run
-    writes a checkpoint after its current step and raises :class:`Interrupted`.
+    command's config); ``annex``: more plain data to save (the CLI's curve), handed to
+    ``on_load`` with the checkpoint a resume starts from; ``warn`` hears of damaged ones.
+    Set ``stop_requested`` (a signal handler does) and the run writes a checkpoint after its
+    current step and raises :class:`Interrupted`.
     """
 
     directory: Path
     every: Every = field(default_factory=Every)
     fingerprint: dict[str, str] = field(default_factory=dict)
     annex: Callable[[], dict[str, Any]] | None = None
+    on_load: Callable[[Checkpoint], None] | None = None
+    warn: Callable[[str], None] | None = None
     keep: int = 2
     stop_requested: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -222,9 +225,9 @@ class Checkpointer:
             try:
                 ck = _read(path)
             except (CheckpointError, PlainDataError) as e:
-                self.warnings.append(
-                    f"checkpoint {path.name} is damaged ({e}); using the one before"
-                )
+                self.warnings.append(f"checkpoint {path} is damaged ({e}); using the one before")
+                if self.warn is not None:
+                    self.warn(self.warnings[-1])
                 continue
             for key in sorted(set(want) | set(ck.fingerprint)):
                 if ck.fingerprint.get(key) != want.get(key):
@@ -233,6 +236,8 @@ class Checkpointer:
                         f"({ck.fingerprint.get(key)}; this run: {want.get(key)}): not resumed"
                     )
             self._last_step = ck.step
+            if self.on_load is not None:
+                self.on_load(ck)
             return ck
         return None
 

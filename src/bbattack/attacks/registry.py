@@ -97,6 +97,7 @@ class Runnable(Protocol):
 
     name: str
     info: AttackInfo
+    config: Any
 
     def run(
         self,

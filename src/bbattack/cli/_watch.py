@@ -69,6 +69,10 @@ class Watched:
     def eight_bit(self) -> bool:
         return bool(getattr(self._inner, "eight_bit", False))
 
+    @property
+    def billed(self) -> bool:
+        return bool(getattr(self._inner, "billed", False))
+
     def identity(self) -> str:
         return target_identity(self._inner)
 

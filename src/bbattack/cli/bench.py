@@ -60,6 +60,13 @@ def bench(
             "--only", help="run only this attack's pending cases (repeatable); the rest wait"
         ),
     ] = None,
+    checkpoint_every: Annotated[
+        str,
+        typer.Option(
+            help="checkpoint each running task every N steps (50) or so long (30s): a task "
+            "killed mid-run resumes from there (journal and checkpoints in <db>.work/)"
+        ),
+    ] = "60s",
 ) -> None:
     """Run (or resume) a benchmark grid: attacks x threat models x eps x budgets x images."""
 
@@ -121,6 +128,7 @@ def bench(
                 on_start=on_start,
                 on_case=on_case,
                 only=tuple(only or ()),
+                checkpoint_every=checkpoint_every,
             )
         except KeyboardInterrupt:
             progress.stop()

@@ -5,21 +5,22 @@ It is the audit log (what was asked, what came back, what was paid), the cache t
 resumed or repeated run pay nothing twice, and the tape that ``bbattack replay`` plays back.
 The oracle owns it: an attack never sees it.
 
-Tables
-------
+Tables (schema in _journal_db.py)
+---------------------------------
 runs      one row per attack run: the target's identity, the view, what a replay needs to
           stand in for the target (input shape, classes), the caller's note (config hash).
 queries   one row per query of a run, in order: ``seq`` (1, 2, ...), the example id, the query
           kind, the digest of the exact input, the observation the view returned (label ids
           and/or scores, as bytes), the time, ``status`` ('paid': the target answered it;
-          'journal': answered from an earlier row with the same input, target and view; 'lost':
-          charged, but the target failed), the error of a lost query, and ``chain``: a hash
-          over the previous row's chain and this row, so an edited row is found.
-lost      queries whose answer was lost in flight (a kill, an interrupt) and that a resumed run
-          asked again: moved here from ``queries``, for the audit.
+          'journal': answered from an earlier row with the same input, target and view;
+          'lost': charged, but the target failed; 'sent': a billed target was asked and no
+          answer was recorded yet), the error of a lost query, and ``chain``: a hash over the
+          previous row's chain and this row, so an edited row is found.
+lost      answers lost in flight (a kill, an interrupt, a failure): moved here from
+          ``queries`` when a run is resumed, and asked again.
 labels    a label API's vocabulary (label string <-> id), shared by the runs of the file.
-sessions  each start, resume or replay-free restart of a run, and how many queries it took
-          from the journal by sequence number.
+sessions  each start or resume of a run, and how many queries it took from the journal by
+          sequence number.
 
 Modes: ``new_run`` records; ``resume_run`` (then ``seek`` to a checkpoint's position) answers
 the run's recorded queries by number, checking each input's digest, and records beyond them;
@@ -32,75 +33,34 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import TARGET_DOWN_REASONS, TargetUnavailable, UserInputError
+from ._journal_db import (
+    JOURNAL_FORMAT,
+    SCHEMA,
+    JournalError,
+    JournalStats,
+    Transaction,
+    describe_error,
+    grows,
+    lost_again,
+    name_list,
+)
 from ._rows import Answer, assemble, chain_next, digests, split
 from .targets import Target
 from .views import Observation, View
 
 __all__ = ["JOURNAL_FORMAT", "Journal", "JournalError", "JournalStats", "target_identity"]
 
-JOURNAL_FORMAT = 2  # 1 was the HTTP client's content-keyed cache (bbattack.remote.journal)
 _ZERO = "0" * 64
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run INTEGER PRIMARY KEY,
-    created REAL NOT NULL,
-    target TEXT,
-    view TEXT,
-    info TEXT NOT NULL DEFAULT '{}',
-    note TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS queries (
-    run INTEGER NOT NULL REFERENCES runs(run),
-    seq INTEGER NOT NULL,
-    example INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    labels BLOB,
-    scores BLOB,
-    time REAL NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('paid', 'journal', 'lost')),
-    error TEXT,
-    chain TEXT NOT NULL,
-    PRIMARY KEY (run, seq)
-);
-CREATE INDEX IF NOT EXISTS queries_digest ON queries(digest);
-CREATE TABLE IF NOT EXISTS lost (
-    run INTEGER NOT NULL, seq INTEGER NOT NULL, example INTEGER NOT NULL, kind TEXT NOT NULL,
-    digest TEXT NOT NULL, time REAL NOT NULL, error TEXT, moved REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS labels (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-    session INTEGER PRIMARY KEY,
-    run INTEGER NOT NULL REFERENCES runs(run),
-    mode TEXT NOT NULL,
-    started REAL NOT NULL,
-    position INTEGER NOT NULL,
-    from_journal INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-
-class JournalError(UserInputError):
-    """The journal cannot answer as asked: a query that differs from the recorded one, a query
-    past its end in a replay, an edited row, another target. One line; CLI exit 2."""
-
-
-class JournalStats:
-    """Counts of one run's rows by status, and its last sequence number."""
-
-    def __init__(self, paid: int, journal: int, lost: int, last_seq: int) -> None:
-        self.paid, self.journal, self.lost, self.last_seq = paid, journal, lost, last_seq
-
-    def as_dict(self) -> dict[str, int]:
-        return {"paid": self.paid, "journal": self.journal, "lost": self.lost}
+_INSERT = (
+    "INSERT OR REPLACE INTO queries (run, seq, example, kind, digest, labels, scores, time, "
+    "status, error, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def target_identity(target: Target) -> str:
@@ -110,10 +70,6 @@ def target_identity(target: Target) -> str:
     if callable(fn):
         return str(fn())
     return f"{target.name}|{target.backend}"
-
-
-def _grows(names: Any) -> bool:
-    return bool(getattr(names, "grows", False))
 
 
 class Journal:
@@ -133,7 +89,7 @@ class Journal:
         self._session_paid = 0  # paid by this process: the target's own count
         self._names: Any = None
         self._names_stored = 0
-        self._eight_bit = False
+        self._info: dict[str, Any] = {}
         try:
             if read_only:
                 if self.path is None or not os.path.isfile(self.path):
@@ -152,10 +108,10 @@ class Journal:
             if version not in (0, JOURNAL_FORMAT) or (version == 0 and read_only):
                 raise JournalError(
                     f"{self.path}: not a bbattack query journal of format {JOURNAL_FORMAT} "
-                    f"(format {version})"
+                    f"(format {version}); give a new journal file"
                 )
             if not read_only:
-                self._conn.executescript(_SCHEMA)
+                self._conn.executescript(SCHEMA)
                 self._conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
         except sqlite3.Error as e:
             raise JournalError(f"cannot open the journal {self.path}: {e}") from None
@@ -170,9 +126,8 @@ class Journal:
                 "INSERT INTO runs (created, note) VALUES (?, ?)",
                 (time.time(), json.dumps(note or {}, sort_keys=True)),
             )
-            run = int(cur.lastrowid or 0)
-        self._open(run, 0, "record")
-        return run
+        self._open(int(cur.lastrowid or 0), "record")
+        return self.run or 0
 
     def resume_run(self, run: int) -> None:
         """Continue ``run``: its recorded queries answer by number, from the start or from a
@@ -181,19 +136,21 @@ class Journal:
         self._writable()
         self._check_run(run)
         with self._tx():
-            first_lost = self._conn.execute(
-                "SELECT MIN(seq) FROM queries WHERE run = ? AND status = 'lost'", (run,)
+            first = self._conn.execute(
+                "SELECT MIN(seq) FROM queries WHERE run = ? AND status IN ('lost', 'sent')",
+                (run,),
             ).fetchone()[0]
-            if first_lost is not None:  # nothing after a lost answer stays on the tape
+            if first is not None:  # nothing after a lost answer stays on the tape
                 self._conn.execute(
-                    "INSERT INTO lost SELECT run, seq, example, kind, digest, time, error, ? "
-                    "FROM queries WHERE run = ? AND seq >= ? AND status = 'lost'",
-                    (time.time(), run, int(first_lost)),
+                    "INSERT INTO lost SELECT run, seq, example, kind, digest, time, status, "
+                    "error, ? FROM queries WHERE run = ? AND seq >= ? AND status IN "
+                    "('lost', 'sent')",
+                    (time.time(), run, int(first)),
                 )
                 self._conn.execute(
-                    "DELETE FROM queries WHERE run = ? AND seq >= ?", (run, int(first_lost))
+                    "DELETE FROM queries WHERE run = ? AND seq >= ?", (run, int(first))
                 )
-        self._open(run, 0, "resume")
+        self._open(run, "resume")
 
     def seek(self, run: int, position: int) -> None:
         """Go on from a checkpoint taken after query ``position`` of ``run``."""
@@ -211,20 +168,20 @@ class Journal:
     def replay_run(self, run: int) -> None:
         """Answer every query of ``run`` from its rows; a query past them is an error."""
         self._check_run(run)
-        self._open(run, 0, "replay")
+        self._open(run, "replay")
 
-    def _open(self, run: int, position: int, mode: str) -> None:
+    def _open(self, run: int, mode: str) -> None:
         self.run, self.mode = run, mode
         self._tape_end = 0 if mode == "record" else self._last_seq(run)
-        self._at(position)
+        self._at(0)
         self._session_paid = 0
         if not self.read_only:
             with self._tx():
                 cur = self._conn.execute(
-                    "INSERT INTO sessions (run, mode, started, position) VALUES (?, ?, ?, ?)",
-                    (run, "start" if mode == "record" else mode, time.time(), position),
+                    "INSERT INTO sessions (run, mode, started, position) VALUES (?, ?, ?, 0)",
+                    (run, "start" if mode == "record" else mode, time.time()),
                 )
-                self._session = int(cur.lastrowid or 0)
+            self._session = int(cur.lastrowid or 0)
 
     def _at(self, position: int) -> None:
         self.position = position
@@ -256,47 +213,46 @@ class Journal:
         if self.run is None:
             self.new_run()
         ident, vkey = target_identity(target), json.dumps(view.describe(), sort_keys=True)
-        row = self._conn.execute(
-            "SELECT target, view FROM runs WHERE run = ?", (self.run,)
-        ).fetchone()
-        names = target.class_names
-        if row[0] is None:
+        was_target, was_view = self.run_target(self.run or 0)
+        names: Any = target.class_names
+        if was_target is None:
             self._writable()
             info = {
                 "name": target.name,
                 "backend": target.backend,
                 "input_shape": list(target.input_shape),
                 "num_classes": int(target.num_classes),
-                "names": _name_list(names, target.num_classes),
-                "vocabulary": _grows(names),
+                "names": name_list(names, target.num_classes),
+                "vocabulary": grows(names),
                 "query_limit": target.query_limit(),
                 "eight_bit": bool(getattr(target, "eight_bit", False)),
+                "billed": bool(getattr(target, "billed", False)),
             }
             with self._tx():
                 self._conn.execute(
                     "UPDATE runs SET target = ?, view = ?, info = ? WHERE run = ?",
                     (ident, vkey, json.dumps(info), self.run),
                 )
-        elif (str(row[0]), str(row[1])) != (ident, vkey):
-            what = "target" if str(row[0]) != ident else "view"
-            was, now = (row[0], ident) if what == "target" else (row[1], vkey)
+        elif (was_target, was_view) != (ident, vkey):
+            what, was, now = (
+                ("target", was_target, ident) if was_target != ident else ("view", was_view, vkey)
+            )
             raise JournalError(
                 f"{self.path}: run {self.run} was made against another {what} ({was}; this "
                 f"run: {now})"
             )
-        self._eight_bit = bool(self.run_info(self.run or 0).get("eight_bit", False))
-        vocab: Any = names
-        if _grows(vocab):
-            stored = [str(r[0]) for r in self._conn.execute("SELECT name FROM labels ORDER BY id")]
+        self._info = self.run_info(self.run or 0)
+        if grows(names):
+            stored = self.labels()
             for i, name in enumerate(stored):
-                if i < len(vocab) and vocab.name(i).casefold() != name.casefold():
+                if i < len(names) and names.name(i).casefold() != name.casefold():
                     raise JournalError(
-                        f"{self.path}: label {i} is {name!r} in the journal and {vocab.name(i)!r} "
-                        "here: open the oracle before resolving label names"
+                        f"{self.path}: label {i} is {name!r} in the journal and "
+                        f"{names.name(i)!r} here: open the oracle before resolving label names"
                     )
-                if i >= len(vocab):
-                    vocab.resolve(name)
-            self._names, self._names_stored = vocab, len(stored)
+                if i >= len(names):
+                    names.resolve(name)
+            self._names, self._names_stored = names, len(stored)
 
     def query_limit(self, target_limit: int | None) -> int | None:
         """The target's own limit (a spend cap) as the whole run sees it: the target counts
@@ -318,73 +274,60 @@ class Journal:
         answers the rest. Everything is committed before it is returned."""
         if self.run is None:
             raise JournalError("the journal has no run: call new_run, resume_run or replay_run")
-        n = len(x)
-        dig = digests(x, self._eight_bit)
-        first = self.position + 1
+        n, first = len(x), self.position + 1
+        dig = digests(x, bool(self._info.get("eight_bit")))
         got: list[Answer | None] = [None] * n
-        taped = self._from_tape(first, n, ids, kind, dig, got)
+        taped = self._from_tape(first, ids, kind, dig, got)
         new = [j for j in range(n) if got[j] is None]
-        rows: list[tuple[Any, ...]] = []
-        error: BaseException | None = None
-        if new:
-            if self.mode == "replay":
-                raise JournalError(
-                    f"query {first + new[0]} is not in the journal (asked {dig[new[0]]}, "
-                    "journal: none)"
-                )
-            known = self._lookup({dig[j] for j in new})
-            pay: dict[str, int] = {}
-            for j in new:
-                if dig[j] not in known and dig[j] not in pay:
-                    pay[dig[j]] = j
-            try:
-                if pay:
-                    obs = observe(np.ascontiguousarray(x[list(pay.values())]))
-                    known.update(zip(pay, split(obs), strict=True))
-            except BaseException as e:  # noqa: BLE001 - recorded as lost, then raised again
-                error = e
+        if new and self.mode == "replay":
+            j = new[0]
+            raise JournalError(
+                f"query {first + j} is not in the journal (asked {dig[j]}, journal: none)"
+            )
+        known = self._lookup({dig[j] for j in new})
+        pay: dict[str, int] = {}  # digest -> the row that pays for it
+        for j in new:
+            if dig[j] not in known and dig[j] not in pay:
+                pay[dig[j]] = j
+        if pay and self._info.get("billed"):
+            # Billed targets: the rows go in as 'sent' first, so a kill mid-call is on record.
+            sent = [(first + j, int(ids[j]), dig[j]) for j in pay.values()]
             now = time.time()
-            for j in new:
-                a = None if error is not None else known[dig[j]]
-                status = "lost" if a is None else "paid" if pay.get(dig[j]) == j else "journal"
-                err = None if error is None else _describe(error)
-                self._chain = chain_next(
-                    self._chain, first + j, int(ids[j]), kind, dig[j], status, a, err
-                )
-                rows.append(
-                    (
-                        self.run,
-                        first + j,
-                        int(ids[j]),
-                        kind,
-                        dig[j],
-                        None if a is None else a.labels,
-                        None if a is None else a.scores,
-                        now,
-                        status,
-                        err,
-                        self._chain,
-                    )
-                )
-                got[j] = a
-                self._run_paid += status == "paid"
-                self._session_paid += status == "paid"
-        self._commit(rows, taped)
+            self._write(
+                [(self.run, s, e, kind, d, None, None, now, "sent", None, "") for s, e, d in sent],
+                0,
+            )
+        error: BaseException | None = None
+        try:
+            if pay:
+                obs = observe(np.ascontiguousarray(x[list(pay.values())]))
+                known.update(zip(pay, split(obs), strict=True))
+        except BaseException as e:  # noqa: BLE001 - recorded as lost, then raised again
+            error = e
+        rows = []
+        now = time.time()
+        for j in new:
+            a = None if error is not None else known[dig[j]]
+            status = "lost" if a is None else "paid" if pay.get(dig[j]) == j else "journal"
+            err = None if error is None else describe_error(error)
+            seq, ex = first + j, int(ids[j])
+            self._chain = chain_next(self._chain, seq, ex, kind, dig[j], status, a, err)
+            lab, sc = (None, None) if a is None else (a.labels, a.scores)
+            rows.append((self.run, seq, ex, kind, dig[j], lab, sc, now, status, err, self._chain))
+            got[j] = a
+            self._run_paid += status == "paid"
+            self._session_paid += status == "paid"
+        self._write(rows, taped)
         self.position += n
         if error is not None:
             raise error
         return assemble(view, [a for a in got if a is not None])
 
     def _from_tape(
-        self,
-        first: int,
-        n: int,
-        ids: NDArray[np.int64],
-        kind: str,
-        dig: list[str],
-        got: list[Answer | None],
+        self, first: int, ids: NDArray[np.int64], kind: str, dig: list[str], got: list[Any]
     ) -> int:
         """Fill ``got`` from the run's recorded rows (resume, replay); returns how many."""
+        n = len(got)
         if first > self._tape_end:
             return 0
         cur = self._conn.execute(
@@ -401,13 +344,15 @@ class Journal:
                     f"query {seq} differs from the journal: asked {dig[j]} (example "
                     f"{int(ids[j])}, {kind}), journal {d} (example {ex}, {k})"
                 )
+            if status == "sent":  # a replay of a run killed mid-call
+                raise lost_again(int(seq), "sent", err)
             a = None if status == "lost" else Answer(lab, sc)
             link = chain_next(self._chain, int(seq), int(ex), str(k), str(d), str(status), a, err)
             if link != chain:
                 raise JournalError(f"journal row {seq} was altered: its hash chain does not hold")
             self._chain = link
             if a is None:  # the whole batch was lost: the run stopped here
-                lost = lost or _lost_again(int(seq), err)
+                lost = lost or lost_again(int(seq), "lost", err)
                 continue
             got[j] = a
             self._run_paid += status == "paid"
@@ -420,16 +365,14 @@ class Journal:
     def _lookup(self, keys: set[str]) -> dict[str, Answer]:
         """Answers to the same inputs from the same target under the same view, any run."""
         found: dict[str, Answer] = {}
-        if not keys:
-            return found
         ordered = sorted(keys)
         for i in range(0, len(ordered), 500):  # SQLite caps the number of parameters
             chunk = ordered[i : i + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._conn.execute(
                 "SELECT q.digest, q.labels, q.scores FROM queries q JOIN runs r ON q.run = r.run "
-                f"WHERE q.digest IN ({marks}) AND q.status != 'lost' AND r.target = "
-                "(SELECT target FROM runs WHERE run = ?) AND r.view = "
+                f"WHERE q.digest IN ({marks}) AND q.status IN ('paid', 'journal') AND r.target "
+                "= (SELECT target FROM runs WHERE run = ?) AND r.view = "
                 "(SELECT view FROM runs WHERE run = ?) ORDER BY q.run, q.seq",
                 (*chunk, self.run, self.run),
             )
@@ -437,26 +380,24 @@ class Journal:
                 found.setdefault(str(d), Answer(lab, sc))
         return found
 
-    def _commit(self, rows: Sequence[tuple[Any, ...]], taped: int) -> None:
+    def _write(self, rows: list[tuple[Any, ...]], taped: int) -> None:
+        """One transaction: the rows, the session's count of answers by number, new labels."""
         if self.read_only or (not rows and not taped):
             return
         with self._tx():
-            self._conn.executemany(
-                "INSERT INTO queries (run, seq, example, kind, digest, labels, scores, time, "
-                "status, error, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            self._conn.executemany(_INSERT, rows)
             if taped:
                 self._conn.execute(
                     "UPDATE sessions SET from_journal = from_journal + ? WHERE session = ?",
                     (taped, self._session),
                 )
-            if self._names is not None and len(self._names) > self._names_stored:
+            names = self._names
+            if names is not None and len(names) > self._names_stored:
                 self._conn.executemany(
                     "INSERT INTO labels (id, name) VALUES (?, ?)",
-                    [(i, self._names.name(i)) for i in range(self._names_stored, len(self._names))],
+                    [(i, names.name(i)) for i in range(self._names_stored, len(names))],
                 )
-                self._names_stored = len(self._names)
+                self._names_stored = len(names)
 
     # -- reading
 
@@ -467,11 +408,9 @@ class Journal:
                 "SELECT status, COUNT(*) FROM queries WHERE run = ? GROUP BY status", (r,)
             ).fetchall()
         )
+        lost = int(counts.get("lost", 0)) + int(counts.get("sent", 0))
         return JournalStats(
-            int(counts.get("paid", 0)),
-            int(counts.get("journal", 0)),
-            int(counts.get("lost", 0)),
-            self._last_seq(r) if r is not None else 0,
+            int(counts.get("paid", 0)), int(counts.get("journal", 0)), lost, self._last_seq(r)
         )
 
     def chain_head(self) -> str:
@@ -484,13 +423,18 @@ class Journal:
         return out
 
     def run_target(self, run: int) -> tuple[str | None, str | None]:
+        """The identity of the target a run was made against, and its view (JSON)."""
         row = self._conn.execute("SELECT target, view FROM runs WHERE run = ?", (run,)).fetchone()
         return (None, None) if row is None else (row[0], row[1])
+
+    def runs(self) -> list[int]:
+        """The runs in this file, oldest first."""
+        return [int(r[0]) for r in self._conn.execute("SELECT run FROM runs ORDER BY run")]
 
     def labels(self) -> list[str]:
         return [str(r[0]) for r in self._conn.execute("SELECT name FROM labels ORDER BY id")]
 
-    def _last_seq(self, run: int) -> int:
+    def _last_seq(self, run: int | None) -> int:
         r = self._conn.execute("SELECT MAX(seq) FROM queries WHERE run = ?", (run,)).fetchone()
         return int(r[0] or 0)
 
@@ -509,40 +453,5 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._conn)
-
-
-class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
-
-
-def _name_list(names: Any, num_classes: int) -> list[str] | None:
-    """A model's class names, for a replay to print the same names; None for a vocabulary
-    (stored in ``labels``) or where there are none."""
-    if names is None or _grows(names) or num_classes > 100_000:
-        return None
-    return [str(names.name(i)) for i in range(num_classes)]
-
-
-def _describe(e: BaseException) -> str:
-    reason = getattr(e, "stop_reason", None) if isinstance(e, TargetUnavailable) else None
-    text = " ".join(str(e).split())[:300]
-    return f"{reason or type(e).__name__}: {text}"
-
-
-def _lost_again(seq: int, error: str | None) -> BaseException:
-    """A lost answer met again in a replay: the same failure (the run stopped there)."""
-    reason, _, message = (error or "").partition(": ")
-    if reason in TARGET_DOWN_REASONS:
-        cls = type("ReplayedUnavailable", (TargetUnavailable,), {"stop_reason": reason})
-        err: BaseException = cls(message)
-        return err
-    return JournalError(f"query {seq} was lost in flight ({error}); the journal ends there")
+    def _tx(self) -> Transaction:
+        return Transaction(self._conn)

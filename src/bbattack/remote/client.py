@@ -219,6 +219,7 @@ class HttpLabelTarget:
     # --- queries -----------------------------------------------------------------------------
 
     eight_bit = True  # images are sent as 8-bit PNGs: the query journal digests those bits
+    billed = True  # each answer costs: the journal notes a call before it is sent
 
     def identity(self) -> str:
         """What answers, for the query journal: the endpoint and the labels asked per image."""
