@@ -17,9 +17,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import UserInputError
+from ..results import StepRecord
 from ._rand import Streams
 
-__all__ = ["PlainDataError", "from_plain", "to_plain"]
+__all__ = ["PlainDataError", "from_plain", "to_plain", "trace_columns", "trace_records"]
 
 
 class PlainDataError(UserInputError):
@@ -122,3 +123,43 @@ def _dec(t: Any, arrays: list[NDArray[Any]]) -> Any:
             g.set_state(torch.from_numpy(raw))
             return g
     raise PlainDataError(f"bad checkpoint tree tag {tag!r}")
+
+
+_TRACE = ("image", "step", "queries", "loss", "target_prob", "target_rank", "eps", "lr")
+
+
+def trace_columns(trace: list[StepRecord]) -> dict[str, NDArray[Any]]:
+    # Columns, not records: fast and exact (None is NaN or -1; the run never stores NaN).
+    def col(name: str, dtype: Any, none: Any) -> NDArray[Any]:
+        return np.array([none if (v := getattr(t, name)) is None else v for t in trace], dtype)
+
+    return {
+        "image": col("image", np.int64, -1),
+        "step": col("step", np.int64, -1),
+        "queries": col("queries", np.int64, -1),
+        "loss": col("loss", np.float64, np.nan),
+        "target_prob": col("target_prob", np.float64, np.nan),
+        "target_rank": col("target_rank", np.int64, -1),
+        "eps": col("eps", np.float64, np.nan),
+        "lr": col("lr", np.float64, np.nan),
+    }
+
+
+def trace_records(cols: dict[str, NDArray[Any]]) -> list[StepRecord]:
+    def opt_f(v: float) -> float | None:
+        return None if np.isnan(v) else float(v)
+
+    rows = zip(*(cols[k].tolist() for k in _TRACE), strict=True)
+    return [
+        StepRecord(
+            image=i,
+            step=s,
+            queries=q,
+            loss=opt_f(lo),
+            target_prob=opt_f(p),
+            target_rank=None if r < 0 else r,
+            eps=e,
+            lr=lr,
+        )
+        for i, s, q, lo, p, r, e, lr in rows
+    ]

@@ -24,7 +24,7 @@ from ..surrogates import Surrogate
 from .balls import Ball, LinfBall, Norm, make_ball
 from .checkpoint import Checkpointer, restore_state, run_fingerprint
 from .checks import check_budget, check_run, check_surrogates, run_inputs, with_overrides
-from .finish import Ending, finish
+from .finish import finish_run, step_records
 from .goals import Goal, Within
 from .registry import AttackInfo
 
@@ -317,7 +317,7 @@ class Attack(ABC, Generic[C]):
             step_no += 1
             if max_steps is not None:
                 self.stop(state, stepped[state.steps[stepped] >= max_steps], "max_steps", t0)
-            trace.extend(_records(state, stepped, q))
+            trace.extend(step_records(state, stepped, q))
             if on_step is not None:
                 on_step(
                     StepInfo(
@@ -333,7 +333,7 @@ class Attack(ABC, Generic[C]):
                 )
             if checkpoints is not None and state.active.any():
                 checkpoints.step_done(step_no, state, oracle, trace)
-        return self._finish(oracle, state, goal, trace, surrogates)
+        return finish_run(self, oracle, state, trace, surrogates)
 
     def _new_state(
         self,
@@ -370,59 +370,6 @@ class Attack(ABC, Generic[C]):
             extra={"t0": time.perf_counter(), "surrogates": tuple(surrogates)},
         )
 
-    def _finish(
-        self,
-        oracle: Oracle,
-        state: AttackState,
-        goal: Goal,
-        trace: list[StepRecord],
-        surrogates: Sequence[Surrogate],
-    ) -> AttackResult:
-        elapsed = time.perf_counter() - state.extra["t0"]
-        wall = np.where(state.finished_at > 0, state.finished_at, elapsed)
-        end = Ending(
-            ids=state.ids,
-            x0=state.x0,
-            x=state.xq,  # checks ran on the 8-bit iterates: the saved image is what was checked
-            radius=state.eps,
-            target=state.target,
-            orig=state.orig,
-            claimed=state.success,
-            queries_at_success=state.queries_at_success,
-            steps=state.steps,
-            stop_reason=state.stop_reason,
-            wall_time_s=wall,
-            seeds=state.seeds,
-        )
-        xq, images = finish(oracle, goal, state.ball, end)
-        return AttackResult(
-            attack=self.name,
-            threat=oracle.view.describe(),
-            config=self.config.model_dump(mode="json"),
-            images=images,
-            x_adv=xq,
-            trace=trace,
-            surrogates=[
-                {"name": s.name, "family": s.family, "weights": s.weights_id} for s in surrogates
-            ],
-        )
-
-
-def _records(state: AttackState, rows: IntArray, q: IntArray) -> list[StepRecord]:
-    return [
-        StepRecord(
-            image=int(i),
-            step=int(state.steps[i]),
-            queries=int(q[i]),
-            loss=_opt_float(state.loss[i]),
-            target_prob=_opt_float(state.target_prob[i]),
-            target_rank=int(state.target_rank[i]) if state.target_rank[i] >= 0 else None,
-            eps=float(state.eps[i]),
-            lr=float(state.lr[i]),
-        )
-        for i in rows
-    ]
-
 
 def noise_generator(seed: int) -> Any:
     """A per-image noise stream. torch's CPU normal_/uniform_ are ~3x faster than numpy's and
@@ -431,8 +378,3 @@ def noise_generator(seed: int) -> Any:
 
     mixed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
     return torch.Generator().manual_seed(mixed)
-
-
-def _opt_float(v: float | np.floating) -> float | None:
-    f = float(v)
-    return None if not np.isfinite(f) else f

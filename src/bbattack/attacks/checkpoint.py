@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from .._version import __version__
 from ..errors import BBAttackError, UserInputError
 from ..results import StepRecord
-from ._plain import PlainDataError, from_plain, to_plain
+from ._plain import PlainDataError, from_plain, to_plain, trace_columns, trace_records
 
 if TYPE_CHECKING:
     from ..oracle import Oracle
@@ -182,7 +182,7 @@ class Checkpointer:
         body = {
             "state": _state_fields(state),
             "oracle": oracle.snapshot(),
-            "trace": _trace_columns(trace),
+            "trace": trace_columns(trace),
             "annex": self.annex() if self.annex is not None else {},
         }
         tree, arrays = to_plain(body)
@@ -297,46 +297,6 @@ def _state_fields(state: AttackState) -> dict[str, Any]:
     return out
 
 
-_TRACE = ("image", "step", "queries", "loss", "target_prob", "target_rank", "eps", "lr")
-
-
-def _trace_columns(trace: list[StepRecord]) -> dict[str, NDArray[Any]]:
-    # Columns, not records: fast and exact (None is NaN or -1; the run never stores NaN).
-    def col(name: str, dtype: Any, none: Any) -> NDArray[Any]:
-        return np.array([none if (v := getattr(t, name)) is None else v for t in trace], dtype)
-
-    return {
-        "image": col("image", np.int64, -1),
-        "step": col("step", np.int64, -1),
-        "queries": col("queries", np.int64, -1),
-        "loss": col("loss", np.float64, np.nan),
-        "target_prob": col("target_prob", np.float64, np.nan),
-        "target_rank": col("target_rank", np.int64, -1),
-        "eps": col("eps", np.float64, np.nan),
-        "lr": col("lr", np.float64, np.nan),
-    }
-
-
-def _trace_records(cols: dict[str, NDArray[Any]]) -> list[StepRecord]:
-    def opt_f(v: float) -> float | None:
-        return None if np.isnan(v) else float(v)
-
-    rows = zip(*(cols[k].tolist() for k in _TRACE), strict=True)
-    return [
-        StepRecord(
-            image=i,
-            step=s,
-            queries=q,
-            loss=opt_f(lo),
-            target_prob=opt_f(p),
-            target_rank=None if r < 0 else r,
-            eps=e,
-            lr=lr,
-        )
-        for i, s, q, lo, p, r, e, lr in rows
-    ]
-
-
 # -- the file
 
 
@@ -398,6 +358,6 @@ def _read(path: Path) -> Checkpoint:
         fingerprint={str(k): str(v) for k, v in meta["fingerprint"].items()},
         state=body["state"],
         oracle=body["oracle"],
-        trace=_trace_records(body["trace"]),
+        trace=trace_records(body["trace"]),
         annex=body["annex"],
     )

@@ -5,6 +5,7 @@ once the task's cases are in the database."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
@@ -14,10 +15,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..attacks.checkpoint import Checkpoint, Checkpointer, Every
+from ..models import Classifier
+from ..oracle import Oracle
 from ..oracle.journal import Journal
+from ..provenance import describe_target, provenance
 from ..results import AttackResult
+from .db import CaseRow
 
-__all__ = ["TaskWork", "remove_work", "task_key"]
+__all__ = ["TaskWork", "case_provenance", "remove_work", "task_key"]
 
 
 def task_key(case_ids: list[str]) -> str:
@@ -85,3 +90,15 @@ class TaskWork:
 def remove_work(directory: Path) -> None:
     """A task's cases are recorded: its journal and checkpoints go."""
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def case_provenance(
+    case: CaseRow, model: Classifier, oracle: Oracle, work: TaskWork | None, batch: list[CaseRow]
+) -> dict[str, Any]:
+    """A case's provenance: the common block, its batch, and the task's journal."""
+    config = {k: v for k, v in dataclasses.asdict(case).items() if k not in ("id", "idx")}
+    journal = None if work is None else work.journal_block()
+    if journal is not None:
+        journal["batch"] = [e.id for e in batch]
+    target = describe_target(model, oracle.target_identity)
+    return provenance(target=target, config=config, seed=case.seed, journal=journal)

@@ -8,7 +8,6 @@ runs with the case's seed, so a case's result does not depend on where or when i
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -27,9 +26,9 @@ from ..errors import BackendUnavailableError, StartImageError, UserInputError
 from ..images import encode_png
 from ..models import Classifier
 from ..oracle import Oracle
-from ..provenance import describe_target, packages, provenance
+from ..provenance import packages
 from ..surrogates import Surrogate, resolve_surrogates
-from ._work import TaskWork, remove_work, task_key
+from ._work import TaskWork, case_provenance, remove_work, task_key
 from .config import ModelSpec, load_config, make_view
 from .db import BenchDB, CaseOutcome, CaseRow
 from .grid import build_cases, collect_images, open_model
@@ -138,7 +137,7 @@ def run_task(task: Task) -> list[CaseOutcome]:
                 worker=worker,
                 adv_png=task.image_png,
                 trace=[],
-                provenance=_provenance(c, model, oracle, work, cases),
+                provenance=case_provenance(c, model, oracle, work, cases),
             )
         ]
     finally:
@@ -165,22 +164,10 @@ def run_task(task: Task) -> list[CaseOutcome]:
                 worker=worker,
                 adv_png=encode_png(res.x_adv[i]),
                 trace=trace,
-                provenance=_provenance(e, model, oracle, work, cases),
+                provenance=case_provenance(e, model, oracle, work, cases),
             )
         )
     return out
-
-
-def _provenance(
-    case: CaseRow, model: Classifier, oracle: Oracle, work: TaskWork | None, batch: list[CaseRow]
-) -> dict[str, Any]:
-    """A case's provenance: the common block, its batch, and the task's journal."""
-    config = {k: v for k, v in dataclasses.asdict(case).items() if k not in ("id", "idx")}
-    journal = None if work is None else work.journal_block()
-    if journal is not None:
-        journal["batch"] = [e.id for e in batch]
-    target = describe_target(model, oracle.target_identity)
-    return provenance(target=target, config=config, seed=case.seed, journal=journal)
 
 
 def run_case(task: Task) -> CaseOutcome:

@@ -230,13 +230,13 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
                 discard(out_path, journal, existed, keep_paid=job.remote is not None)
             raise
         except (Interrupted, KeyboardInterrupt):
+            if not (out_path / "run.json").exists():  # stopped before the first query
+                discard(out_path, journal, existed, keep_paid=False)
+                err.print("interrupted before the first query")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
             claimed.keep()
-            err.print(
-                f"interrupted; resume with: {resume_command(out_path)}",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
+            how = f"resume with: {resume_command(out_path)}"
+            err.print(f"interrupted; {how}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         paths = write_outputs(result, x, out_path, extra=extra, curve=failure[1])
         remove_checkpoints(out_path)

@@ -1,4 +1,22 @@
-"""The journal's SQLite side: the schema, transactions, and the small helpers of journal.py."""
+"""The journal's SQLite side: the schema, transactions, and the small helpers of journal.py.
+
+Tables
+------
+runs      one row per attack run: the target's identity, the view, what a replay needs to
+          stand in for the target (input shape, classes), the caller's note (config hash).
+queries   one row per query of a run, in order: ``seq`` (1, 2, ...), the example id, the query
+          kind, the digest of the exact input, the observation the view returned (label ids
+          and/or scores, as bytes), the time, ``status`` ('paid': the target answered it;
+          'journal': answered from an earlier row with the same input, target and view;
+          'lost': charged, but the target failed; 'sent': a billed target was asked and no
+          answer was recorded yet), the error of a lost query, and ``chain``: a hash over the
+          previous row's chain and this row, so an edited row is found.
+lost      answers lost in flight (a kill, an interrupt, a failure): moved here from
+          ``queries`` when a run is resumed, and asked again.
+labels    a label API's vocabulary (label string <-> id), shared by the runs of the file.
+sessions  each start or resume of a run, and how many queries it took from the journal by
+          sequence number.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import TARGET_DOWN_REASONS, TargetUnavailable, UserInputError
+from ._rows import Answer
 
 __all__ = ["JOURNAL_FORMAT", "SCHEMA", "JournalError", "JournalStats", "Transaction"]
 
@@ -114,3 +133,23 @@ def lost_again(seq: int, status: str, error: str | None) -> BaseException:
         return err
     what = "was sent and its answer never recorded" if status == "sent" else f"was lost ({error})"
     return JournalError(f"query {seq} {what}; the journal ends there")
+
+
+def lookup(conn: sqlite3.Connection, run: int, keys: set[str]) -> dict[str, Answer]:
+    """Answers to the same inputs (digests) from the same target under the same view as
+    ``run``'s, in any run of the file."""
+    found: dict[str, Answer] = {}
+    ordered = sorted(keys)
+    for i in range(0, len(ordered), 500):  # SQLite caps the number of parameters
+        chunk = ordered[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT q.digest, q.labels, q.scores FROM queries q JOIN runs r ON q.run = r.run "
+            f"WHERE q.digest IN ({marks}) AND q.status IN ('paid', 'journal') AND r.target = "
+            "(SELECT target FROM runs WHERE run = ?) AND r.view = "
+            "(SELECT view FROM runs WHERE run = ?) ORDER BY q.run, q.seq",
+            (*chunk, run, run),
+        )
+        for d, lab, sc in rows:
+            found.setdefault(str(d), Answer(lab, sc))
+    return found

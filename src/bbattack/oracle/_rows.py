@@ -38,9 +38,12 @@ def digests(x: NDArray[np.float32], eight_bit: bool = False) -> list[str]:
     the digest names the exact input the target received."""
     n = len(x)
     flat = np.ascontiguousarray(x, dtype=np.float32).reshape(n, -1)
-    # The rounding of images.to_uint8 and of the PNG encoder, in float64.
-    q = np.clip(np.rint(flat.astype(np.float64) * 255.0), 0.0, 255.0)
-    on_grid = np.ones(n, bool) if eight_bit else ((q / 255.0).astype(np.float32) == flat).all(1)
+    if eight_bit:  # the rounding of images.to_uint8, which the PNG encoder uses: float64
+        q = np.clip(np.rint(flat.astype(np.float64) * 255.0), 0.0, 255.0)
+        on_grid = np.ones(n, bool)
+    else:  # float32 k/255 equals float32(k/255.0) for every k: one float32 pass suffices
+        q = np.rint(flat * np.float32(255.0))
+        on_grid = (q / np.float32(255.0) == flat).all(axis=1)
     shape = "x".join(str(s) for s in x.shape[1:]).encode()
     out = []
     for i in range(n):

@@ -5,22 +5,7 @@ It is the audit log (what was asked, what came back, what was paid), the cache t
 resumed or repeated run pay nothing twice, and the tape that ``bbattack replay`` plays back.
 The oracle owns it: an attack never sees it.
 
-Tables (schema in _journal_db.py)
----------------------------------
-runs      one row per attack run: the target's identity, the view, what a replay needs to
-          stand in for the target (input shape, classes), the caller's note (config hash).
-queries   one row per query of a run, in order: ``seq`` (1, 2, ...), the example id, the query
-          kind, the digest of the exact input, the observation the view returned (label ids
-          and/or scores, as bytes), the time, ``status`` ('paid': the target answered it;
-          'journal': answered from an earlier row with the same input, target and view;
-          'lost': charged, but the target failed; 'sent': a billed target was asked and no
-          answer was recorded yet), the error of a lost query, and ``chain``: a hash over the
-          previous row's chain and this row, so an edited row is found.
-lost      answers lost in flight (a kill, an interrupt, a failure): moved here from
-          ``queries`` when a run is resumed, and asked again.
-labels    a label API's vocabulary (label string <-> id), shared by the runs of the file.
-sessions  each start or resume of a run, and how many queries it took from the journal by
-          sequence number.
+The tables are described in _journal_db.py.
 
 Modes: ``new_run`` records; ``resume_run`` (then ``seek`` to a checkpoint's position) answers
 the run's recorded queries by number, checking each input's digest, and records beyond them;
@@ -47,11 +32,12 @@ from ._journal_db import (
     Transaction,
     describe_error,
     grows,
+    lookup,
     lost_again,
     name_list,
 )
 from ._rows import Answer, assemble, chain_next, digests, split
-from .targets import Target
+from .targets import Target, target_identity
 from .views import Observation, View
 
 __all__ = ["JOURNAL_FORMAT", "Journal", "JournalError", "JournalStats", "target_identity"]
@@ -61,15 +47,6 @@ _INSERT = (
     "INSERT OR REPLACE INTO queries (run, seq, example, kind, digest, labels, scores, time, "
     "status, error, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def target_identity(target: Target) -> str:
-    """What answers the queries, as a string: a target's own ``identity()`` where it has one
-    (a model: name, backend, weights hash; an API: endpoint and request options)."""
-    fn = getattr(target, "identity", None)
-    if callable(fn):
-        return str(fn())
-    return f"{target.name}|{target.backend}"
 
 
 class Journal:
@@ -284,7 +261,7 @@ class Journal:
             raise JournalError(
                 f"query {first + j} is not in the journal (asked {dig[j]}, journal: none)"
             )
-        known = self._lookup({dig[j] for j in new})
+        known = lookup(self._conn, self.run, {dig[j] for j in new})
         pay: dict[str, int] = {}  # digest -> the row that pays for it
         for j in new:
             if dig[j] not in known and dig[j] not in pay:
@@ -361,24 +338,6 @@ class Journal:
             self.position = first + n - 1
             raise lost
         return count
-
-    def _lookup(self, keys: set[str]) -> dict[str, Answer]:
-        """Answers to the same inputs from the same target under the same view, any run."""
-        found: dict[str, Answer] = {}
-        ordered = sorted(keys)
-        for i in range(0, len(ordered), 500):  # SQLite caps the number of parameters
-            chunk = ordered[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                "SELECT q.digest, q.labels, q.scores FROM queries q JOIN runs r ON q.run = r.run "
-                f"WHERE q.digest IN ({marks}) AND q.status IN ('paid', 'journal') AND r.target "
-                "= (SELECT target FROM runs WHERE run = ?) AND r.view = "
-                "(SELECT view FROM runs WHERE run = ?) ORDER BY q.run, q.seq",
-                (*chunk, self.run, self.run),
-            )
-            for d, lab, sc in rows:
-                found.setdefault(str(d), Answer(lab, sc))
-        return found
 
     def _write(self, rows: list[tuple[Any, ...]], taped: int) -> None:
         """One transaction: the rows, the session's count of answers by number, new labels."""
