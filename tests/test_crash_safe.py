@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import bbattack.cli.attack as cli_attack
+from bbattack.cli import main
 from bbattack.service import create_app
 from bbattack.service.faults import FaultInjector
 from bbattack.service.runner import serve_in_thread
@@ -309,3 +311,28 @@ def test_replay_reproduces_a_run_and_finds_an_edited_journal(
     assert short.stderr.strip() == (
         f"error: query {n} is not in the journal (asked {digest}, journal: none)"
     )
+
+
+def test_force_starts_over_and_pays_nothing_the_journal_holds(
+    images: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = colour_model()
+    monkeypatch.setattr(cli_attack, "load_model", lambda name="lite0", backend="auto": model)
+    out = tmp_path / "out"
+    args = [*argv("ql", images), "--out", str(out)]
+    assert main(args) == 0
+    first = json.loads((out / "result.json").read_text())
+    assert main(args) == 2  # a non-empty --out
+    assert main([*args, "--force"]) == 0
+    again = json.loads((out / "result.json").read_text())
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        by_run = dict(
+            db.execute("SELECT run, SUM(status = 'paid') FROM queries GROUP BY run").fetchall()
+        )
+    assert by_run[1] > 0
+    assert by_run[2] == 0  # the same queries again: every one answered from the journal
+    assert again["provenance"]["journal"]["journal"] == again["queries"]
+    for doc in (first, again):
+        doc.pop("wall_time_s")
+        doc.pop("provenance")
+    assert again == first

@@ -87,7 +87,7 @@ def attempt(
         journal.new_run()
     oracle = Oracle(model, case.view, max_queries=case.budget, journal=journal)
     attack = registry.build(case.attack, **(case.params or {}))
-    checkpoints = Checkpointer(d / "ckpt", every or Every(steps=4, seconds=None))
+    checkpoints = Checkpointer(d / "ckpt", every or Every(steps=4))
     steps: list[int] = []
 
     def on_step(info: Any) -> None:
@@ -180,7 +180,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(
     journal = Journal(tmp_path / "b" / "journal.sqlite")
     journal.resume_run(1)
     oracle = Oracle(digits_torch, case.view, max_queries=case.budget, journal=journal)
-    checkpoints = Checkpointer(tmp_path / "b" / "ckpt", Every(steps=2, seconds=None))
+    checkpoints = Checkpointer(tmp_path / "b" / "ckpt", Every(steps=2))
     attack = registry.build(case.attack, **(case.params or {}))
     res = attack.resume(oracle, task.x[:2], task.target[:2], seed=5, checkpoints=checkpoints)
     journal.close()
@@ -249,7 +249,7 @@ def test_a_stop_request_writes_a_checkpoint_and_resumes(
 @pytest.mark.parametrize(
     ("text", "want"),
     [
-        ("50", Every(steps=50, seconds=None)),
+        ("50", Every(steps=50)),
         ("30s", Every(seconds=30.0)),
         ("2m", Every(seconds=120.0)),
     ],

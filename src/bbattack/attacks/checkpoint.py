@@ -68,10 +68,15 @@ class Interrupted(BBAttackError):  # noqa: N818 - reads as a state, like BudgetE
 
 @dataclass(frozen=True)
 class Every:
-    """How often to checkpoint: every ``steps`` steps, or every ``seconds`` seconds."""
+    """How often to checkpoint: every ``steps`` steps, or every ``seconds`` seconds (neither
+    given: every 60 s)."""
 
     steps: int | None = None
-    seconds: float | None = 60.0
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.seconds is None:
+            object.__setattr__(self, "seconds", 60.0)
 
     @classmethod
     def parse(cls, text: str) -> Every:
@@ -85,9 +90,9 @@ class Every:
         if m.group(2) is None:
             if "." in m.group(1):
                 raise UserInputError(f"--checkpoint-every: a step count is whole, got {text!r}")
-            return cls(steps=int(m.group(1)), seconds=None)
+            return cls(steps=int(m.group(1)))
         scale = 1.0 if m.group(2) == "s" else 60.0
-        return cls(steps=None, seconds=float(m.group(1)) * scale)
+        return cls(seconds=float(m.group(1)) * scale)
 
     def describe(self) -> str:
         return f"{self.steps} steps" if self.steps is not None else f"{self.seconds:g}s"
@@ -152,8 +157,8 @@ class Checkpointer:
     stop_requested: bool = False
     warnings: list[str] = field(default_factory=list)
     saved: int = 0
-    _last_step: int = -1
-    _last_time: float = field(default_factory=time.monotonic)
+    _last_step: int = field(default=-1, init=False, repr=False)
+    _last_time: float = field(default_factory=time.monotonic, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from ..errors import BudgetExhausted, UserInputError, ViewRefused
 from ..models import Classifier
-from .journal import Journal, target_identity
+from .journal import Journal, JournalError, target_identity
 from .targets import NameIndex, Target, as_target
 from .views import Observation, Scores, View
 
@@ -284,6 +284,8 @@ class Oracle:
         lost = np.asarray(snap["lost"], dtype=np.int64)
         if counts.ndim != 2 or counts.shape[1] != len(KINDS) or lost.shape != (len(counts),):
             raise ValueError(f"bad oracle snapshot: counts {counts.shape}, lost {lost.shape}")
-        self._counts, self._lost = counts.copy(), lost.copy()
-        if self._journal is not None and snap.get("journal_run") is not None:
+        if self._journal is not None and self._journal.mode == "resume":
+            if snap.get("journal_run") is None:
+                raise JournalError("the checkpoint was made without a journal: nothing to resume")
             self._journal.seek(int(snap["journal_run"]), int(snap["journal_position"]))
+        self._counts, self._lost = counts.copy(), lost.copy()

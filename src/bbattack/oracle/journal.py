@@ -71,8 +71,7 @@ class Journal:
             if read_only:
                 if self.path is None or not os.path.isfile(self.path):
                     raise JournalError(f"no journal at {self.path}")
-                uri = f"file:{os.path.abspath(self.path)}?mode=ro"
-                self._conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self._conn = _read_only(self.path)
             else:
                 where = ":memory:" if self.path is None else self.path
                 self._conn = sqlite3.connect(where, isolation_level=None, timeout=30.0)
@@ -414,3 +413,14 @@ class Journal:
 
     def _tx(self) -> Transaction:
         return Transaction(self._conn)
+
+
+def _read_only(path: str) -> sqlite3.Connection:
+    """A connection that never writes. Read-write with query_only where the directory allows
+    it, so that closing removes the WAL side files as a writer's close does; else mode=ro."""
+    where = os.path.abspath(path)
+    if os.access(where, os.W_OK) and os.access(os.path.dirname(where), os.W_OK):
+        conn = sqlite3.connect(f"file:{where}?mode=rw", uri=True, isolation_level=None)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+    return sqlite3.connect(f"file:{where}?mode=ro", uri=True, isolation_level=None)
