@@ -93,7 +93,12 @@ def execute(
             f"--resume {out}: the run was made against {record.target.get('identity')}, "
             f"this one is {target_info['identity']} (another model or backend)"
         )
-    journal = Journal(record.journal_path(out))
+    try:
+        journal = Journal(record.journal_path(out))
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
     try:
         if plan.resume:
             journal.resume_run(record.journal_run)

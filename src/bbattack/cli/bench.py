@@ -64,7 +64,8 @@ def bench(
         str,
         typer.Option(
             help="checkpoint each running task every N steps (50) or so long (30s): a task "
-            "killed mid-run resumes from there (journal and checkpoints in <db>.work/)"
+            "killed mid-run resumes from there (journal and checkpoints in <db>.work/); off: "
+            "neither, a killed task starts over"
         ),
     ] = "60s",
 ) -> None:
@@ -128,7 +129,7 @@ def bench(
                 on_start=on_start,
                 on_case=on_case,
                 only=tuple(only or ()),
-                checkpoint_every=checkpoint_every,
+                checkpoint_every=None if checkpoint_every == "off" else checkpoint_every,
             )
         except KeyboardInterrupt:
             progress.stop()
