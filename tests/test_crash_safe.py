@@ -3,12 +3,14 @@ equals an unbroken run, pays no query twice (locally and over HTTP with faults i
 falls back from a damaged checkpoint, refuses another config, stops cleanly on Ctrl-C; and
 ``bbattack replay`` reproduces a finished run and catches an edited journal.
 
-The attacks run in subprocesses (tests/crash_driver.py) on a fake ImageNet-shaped model whose
-classes follow the mean colour. A kill is chosen at random between a quarter and three
-quarters of the unbroken run's queries; its seed is in every assertion message."""
+Runs that are killed run in subprocesses (tests/crash_driver.py), the others in this process,
+all on a fake ImageNet-shaped model whose classes follow the mean colour. A kill is chosen at
+random between a quarter and three quarters of the unbroken run's queries; its seed is in every
+assertion message."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -17,7 +19,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import bbattack.cli._remote as cli_remote
 import bbattack.cli.attack as cli_attack
 from bbattack.cli import main
+from bbattack.remote import HttpLabelTarget
 from bbattack.service import create_app
 from bbattack.service.faults import FaultInjector
 from bbattack.service.runner import serve_in_thread
@@ -63,6 +68,35 @@ def argv(name: str, images: tuple[str, str]) -> list[str]:
     grey, green = images
     args = [a.replace("{start}", green) for a in ATTACKS[name]]
     return ["attack", grey, *args, "--seed", "0", "--checkpoint-every", "3"]
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Here = Callable[[list[str]], Ran]
+
+
+@pytest.fixture
+def here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Here:
+    """``bbattack`` in this process, on the colour model (label API clients retry fast)."""
+    model = colour_model()
+    monkeypatch.setattr(cli_attack, "load_model", lambda name="lite0", backend="auto": model)
+    fast = functools.partial(
+        HttpLabelTarget, max_retries=30, backoff_base_s=0.01, backoff_max_s=0.05
+    )
+    monkeypatch.setattr(cli_remote, "HttpLabelTarget", fast)
+
+    def run(args: list[str]) -> Ran:
+        capsys.readouterr()
+        rc = main(args)
+        got = capsys.readouterr()
+        return Ran(rc, got.out, got.err)
+
+    return run
 
 
 def cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -122,18 +156,18 @@ def paid(journal: Path) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_a_sigkilled_attack_resumes_to_the_unbroken_result(
-    name: str, images: tuple[str, str], tmp_path: Path
+    name: str, images: tuple[str, str], tmp_path: Path, here: Here
 ) -> None:
     args = argv(name, images)
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    done = cli([*args, "--out", str(whole)])
+    done = here([*args, "--out", str(whole)])
     assert done.returncode == 0, done.stderr
     total = last_seq(whole / "journal.sqlite")
     rng = random.Random(f"{SEED}-{name}")
     at = rng.randint(total // 4, 3 * total // 4)
     killed = kill_at(args, broken, at)
     assert not (broken / "result.json").exists()
-    again = cli([*args, "--resume", str(broken)])
+    again = here([*args, "--resume", str(broken)])
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
     why = f"seed {SEED}: killed after {killed} of {total} queries"
@@ -142,7 +176,7 @@ def test_a_sigkilled_attack_resumes_to_the_unbroken_result(
     # Every query paid once: the same rows as the unbroken run, none twice.
     assert paid(broken / "journal.sqlite") == paid(whole / "journal.sqlite"), why
     assert not (broken / "checkpoints").exists()  # gone once the result is written
-    replay = cli(["replay", str(broken)])
+    replay = here(["replay", str(broken)])
     assert replay.returncode == 0, replay.stderr
     assert "reproduced" in replay.stdout
 
@@ -184,12 +218,12 @@ def billed(app: Any) -> int:
 
 
 def test_over_http_with_faults_the_service_bills_what_the_journal_paid(
-    service: tuple[str, Any, FaultInjector], images: tuple[str, str], tmp_path: Path
+    service: tuple[str, Any, FaultInjector], images: tuple[str, str], tmp_path: Path, here: Here
 ) -> None:
     url, app, faults = service
     args = http_argv(url, images)
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    done = cli([*args, "--out", str(whole)], CRASH_FAST_RETRIES="1")
+    done = here([*args, "--out", str(whole)])
     assert done.returncode == 0, done.stderr
     unbroken_bill = billed(app)
     total = last_seq(whole / "journal.sqlite")
@@ -198,7 +232,7 @@ def test_over_http_with_faults_the_service_bills_what_the_journal_paid(
     # never answered: the journal can only note it, see the next test).
     killed = cli([*args, "--out", str(broken)], CRASH_KILL_AT=str(at), CRASH_FAST_RETRIES="1")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    again = cli([*args, "--resume", str(broken)], CRASH_FAST_RETRIES="1")
+    again = here([*args, "--resume", str(broken)])
     assert again.returncode == 0, again.stderr
     why = f"seed {SEED}: killed after {at} of {total} queries"
     got = result(broken, "http_calls", "retries")
@@ -210,7 +244,7 @@ def test_over_http_with_faults_the_service_bills_what_the_journal_paid(
 
 
 def test_a_kill_in_the_middle_of_a_paid_call_is_on_record(
-    service: tuple[str, Any, FaultInjector], images: tuple[str, str], tmp_path: Path
+    service: tuple[str, Any, FaultInjector], images: tuple[str, str], tmp_path: Path, here: Here
 ) -> None:
     """SIGKILL from outside, at any moment: the service may have billed a call whose answer
     never came back. The journal wrote the call down before sending it ('sent'); the resumed
@@ -220,7 +254,7 @@ def test_a_kill_in_the_middle_of_a_paid_call_is_on_record(
     broken = tmp_path / "broken"
     before = billed(app)
     kill_at(args, broken, 20, CRASH_FAST_RETRIES="1", CRASH_SLOW_S="0.02")
-    again = cli([*args, "--resume", str(broken)], CRASH_FAST_RETRIES="1")
+    again = here([*args, "--resume", str(broken)])
     assert again.returncode == 0, again.stderr
     with sqlite3.connect(broken / "journal.sqlite") as db:
         (in_flight,) = db.execute("SELECT COUNT(*) FROM lost WHERE status = 'sent'").fetchone()
@@ -229,14 +263,14 @@ def test_a_kill_in_the_middle_of_a_paid_call_is_on_record(
 
 
 def test_a_damaged_checkpoint_falls_back_and_another_config_is_refused(
-    images: tuple[str, str], tmp_path: Path
+    images: tuple[str, str], tmp_path: Path, here: Here
 ) -> None:
     args = argv("ql", images)
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    assert cli([*args, "--out", str(whole)]).returncode == 0
+    assert here([*args, "--out", str(whole)]).returncode == 0
     total = last_seq(whole / "journal.sqlite")
     kill_at([*args[:-1], "2"], broken, total // 2)  # --checkpoint-every 2
-    other = cli(
+    other = here(
         [*[a if a != "samples=10" else "samples=12" for a in args], "--resume", str(broken)]
     )
     assert other.returncode == 2
@@ -247,7 +281,7 @@ def test_a_damaged_checkpoint_falls_back_and_another_config_is_refused(
     ckpts = sorted((broken / "checkpoints").glob("ckpt-*.npz"))
     assert len(ckpts) == 2  # the newest, and the one before it
     ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:-100])  # truncated
-    again = cli([*args[:-1], "2", "--resume", str(broken)])
+    again = here([*args[:-1], "2", "--resume", str(broken)])
     assert again.returncode == 0, again.stderr
     assert f"checkpoint {ckpts[-1]} is damaged" in " ".join(again.stderr.split())
     assert f"after step {int(ckpts[0].stem[5:])}" in again.stderr
@@ -255,11 +289,11 @@ def test_a_damaged_checkpoint_falls_back_and_another_config_is_refused(
 
 
 def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(
-    images: tuple[str, str], tmp_path: Path
+    images: tuple[str, str], tmp_path: Path, here: Here
 ) -> None:
     args = argv("pi", images)
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    assert cli([*args, "--out", str(whole)]).returncode == 0
+    assert here([*args, "--out", str(whole)]).returncode == 0
     proc = subprocess.Popen(
         [sys.executable, DRIVER, *args, "--out", str(stopped)],
         stdout=subprocess.DEVNULL,
@@ -277,17 +311,17 @@ def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(
     resume = command.split("resume with: ", 1)[1].split()
     assert resume[:2] == ["bbattack", "attack"]
     assert resume[-2:] == ["--resume", str(stopped)]
-    again = cli(resume[1:])
+    again = here(resume[1:])
     assert again.returncode == 0, again.stderr
     assert result(stopped) == result(whole)
 
 
 def test_replay_reproduces_a_run_and_finds_an_edited_journal(
-    images: tuple[str, str], tmp_path: Path
+    images: tuple[str, str], tmp_path: Path, here: Here
 ) -> None:
     run = tmp_path / "run"
-    assert cli([*argv("lo", images), "--out", str(run)]).returncode == 0
-    ok = cli(["replay", str(run)])
+    assert here([*argv("lo", images), "--out", str(run)]).returncode == 0
+    ok = here(["replay", str(run)])
     assert ok.returncode == 0, ok.stderr
     journal = run / "journal.sqlite"
     with sqlite3.connect(journal) as db:
@@ -296,7 +330,7 @@ def test_replay_reproduces_a_run_and_finds_an_edited_journal(
         edited = np.frombuffer(labels, "<i8").copy()
         edited[0] = (edited[0] + 1) % 1000
         db.execute("UPDATE queries SET labels = ? WHERE seq = ?", (edited.tobytes(), n // 2))
-    bad = cli(["replay", str(run)])
+    bad = here(["replay", str(run)])
     assert bad.returncode == 2
     assert (
         bad.stderr.strip()
@@ -306,7 +340,7 @@ def test_replay_reproduces_a_run_and_finds_an_edited_journal(
         db.execute("UPDATE queries SET labels = ? WHERE seq = ?", (labels, n // 2))
         (digest,) = db.execute("SELECT digest FROM queries WHERE seq = ?", (n,)).fetchone()
         db.execute("DELETE FROM queries WHERE seq = ?", (n,))
-    short = cli(["replay", str(run)])
+    short = here(["replay", str(run)])
     assert short.returncode == 2
     assert short.stderr.strip() == (
         f"error: query {n} is not in the journal (asked {digest}, journal: none)"
@@ -314,16 +348,16 @@ def test_replay_reproduces_a_run_and_finds_an_edited_journal(
 
 
 def test_force_starts_over_and_pays_nothing_the_journal_holds(
-    images: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    images: tuple[str, str], tmp_path: Path, here: Here
 ) -> None:
-    model = colour_model()
-    monkeypatch.setattr(cli_attack, "load_model", lambda name="lite0", backend="auto": model)
     out = tmp_path / "out"
     args = [*argv("ql", images), "--out", str(out)]
-    assert main(args) == 0
+    assert here(args).returncode == 0
     first = json.loads((out / "result.json").read_text())
-    assert main(args) == 2  # a non-empty --out
-    assert main([*args, "--force"]) == 0
+    refused = here(args)  # a non-empty --out
+    assert refused.returncode == 2
+    assert "--force" in refused.stderr
+    assert here([*args, "--force"]).returncode == 0
     again = json.loads((out / "result.json").read_text())
     with sqlite3.connect(out / "journal.sqlite") as db:
         by_run = dict(
