@@ -16,6 +16,7 @@ from bbattack.cli._common import guard
 pytestmark = pytest.mark.imagenet
 
 OUTPUTS = {"adv.png", "figure.png", "trace.png", "result.json", "trace.jsonl"}
+RUN_FILES = {"run.json", "inputs.npz", "journal.sqlite"}  # what resume and replay need
 TRACE_KEYS = {"image", "step", "queries", "loss", "target_prob", "target_rank", "eps", "lr"}
 # A short untargeted QL run on a photo the model is unsure about (~100 queries).
 QUICK_ATTACK = [
@@ -107,7 +108,7 @@ def test_attack_writes_the_four_outputs(tmp_path: Path, capsys: pytest.CaptureFi
     captured = capsys.readouterr()
     assert "SUCCESS" in captured.out
     assert "Traceback" not in captured.err
-    assert {p.name for p in out.iterdir()} == OUTPUTS  # and no staging leftovers
+    assert {p.name for p in out.iterdir()} == OUTPUTS | RUN_FILES  # no staging leftovers
     doc = json.loads((out / "result.json").read_text())
     check_result_json(doc)
     rows = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]

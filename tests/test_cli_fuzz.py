@@ -16,7 +16,7 @@ from PIL import Image
 
 import bbattack.cli.attack as cli_attack
 from bbattack.cli import main
-from test_hardening import OUTPUTS, colour_model
+from test_hardening import OUTPUTS, RUN_FILES, colour_model
 
 MODES = ["RGB", "RGBA", "L", "LA", "P", "1", "I;16", "I", "F", "CMYK"]
 
@@ -99,4 +99,4 @@ def test_the_attack_command_never_tracebacks_nor_leaves_output_on_refusal(
             assert len(errors) == 1, err
             assert not out.exists()
         else:
-            assert {p.name for p in out.iterdir()} == OUTPUTS
+            assert {p.name for p in out.iterdir()} == OUTPUTS | RUN_FILES

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 import bbattack.cli._remote as cli_remote
+import bbattack.cli._session as cli_session
 import bbattack.cli.attack as cli_attack
 from bbattack import (
     CallableClassifier,
@@ -35,6 +36,7 @@ from bbattack.service.runner import serve_in_thread
 
 GOLDEN, TABBY, ESPRESSO = 207, 281, 967
 OUTPUTS = {"adv.png", "figure.png", "trace.png", "result.json", "trace.jsonl"}
+RUN_FILES = {"run.json", "inputs.npz", "journal.sqlite"}  # what resume and replay need
 KEY = "hardening-key-0001"
 
 
@@ -96,7 +98,7 @@ def test_1_an_out_that_is_a_file_is_refused_before_any_query(
     tmp_path: Path, grey: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(cli_attack, "progress_run", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(cli_session, "progress_run", lambda *a, **k: calls.append(1))
     f = tmp_path / "f"
     f.write_text("hi\n")
     assert main(["attack", grey, *QUICK, "--out", str(f)]) == 2
@@ -147,11 +149,11 @@ def test_2_an_existing_result_is_not_overwritten_without_overwrite(
     first = (out / "result.json").read_bytes()
     capsys.readouterr()
     assert main(["attack", grey, *QUICK, "--seed", "1", "--out", str(out)]) == 2
-    assert "--overwrite" in one_error_line(capsys.readouterr().err)
+    assert "--force" in one_error_line(capsys.readouterr().err)
     assert (out / "result.json").read_bytes() == first
     assert main(["attack", grey, *QUICK, "--seed", "1", "--out", str(out), "--overwrite"]) == 0
     assert json.loads((out / "result.json").read_text())["seed"] == 1
-    assert {p.name for p in out.iterdir()} == OUTPUTS
+    assert {p.name for p in out.iterdir()} == OUTPUTS | RUN_FILES
 
 
 def test_2_two_attacks_cannot_hold_one_out(tmp_path: Path) -> None:
@@ -188,7 +190,7 @@ def test_3_the_default_out_is_fresh_and_printed(
     assert len(runs) == 2
     err = capsys.readouterr().err
     for run in runs:
-        assert {p.name for p in run.iterdir()} == OUTPUTS
+        assert {p.name for p in run.iterdir()} == OUTPUTS | RUN_FILES
         assert f"writing to {run.relative_to(tmp_path)}" in err
 
 
@@ -314,7 +316,7 @@ def test_9_a_spent_quota_stops_the_attack_with_its_result(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "(quota)" in the_error(err)
-    assert {p.name for p in out.iterdir()} == OUTPUTS
+    assert {p.name for p in out.iterdir()} == OUTPUTS | RUN_FILES
     doc = json.loads((out / "result.json").read_text())
     assert doc["stop_reason"] == "quota"
     assert doc["success"] is False  # nothing could be sent to verify it
@@ -433,7 +435,7 @@ def test_a_target_equal_to_the_clean_class_says_so(
 def test_an_untargeted_run_shows_p_original_without_a_terminal(
     tmp_path: Path, grey: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_attack, "progress_run", functools.partial(_progress, log_every_s=0.0))
+    monkeypatch.setattr(cli_session, "progress_run", functools.partial(_progress, log_every_s=0.0))
     assert main(["attack", grey, *QUICK, "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert "p(original)=" in err

@@ -5,6 +5,7 @@ oracle = bbattack.Oracle(model, bbattack.TopK(1), max_queries=20_000)
 result = bbattack.PIAttack().run(oracle, x, target=967, start=x_start, seed=0)
 """
 
+from ._version import __version__
 from .attacks import (
     Attack,
     AttackConfig,
@@ -56,8 +57,6 @@ from .oracle import (
 )
 from .results import AttackResult, ImageResult, StepRecord
 from .targets import LabelSource, LabelTarget, Vocabulary
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Attack",

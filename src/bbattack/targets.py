@@ -42,6 +42,8 @@ class Vocabulary:
     CLI print label strings the same way as class names.
     """
 
+    grows = True  # ids are given as labels appear: the journal keeps them (oracle.journal)
+
     def __init__(self, labels: list[str] | None = None) -> None:
         self._names: list[str] = []
         self._ids: dict[str, int] = {}
@@ -90,6 +92,21 @@ class LabelTarget:
         if not view.k and not view.reveals_scores:
             return "a label view needs k"
         return None
+
+    @property
+    def eight_bit(self) -> bool:
+        """Whether the source only ever sees 8-bit images (an API that receives PNGs)."""
+        return bool(getattr(self.source, "eight_bit", False))
+
+    @property
+    def billed(self) -> bool:
+        """Whether each answer costs money (a paid API)."""
+        return bool(getattr(self.source, "billed", False))
+
+    def identity(self) -> str:
+        """The source, for the journal: an API's endpoint and request options."""
+        fn = getattr(self.source, "identity", None)
+        return f"labels|{fn() if callable(fn) else self.name}"
 
     def query_limit(self) -> int | None:
         """The source's own cap (queries or money left), if it has one."""

@@ -22,8 +22,9 @@ from ..oracle import Observation, Oracle, ScoresObservation
 from ..results import AttackResult, StepRecord
 from ..surrogates import Surrogate
 from .balls import Ball, LinfBall, Norm, make_ball
+from .checkpoint import Checkpointer, restore_state, run_fingerprint
 from .checks import check_budget, check_run, check_surrogates, run_inputs, with_overrides
-from .finish import Ending, finish
+from .finish import finish_run, step_records
 from .goals import Goal, Within
 from .registry import AttackInfo
 
@@ -207,6 +208,7 @@ class Attack(ABC, Generic[C]):
         success: Within = "top1",
         on_step: Callable[[StepInfo], None] | None = None,
         surrogates: Sequence[Surrogate] = (),
+        checkpoints: Checkpointer | None = None,
     ) -> AttackResult:
         """Attack a batch of images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
 
@@ -221,7 +223,46 @@ class Attack(ABC, Generic[C]):
             on_step: called after every outer iteration.
             surrogates: local models for a surrogate-guided attack: free, never the target
                 (see :func:`bbattack.surrogates.resolve_surrogates`).
+            checkpoints: write checkpoints between steps (see :mod:`.checkpoint`), so that
+                :meth:`resume` can continue the run after a crash.
         """
+        return self._go(oracle, x, target, seed, start, success, on_step, surrogates, checkpoints)
+
+    def resume(
+        self,
+        oracle: Oracle,
+        x: NDArray[np.floating],
+        target: int | Sequence[int] | IntArray | None = None,
+        *,
+        seed: int | Sequence[int] = 0,
+        start: NDArray[np.floating] | None = None,
+        success: Within = "top1",
+        on_step: Callable[[StepInfo], None] | None = None,
+        surrogates: Sequence[Surrogate] = (),
+        checkpoints: Checkpointer,
+    ) -> AttackResult:
+        """Continue a :meth:`run` from the newest good checkpoint in ``checkpoints`` (from the
+        start where there is none). Give the run's arguments and a fresh oracle; with the
+        run's journal (``Journal.resume_run``) the queries asked after the checkpoint are
+        answered from it, unpaid, and the result equals an unbroken run's, timings aside.
+        A checkpoint of another config, inputs, target or attack version is refused."""
+        return self._go(
+            oracle, x, target, seed, start, success, on_step, surrogates, checkpoints, True
+        )
+
+    def _go(
+        self,
+        oracle: Oracle,
+        x: NDArray[np.floating],
+        target: int | Sequence[int] | IntArray | None,
+        seed: int | Sequence[int],
+        start: NDArray[np.floating] | None,
+        success: Within,
+        on_step: Callable[[StepInfo], None] | None,
+        surrogates: Sequence[Surrogate],
+        checkpoints: Checkpointer | None,
+        resume: bool = False,
+    ) -> AttackResult:
         goal = Goal(success)
         check_run(self.info, oracle, self.config.norm, target is None, success)
         check_surrogates(self.info, surrogates)
@@ -235,10 +276,77 @@ class Attack(ABC, Generic[C]):
             "the attack max_steps",
         )
         st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
+        saved = None
+        if checkpoints is not None:
+            checkpoints.bind(run_fingerprint(self, oracle, xb, tgt, seeds, st, success, surrogates))
+            saved = checkpoints.load() if resume else None
+        if saved is not None:
+            oracle.restore(saved.oracle)
+            ids = np.asarray(saved.state["ids"], np.int64)
+        else:
+            ids = oracle.register(n)
+        state = self._new_state(ids, xb, tgt, seeds, goal, surrogates)
+        trace: list[StepRecord] = []
+        step_no = 0
+        if saved is None:
+            try:
+                self.init(oracle, state, st)
+            except TargetUnavailable as e:  # keep what was paid for; nothing more can be sent
+                self.stop(state, np.flatnonzero(state.active), e.stop_reason, state.extra["t0"])
+            if checkpoints is not None:
+                checkpoints.step_done(0, state, oracle, trace)
+        else:
+            restore_state(state, saved)
+            trace, step_no = saved.trace, saved.step
+        max_steps = self.config.max_steps
+        while state.active.any():
+            t0 = state.extra["t0"]
+            was = np.flatnonzero(state.active)
+            before = oracle.queries(state.ids[was])
+            try:
+                self.step(oracle, state)
+            except TargetUnavailable as e:  # the last checked iterates are the result
+                self.stop(state, np.flatnonzero(state.active), e.stop_reason, t0)
+                break
+            q = oracle.queries(state.ids)
+            # Only images that spent queries took a step (a budget stop spends none).
+            spent = q[was] > before
+            stepped = was[spent]
+            self.stop(state, was[~spent], "stalled", t0)
+            state.steps[stepped] += 1
+            step_no += 1
+            if max_steps is not None:
+                self.stop(state, stepped[state.steps[stepped] >= max_steps], "max_steps", t0)
+            trace.extend(step_records(state, stepped, q))
+            if on_step is not None:
+                on_step(
+                    StepInfo(
+                        step_no,
+                        int(state.active.sum()),
+                        int(state.success.sum()),
+                        n,
+                        q,
+                        state.target_prob.copy(),
+                        state.target_rank.copy(),
+                        state.eps.copy(),
+                    )
+                )
+            if checkpoints is not None and state.active.any():
+                checkpoints.step_done(step_no, state, oracle, trace)
+        return finish_run(self, oracle, state, trace, surrogates)
 
-        t0 = time.perf_counter()
-        state = AttackState(
-            ids=oracle.register(n),
+    def _new_state(
+        self,
+        ids: IntArray,
+        xb: FloatArray,
+        tgt: IntArray,
+        seeds: IntArray,
+        goal: Goal,
+        surrogates: Sequence[Surrogate],
+    ) -> AttackState:
+        n = len(xb)
+        return AttackState(
+            ids=ids,
             x0=xb.copy(),
             x=xb.copy(),
             xq=xb.copy(),
@@ -259,89 +367,8 @@ class Attack(ABC, Generic[C]):
             finished_at=np.zeros(n),
             goal=goal,
             ball=self.config.ball(),
-            extra={"t0": t0, "surrogates": tuple(surrogates)},
+            extra={"t0": time.perf_counter(), "surrogates": tuple(surrogates)},
         )
-        try:
-            self.init(oracle, state, st)
-        except TargetUnavailable as e:  # keep what was paid for; nothing more can be sent
-            self.stop(state, np.flatnonzero(state.active), e.stop_reason, t0)
-        trace: list[StepRecord] = []
-        step_no = 0
-        max_steps = self.config.max_steps
-        while state.active.any():
-            was = np.flatnonzero(state.active)
-            before = oracle.queries(state.ids[was])
-            try:
-                self.step(oracle, state)
-            except TargetUnavailable as e:  # the last checked iterates are the result
-                self.stop(state, np.flatnonzero(state.active), e.stop_reason, t0)
-                break
-            q = oracle.queries(state.ids)
-            # Only images that spent queries took a step (a budget stop spends none).
-            spent = q[was] > before
-            stepped = was[spent]
-            self.stop(state, was[~spent], "stalled", t0)
-            state.steps[stepped] += 1
-            step_no += 1
-            if max_steps is not None:
-                self.stop(state, stepped[state.steps[stepped] >= max_steps], "max_steps", t0)
-            trace.extend(_records(state, stepped, q))
-            if on_step is not None:
-                on_step(
-                    StepInfo(
-                        step_no,
-                        int(state.active.sum()),
-                        int(state.success.sum()),
-                        n,
-                        q,
-                        state.target_prob.copy(),
-                        state.target_rank.copy(),
-                        state.eps.copy(),
-                    )
-                )
-        wall = np.where(state.finished_at > 0, state.finished_at, time.perf_counter() - t0)
-        end = Ending(
-            ids=state.ids,
-            x0=state.x0,
-            x=state.xq,  # checks ran on the 8-bit iterates: the saved image is what was checked
-            radius=state.eps,
-            target=state.target,
-            orig=state.orig,
-            claimed=state.success,
-            queries_at_success=state.queries_at_success,
-            steps=state.steps,
-            stop_reason=state.stop_reason,
-            wall_time_s=wall,
-            seeds=state.seeds,
-        )
-        xq, images = finish(oracle, goal, state.ball, end)
-        return AttackResult(
-            attack=self.name,
-            threat=oracle.view.describe(),
-            config=self.config.model_dump(mode="json"),
-            images=images,
-            x_adv=xq,
-            trace=trace,
-            surrogates=[
-                {"name": s.name, "family": s.family, "weights": s.weights_id} for s in surrogates
-            ],
-        )
-
-
-def _records(state: AttackState, rows: IntArray, q: IntArray) -> list[StepRecord]:
-    return [
-        StepRecord(
-            image=int(i),
-            step=int(state.steps[i]),
-            queries=int(q[i]),
-            loss=_opt_float(state.loss[i]),
-            target_prob=_opt_float(state.target_prob[i]),
-            target_rank=int(state.target_rank[i]) if state.target_rank[i] >= 0 else None,
-            eps=float(state.eps[i]),
-            lr=float(state.lr[i]),
-        )
-        for i in rows
-    ]
 
 
 def noise_generator(seed: int) -> Any:
@@ -351,8 +378,3 @@ def noise_generator(seed: int) -> Any:
 
     mixed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
     return torch.Generator().manual_seed(mixed)
-
-
-def _opt_float(v: float | np.floating) -> float | None:
-    f = float(v)
-    return None if not np.isfinite(f) else f

@@ -9,7 +9,10 @@ an attack's own reason (``finished`` for a library that returned).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,11 +20,14 @@ from numpy.typing import NDArray
 from ..errors import TARGET_DOWN_REASONS as _DOWN
 from ..errors import TargetUnavailable
 from ..oracle import Observation, Oracle, QueryKind
-from ..results import ClassRef, ImageResult, TopKEntry
+from ..results import AttackResult, ClassRef, ImageResult, StepRecord, TopKEntry
 from .balls import Ball
 from .goals import Goal
 
-__all__ = ["Ending", "finish"]
+if TYPE_CHECKING:
+    from .base import AttackState
+
+__all__ = ["Ending", "finish", "finish_run", "step_records"]
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
@@ -129,3 +135,62 @@ def _reason(reason: str, verified: bool, claimed: bool, ok: bool) -> str:
     if claimed:
         return "lost_in_quantisation"
     return reason
+
+
+def finish_run(
+    attack: Any,
+    oracle: Oracle,
+    state: AttackState,
+    trace: list[StepRecord],
+    surrogates: Sequence[Any],
+) -> AttackResult:
+    """The end of a run of our attacks: finish every image and build the result."""
+    elapsed = time.perf_counter() - state.extra["t0"]
+    wall = np.where(state.finished_at > 0, state.finished_at, elapsed)
+    end = Ending(
+        ids=state.ids,
+        x0=state.x0,
+        x=state.xq,  # checks ran on the 8-bit iterates: the saved image is what was checked
+        radius=state.eps,
+        target=state.target,
+        orig=state.orig,
+        claimed=state.success,
+        queries_at_success=state.queries_at_success,
+        steps=state.steps,
+        stop_reason=state.stop_reason,
+        wall_time_s=wall,
+        seeds=state.seeds,
+    )
+    xq, images = finish(oracle, state.goal, state.ball, end)
+    return AttackResult(
+        attack=attack.name,
+        threat=oracle.view.describe(),
+        config=attack.config.model_dump(mode="json"),
+        images=images,
+        x_adv=xq,
+        trace=trace,
+        surrogates=[
+            {"name": s.name, "family": s.family, "weights": s.weights_id} for s in surrogates
+        ],
+    )
+
+
+def step_records(state: AttackState, rows: IntArray, q: IntArray) -> list[StepRecord]:
+    return [
+        StepRecord(
+            image=int(i),
+            step=int(state.steps[i]),
+            queries=int(q[i]),
+            loss=_opt_float(state.loss[i]),
+            target_prob=_opt_float(state.target_prob[i]),
+            target_rank=int(state.target_rank[i]) if state.target_rank[i] >= 0 else None,
+            eps=float(state.eps[i]),
+            lr=float(state.lr[i]),
+        )
+        for i in rows
+    ]
+
+
+def _opt_float(v: float | np.floating) -> float | None:
+    f = float(v)
+    return None if not np.isfinite(f) else f

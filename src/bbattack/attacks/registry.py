@@ -97,6 +97,7 @@ class Runnable(Protocol):
 
     name: str
     info: AttackInfo
+    config: Any
 
     def run(
         self,
@@ -109,6 +110,21 @@ class Runnable(Protocol):
         success: Literal["top1", "topk"] = "top1",
         on_step: Callable[[Any], None] | None = None,
         surrogates: Sequence[Any] = (),
+        checkpoints: Any = None,
+    ) -> AttackResult: ...
+
+    def resume(
+        self,
+        oracle: Oracle,
+        x: NDArray[np.floating],
+        target: int | Sequence[int] | NDArray[np.int64] | None = None,
+        *,
+        seed: int | Sequence[int] = 0,
+        start: NDArray[np.floating] | None = None,
+        success: Literal["top1", "topk"] = "top1",
+        on_step: Callable[[Any], None] | None = None,
+        surrogates: Sequence[Any] = (),
+        checkpoints: Any,
     ) -> AttackResult: ...
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..attacks.balls import Ball, Norm, make_ball
 from ..attacks.base import StepInfo
+from ..attacks.checkpoint import CheckpointError
 from ..attacks.checks import (
     check_budget,
     check_run,
@@ -148,6 +149,14 @@ class Baseline(ABC, Generic[C]):
 
     # -- the run
 
+    def resume(self, *args: Any, **kwargs: Any) -> AttackResult:
+        """Refused: a library's attack keeps its state inside the library, so it cannot be
+        continued exactly. Run it again: the journal answers the queries already paid."""
+        raise CheckpointError(
+            f"{self.name} runs inside its library and cannot be resumed exactly; run it "
+            "again (--force): its journal answers the queries already paid"
+        )
+
     def run(
         self,
         oracle: Oracle,
@@ -159,12 +168,15 @@ class Baseline(ABC, Generic[C]):
         success: Within = "top1",
         on_step: Callable[[StepInfo], None] | None = None,
         surrogates: Sequence[Any] = (),
+        checkpoints: Any = None,
     ) -> AttackResult:
         """Attack images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
 
         Same arguments and result as :meth:`bbattack.Attack.run`. Images are attacked one
         after another; image i gets the seed ``seed + i`` (or ``seed[i]``). Raises
-        StartImageError where a start image is needed and none works.
+        StartImageError where a start image is needed and none works. ``checkpoints`` is
+        accepted and unused: the library's loop holds its state, so none is written (an
+        oracle's journal still records every query).
         """
         goal = Goal(success)
         check_run(self.info, oracle, self.config.norm, target is None, success)

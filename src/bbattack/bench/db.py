@@ -14,6 +14,10 @@ cases   one row per grid point (primary key: a hash of everything that defines t
         its status ('pending' | 'done') and, once done, its metrics and adversarial PNG.
 steps   per-step metrics of finished cases (case_id, step, queries, loss, target_prob,
         target_rank, eps, lr).
+
+A case's ``provenance`` (JSON) records package versions, the model (weights hash, backend,
+device), the case config and its hash, the seed, the machine, and its task's journal (file,
+run, last sequence number, hash-chain head, and the checkpoint step it resumed from).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ from ..errors import UserInputError
 
 __all__ = ["SCHEMA_VERSION", "BenchDB", "CaseOutcome", "CaseRow"]
 
-SCHEMA_VERSION = 2  # 2: cases.norm
+SCHEMA_VERSION = 3  # 2: cases.norm; 3: cases.provenance (a v2 file gains it when opened)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,7 +76,8 @@ CREATE TABLE IF NOT EXISTS cases (
     wall_time_s REAL,
     finished_at TEXT,
     worker TEXT,
-    adv_png BLOB
+    adv_png BLOB,
+    provenance TEXT
 );
 CREATE INDEX IF NOT EXISTS cases_status ON cases(status);
 CREATE TABLE IF NOT EXISTS steps (
@@ -149,6 +154,7 @@ class CaseOutcome:
     worker: str
     adv_png: bytes
     trace: list[dict[str, Any]]
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 class BenchDB:
@@ -174,13 +180,21 @@ class BenchDB:
             except sqlite3.Error as e:
                 raise UserInputError(f"{p}: cannot create the database ({e})") from None
             return cls(conn, p)
-        cls._probe(p)
+        version = cls._probe(p)
         try:
             if read_only:
                 conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
             else:
                 conn = sqlite3.connect(p, isolation_level=None)
                 cls._pragmas(conn)
+                if version == 2:  # cases gain their provenance; nothing else changes
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("ALTER TABLE cases ADD COLUMN provenance TEXT")
+                    conn.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                        (str(SCHEMA_VERSION),),
+                    )
+                    conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise UserInputError(f"{p}: cannot open the database ({e})") from None
         conn.row_factory = sqlite3.Row
@@ -196,9 +210,10 @@ class BenchDB:
         conn.execute("PRAGMA foreign_keys=ON")
 
     @staticmethod
-    def _probe(p: Path) -> None:
-        """Check, without writing a byte, that ``p`` is a benchmark database of our schema:
-        opening a foreign file for writing would switch it to WAL."""
+    def _probe(p: Path) -> int:
+        """Check, without writing a byte, that ``p`` is a benchmark database of our schema
+        (or of schema 2, which gains a column); its schema version. Opening a foreign file for
+        writing would switch it to WAL."""
         if p.is_dir():
             raise UserInputError(f"{p}: is a directory, not a benchmark database")
         if not p.is_file():
@@ -229,8 +244,9 @@ class BenchDB:
         finally:
             conn.close()
         v = None if row is None else row[0]
-        if v != str(SCHEMA_VERSION):
+        if v not in ("2", str(SCHEMA_VERSION)):
             raise UserInputError(f"{p}: database schema {v}, this bbattack reads {SCHEMA_VERSION}")
+        return int(v)
 
     def finish(self) -> None:
         """A finished grid becomes one plain file (no -wal/-shm), easy to copy and to read on
@@ -313,7 +329,8 @@ class BenchDB:
                 "UPDATE cases SET status = 'done', success = ?, queries = ?, "
                 "queries_at_success = ?, queries_by_kind = ?, linf = ?, l2 = ?, final_top1 = ?, "
                 "final_topk = ?, stop_reason = ?, steps = ?, wall_time_s = ?, worker = ?, "
-                "adv_png = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                "adv_png = ?, provenance = ?, "
+                "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
                 "WHERE id = ? AND status = 'pending'",
                 (
                     int(o.success),
@@ -329,6 +346,7 @@ class BenchDB:
                     o.wall_time_s,
                     o.worker,
                     o.adv_png,
+                    json.dumps(o.provenance),
                     o.case_id,
                 ),
             )
@@ -371,7 +389,7 @@ class BenchDB:
         for r in self.conn.execute(q + " ORDER BY c.idx", args):
             d = dict(r)
             d.pop("adv_png")
-            for key in ("params", "queries_by_kind", "final_topk"):
+            for key in ("params", "queries_by_kind", "final_topk", "provenance"):
                 if d.get(key) is not None:
                     d[key] = json.loads(d[key])
             d["success"] = None if d["success"] is None else bool(d["success"])

@@ -8,7 +8,6 @@ runs with the case's seed, so a case's result does not depend on where or when i
 from __future__ import annotations
 
 import concurrent.futures as cf
-import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -22,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from ..attacks.checkpoint import Every
 from ..errors import BackendUnavailableError, StartImageError, UserInputError
 from ..images import encode_png
 from ..models import Classifier
 from ..oracle import Oracle
+from ..provenance import packages
 from ..surrogates import Surrogate, resolve_surrogates
-from .config import BenchConfig, ModelSpec, load_config, make_view
+from ._work import TaskWork, case_provenance, remove_work, task_key
+from .config import ModelSpec, load_config, make_view
 from .db import BenchDB, CaseOutcome, CaseRow
 from .grid import build_cases, collect_images, open_model
 from .machine import describe
@@ -51,6 +53,8 @@ class Task:
     image_png: bytes
     start_png: bytes | None
     more: tuple[tuple[CaseRow, bytes], ...] = ()  # the rest of a batch (never with a start)
+    work_dir: str | None = None  # its journal and checkpoints (None: neither)
+    every: str = "60s"  # how often it checkpoints
 
     @property
     def cases(self) -> list[CaseRow]:
@@ -91,7 +95,12 @@ def run_task(task: Task) -> list[CaseOutcome]:
     params = c.params_dict()
     surrogates = _surrogates(tuple(params.pop("surrogates", ())), task.model, model)
     attack = cls(cls.config_class(**{**params, "norm": c.norm, "eps": c.eps}))
-    oracle = Oracle(model, make_view(c.threat, c.k), max_queries=c.budget)
+    work = None
+    if task.work_dir is not None:
+        key = task_key([e.id for e in cases])
+        work = TaskWork(Path(task.work_dir), task.every, not cls.info.baseline, key)
+    journal = None if work is None else work.journal
+    oracle = Oracle(model, make_view(c.threat, c.k), max_queries=c.budget, journal=journal)
     x = np.stack([decode_png(png) for png in [task.image_png, *(p for _, p in task.more)]])
     start = None if task.start_png is None else decode_png(task.start_png)[None]
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -99,14 +108,13 @@ def run_task(task: Task) -> list[CaseOutcome]:
     try:
         targets = [e.target_id for e in cases]
         untargeted = all(t < 0 for t in targets)  # -1: untargeted; a batch is all one goal
-        seeds = [e.seed for e in cases]
-        res = attack.run(
-            oracle,
-            x,
-            None if untargeted else targets,
-            seed=seeds,
-            start=start,
-            surrogates=surrogates,
+        kw: dict[str, Any] = {"seed": [e.seed for e in cases], "start": start}
+        kw["surrogates"] = surrogates
+        tgt = None if untargeted else targets
+        res = (
+            attack.run(oracle, x, tgt, **kw)
+            if work is None
+            else work.run(attack, oracle, x, tgt, **kw)
         )
     except StartImageError:
         # The start image does not show the target under this view: a failed case, with
@@ -129,8 +137,12 @@ def run_task(task: Task) -> list[CaseOutcome]:
                 worker=worker,
                 adv_png=task.image_png,
                 trace=[],
+                provenance=case_provenance(c, model, oracle, work, cases),
             )
         ]
+    finally:
+        if work is not None:
+            work.close()
     out = []
     for i, (e, r) in enumerate(zip(cases, res.images, strict=True)):
         # Image i of the batch is image 0 of its own case, as in a single run.
@@ -152,6 +164,7 @@ def run_task(task: Task) -> list[CaseOutcome]:
                 worker=worker,
                 adv_png=encode_png(res.x_adv[i]),
                 trace=trace,
+                provenance=case_provenance(e, model, oracle, work, cases),
             )
         )
     return out
@@ -159,19 +172,8 @@ def run_task(task: Task) -> list[CaseOutcome]:
 
 def run_case(task: Task) -> CaseOutcome:
     """Run one case (a task without a batch) through a fresh oracle."""
-    return run_task(Task(task.case, task.model, task.image_png, task.start_png))[0]
-
-
-def _versions(cfg: BenchConfig) -> dict[str, str]:
-    names = ["bbattack", "numpy", "torch", "onnxruntime"]
-    names += ["torchattacks", "adversarial-robustness-toolbox"]
-    out = {}
-    for n in names:
-        try:
-            out[n] = importlib.metadata.version(n)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    one = Task(task.case, task.model, task.image_png, task.start_png, (), task.work_dir, task.every)
+    return run_task(one)[0]
 
 
 def prepare(config_path: Path, db_path: Path, only: Sequence[str] = ()) -> BenchDB:
@@ -208,7 +210,7 @@ def prepare(config_path: Path, db_path: Path, only: Sequence[str] = ()) -> Bench
         "config_toml": text,
         "config_json": json.dumps(cfg.model_dump(mode="json")),
         "config_hash": cfg.digest(),
-        "versions": json.dumps(_versions(cfg)),
+        "versions": json.dumps(packages()),
         "model": cfg.model.describe(),
         "backend": getattr(model, "backend", type(model).__name__),
         "machine": describe(),
@@ -275,7 +277,9 @@ def _locked(db: BenchDB) -> BenchDB:
     return db
 
 
-def _tasks(db: BenchDB, cases: list[CaseRow]) -> list[Task]:
+def _tasks(
+    db: BenchDB, cases: list[CaseRow], work: Path | None = None, every: str = "60s"
+) -> list[Task]:
     """One task per batch of cases that share a grid point; a case with a start image (PI,
     LO) or of a wrapped baseline (its library may not batch as it runs singly) runs alone."""
     from ..attacks import registry
@@ -297,7 +301,10 @@ def _tasks(db: BenchDB, cases: list[CaseRow]) -> list[Task]:
             if registry.get(head.attack).needs_start and head.start_image is not None:
                 start = images[head.start_image]
             more = tuple((c, images[c.image]) for c in rest)
-            tasks.append(Task(head, cfg["model"], images[head.image], start, more))
+            where = None
+            if work is not None:
+                where = str(work / task_key([head.id, *(c.id for c in rest)]))
+            tasks.append(Task(head, cfg["model"], images[head.image], start, more, where, every))
     # Batches first (stable otherwise): a run stopped part-way has finished the most cases.
     return sorted(tasks, key=lambda t: -len(t.cases))
 
@@ -385,9 +392,15 @@ def run_bench(
     on_case: Callable[[CaseRow, CaseOutcome, BenchSummary], None] | None = None,
     on_start: Callable[[BenchSummary], None] | None = None,
     only: Sequence[str] = (),
+    checkpoint_every: str | None = "60s",
 ) -> BenchSummary:
     """Run (or resume) the grid in ``config_path``, storing every case in ``db_path``.
-    ``only``: run just these attacks' pending cases (the rest stay pending for a later run)."""
+    ``only``: run just these attacks' pending cases (the rest stay pending for a later run).
+    ``checkpoint_every``: each task keeps a journal and checkpoints in ``<db>.work/`` (steps
+    such as ``50``, or a time such as ``30s``), so a task killed mid-run resumes from its last
+    checkpoint; None: neither, a killed task starts over."""
+    if checkpoint_every is not None:
+        Every.parse(checkpoint_every)  # a bad value is refused before anything runs
     if workers < 1:
         raise UserInputError(f"--workers must be >= 1, got {workers}")
     db_p = Path(db_path)
@@ -401,10 +414,15 @@ def run_bench(
         summary = BenchSummary(done, total, ok, 0, 0, 0.0)
         if on_start is not None:
             on_start(summary)
+        work = None if checkpoint_every is None else db_p.with_name(db_p.name + ".work")
         if not pending:
             db.finish()
+            if work is not None:
+                remove_work(work)
             return summary
-        tasks = _tasks(db, pending)
+        tasks = _tasks(db, pending, work, checkpoint_every or "60s")
+        left = {t.work_dir: len(t.cases) for t in tasks if t.work_dir is not None}
+        work_of = {c.id: t.work_dir for t in tasks for c in t.cases}
         execute: Callable[[list[Task], int], Iterable[CaseOutcome]]
         if use_ray:
             execute = _ray(ray_address)
@@ -420,9 +438,16 @@ def run_bench(
                 summary.ran += 1
                 summary.succeeded += int(outcome.success)
                 summary.queries += outcome.queries
+            where = work_of.get(outcome.case_id)
+            if where is not None:
+                left[where] -= 1
+                if not left[where]:  # every case of the task is recorded
+                    remove_work(Path(where))
             summary.wall_s = time.perf_counter() - t0
             if on_case is not None:
                 on_case(by_id[outcome.case_id], outcome, summary)
         if summary.done == summary.total:
             db.finish()
+            if work is not None:
+                remove_work(work)
         return summary

@@ -1,4 +1,5 @@
-"""The ``bbattack`` command line: classify, attack, attacks, models, demo, serve, bench, report.
+"""The ``bbattack`` command line: classify, attack, replay, attacks, models, demo, serve, bench,
+report.
 
 User errors (bad files, unknown classes, bad flags) print one line and exit with code 2,
 and leave no output behind.
@@ -12,9 +13,10 @@ import typer
 
 # Importing a command module registers its commands on ``app``; this order is --help's.
 # isort: off
-from . import classify, attack, attacks, models, tune, serve, demo, bench  # noqa: F401
+from . import classify, attack, replay, attacks, models, tune, serve, demo, bench  # noqa: F401
 
 # isort: on
+from . import _common
 from ._common import CLICK_ERROR, app, err, print_error
 from .bench import _ray_argv as _ray_argv  # tests call it through bbattack.cli
 
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code. Usage errors print one line and give 2."""
     try:
         args = _ray_argv(list(sys.argv[1:] if argv is None else argv))
+        _common.ARGV = args
         rc = app(args=args, standalone_mode=False)
     except CLICK_ERROR as e:
         print_error(" ".join(e.format_message().split()))

@@ -16,6 +16,7 @@ from rich.text import Text
 from ..errors import BBAttackError, UserInputError
 
 __all__ = [
+    "ARGV",
     "CLICK_ERROR",
     "SEED_MAX",
     "BackendOpt",
@@ -43,6 +44,9 @@ out = Console()
 # typer vendors click in recent releases; find its exception base without a private import.
 CLICK_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
+
+# The command line main() was given (a resume command is made from it).
+ARGV: list[str] | None = None
 
 # Seeds go to numpy's SeedSequence and into int64 arrays (seed + image index): 63 bits.
 SEED_MAX = 2**63 - 1

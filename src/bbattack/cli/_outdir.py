@@ -3,7 +3,9 @@ query, so that a result paid for is never lost to an unusable ``--out``.
 
 * ``--out`` must be a directory that can be written: a probe file is created, written and
   removed there before anything is sent.
-* An existing result is never replaced silently: ``--overwrite`` says so.
+* Nothing is clobbered: an existing non-empty ``--out`` is refused unless ``--resume`` (go on
+  with the run it holds) or ``--force`` (``--overwrite``: start over; the old result, run
+  description and checkpoints go, the query journal stays and answers what it holds).
 * One attack at a time per directory: an exclusive ``flock`` on the directory itself (no lock
   file is left behind), held until the outputs are written.
 * Without ``--out`` a fresh timestamped directory under ``bbattack-out/`` is made.
@@ -15,16 +17,20 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import time
 from pathlib import Path
 from types import TracebackType
 
 from ..errors import UserInputError
 
-__all__ = ["DEFAULT_ROOT", "OUTPUT_NAMES", "OutDir", "fresh_default"]
+__all__ = ["DEFAULT_ROOT", "JOURNAL_NAME", "OUTPUT_NAMES", "RUN_NAMES", "OutDir", "fresh_default"]
 
 DEFAULT_ROOT = Path("bbattack-out")
 OUTPUT_NAMES = ("adv.png", "figure.png", "trace.png", "result.json", "trace.jsonl")
+# What a run keeps beside its outputs (see _rundir): --force removes them, the journal stays.
+RUN_NAMES = ("run.json", "inputs.npz", "checkpoints")
+JOURNAL_NAME = "journal.sqlite"
 
 
 def fresh_default(root: Path = DEFAULT_ROOT, now: float | None = None) -> Path:
@@ -44,12 +50,13 @@ def _why(e: OSError) -> str:
 
 
 class OutDir:
-    """``with OutDir(path, overwrite=...) as out:`` claims ``path`` for one run (see the module
-    docstring); UserInputError, with nothing created, if it cannot."""
+    """``with OutDir(path, overwrite=..., resume=...) as out:`` claims ``path`` for one run
+    (see the module docstring); UserInputError, with nothing created, if it cannot."""
 
-    def __init__(self, path: Path, *, overwrite: bool = False) -> None:
+    def __init__(self, path: Path, *, overwrite: bool = False, resume: bool = False) -> None:
         self.path = path
         self.overwrite = overwrite
+        self.resume = resume
         self._fd: int | None = None
         self._created: list[Path] = []
 
@@ -84,13 +91,29 @@ class OutDir:
                     "or choose another --out"
                 ) from None
             raise UserInputError(f"--out {p}: cannot open it ({_why(e)})") from None
-        found = [n for n in OUTPUT_NAMES if (p / n).exists()]
-        if found and not self.overwrite:
+        found = sorted(e.name for e in p.iterdir())
+        if self.resume and not (p / "run.json").is_file():
+            raise UserInputError(f"--resume {p}: no run to resume there (no run.json)")
+        if found and not (self.overwrite or self.resume):
+            what = "a result" if (p / "result.json").exists() else "files"
+            shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
             raise UserInputError(
-                f"--out {p} already holds a result ({', '.join(found)}); pass --overwrite to "
-                "replace it, or choose another --out"
+                f"--out {p} already holds {what} ({shown}); pass --resume {p} to go on with "
+                "its run, --force to start over, or choose another --out"
             )
         self._probe(p)
+        if self.overwrite:
+            self._clear(p)
+
+    @staticmethod
+    def _clear(p: Path) -> None:
+        """--force: the old result and run go (the journal stays: it answers repeats)."""
+        for name in (*OUTPUT_NAMES, *RUN_NAMES):
+            q = p / name
+            if q.is_dir() and not q.is_symlink():
+                shutil.rmtree(q)
+            elif q.exists() or q.is_symlink():
+                q.unlink()
 
     def _make(self, p: Path) -> None:
         """Create ``p`` and its missing parents, remembering which were new."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..attacks import StepInfo, registry
+from ..attacks.checkpoint import Checkpointer
 from ..attacks.goals import Within
 from ..oracle import Oracle
 from ..results import AttackResult, ClassRef, TopKEntry
@@ -38,6 +40,8 @@ def progress_run(
     retries: RetryNotes | None = None,
     log_every_s: float = LOG_EVERY_S,
     surrogates: Sequence[Surrogate] = (),
+    checkpoints: Checkpointer | None = None,
+    resume: bool = False,
 ) -> AttackResult:
     """Run the attack with a live bar on a terminal; without one (CI, nohup, a pipe), one line
     every ``log_every_s`` seconds and one per remote retry. An untargeted run shows the clean
@@ -104,16 +108,12 @@ def progress_run(
         on_step(info)
 
     try:
-        result = attack.run(
-            oracle,
-            x,
-            target,
-            seed=seed,
-            start=start,
-            success=success,
-            on_step=first_step,
-            surrogates=surrogates,
-        )
+        kw: dict[str, Any] = {"seed": seed, "start": start, "success": success}
+        kw.update(on_step=first_step, surrogates=surrogates)
+        if resume:
+            result = attack.resume(oracle, x, target, checkpoints=checkpoints, **kw)
+        else:
+            result = attack.run(oracle, x, target, checkpoints=checkpoints, **kw)
         progress.update(task, completed=result.images[0].queries)
     finally:
         if retries is not None:

@@ -33,10 +33,11 @@ class RemoteOptions:
 
 
 def open_client(
-    r: RemoteOptions, budget: int, retries: RetryNotes | None = None, *, journal: bool = True
+    r: RemoteOptions, budget: int, retries: RetryNotes | None = None
 ) -> HttpLabelTarget:
-    """The client, with the caps; ``journal=False`` keeps the journal in memory (a dry run
-    must not create the file)."""
+    """The client, with the caps. Its own answer cache stays in memory: ``--journal`` is the
+    oracle's query journal (bbattack.oracle.journal), which answers repeats before they reach
+    the client."""
     return HttpLabelTarget(
         r.endpoint,
         r.api_key,
@@ -44,7 +45,6 @@ def open_client(
         max_queries=budget,
         max_cost=r.max_cost,
         price_per_1000=r.price_per_1000,
-        journal=r.journal if journal else None,
         on_retry=retries,
     )
 
@@ -60,7 +60,7 @@ def preflight(client: HttpLabelTarget) -> str:
 
 def dry_run(r: RemoteOptions, budget: int) -> int:
     """Print the plan and whether the endpoint answers; send no image, write nothing."""
-    client = open_client(r, budget, journal=False)
+    client = open_client(r, budget)
     try:
         out.print(
             f"dry run, no image sent: {client.describe_plan(budget)} "

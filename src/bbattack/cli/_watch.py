@@ -24,6 +24,7 @@ from ..oracle import (
     View,
     as_target,
 )
+from ..oracle.journal import target_identity
 
 __all__ = ["OriginalCurve", "RetryNotes", "Watched"]
 
@@ -41,9 +42,9 @@ class OriginalCurve:
 
 
 class Watched:
-    """A target that remembers its last answer, so that an oracle hook (which knows the query
-    kind) can read the clean class's score off the success checks; it also keeps the message
-    of a TargetUnavailable on its way to the attack."""
+    """A target wrapper whose oracle hook (which knows the query kind) reads the clean class's
+    score off the success checks; it also keeps the message of a TargetUnavailable on its way
+    to the attack."""
 
     def __init__(self, target: Classifier | Target) -> None:
         self._inner = as_target(target)
@@ -53,7 +54,6 @@ class Watched:
         self.backend = self._inner.backend
         self.curve = OriginalCurve()
         self.failure: str | None = None
-        self._last: Observation | None = None
 
     @property
     def class_names(self) -> NameIndex | None:
@@ -65,19 +65,29 @@ class Watched:
     def query_limit(self) -> int | None:
         return self._inner.query_limit()
 
+    @property
+    def eight_bit(self) -> bool:
+        return bool(getattr(self._inner, "eight_bit", False))
+
+    @property
+    def billed(self) -> bool:
+        return bool(getattr(self._inner, "billed", False))
+
+    def identity(self) -> str:
+        return target_identity(self._inner)
+
     def observe(self, x: NDArray[np.float32], view: View) -> Observation:
         try:
-            obs = self._inner.observe(x, view)
+            return self._inner.observe(x, view)
         except TargetUnavailable as e:
             self.failure = str(e)
             raise
-        self._last = obs
-        return obs
 
     def hook(self, event: QueryEvent) -> None:
         """An oracle hook: after the clean query, learn the clean class; after a success check
-        of image 0, note its score and rank."""
-        obs, self._last = self._last, None
+        of image 0, note its score and rank (from what the attack was shown: a query answered
+        from the journal never reaches the target)."""
+        obs = event.observation
         if obs is None or not len(obs):
             return
         if event.kind is QueryKind.INIT and self.curve.original is None:

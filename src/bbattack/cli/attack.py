@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,16 +17,16 @@ from pydantic import ValidationError
 from .. import zoo
 from ..attacks import registry
 from ..attacks.balls import make_ball
+from ..attacks.checkpoint import Every, Interrupted
 from ..attacks.checks import check_surrogates
 from ..attacks.goals import Within
 from ..errors import TARGET_DOWN_REASONS, UserInputError
 from ..images import load_image
 from ..models import Classifier, load_model
-from ..oracle import Labels, Oracle, Scores, TopK, View
-from ..remote import RemoteError
+from ..oracle import Labels, Scores, TopK, View
 from ..report import write_outputs
-from ..results import AttackResult
-from ..surrogates import Surrogate, resolve_surrogates, surrogate_block
+from ..surrogates import resolve_surrogates
+from . import _common
 from ._common import (
     SEED_MAX,
     BackendOpt,
@@ -43,9 +42,12 @@ from ._common import (
     validation_message,
 )
 from ._outdir import OutDir, fresh_default
-from ._progress import progress_run, summary
-from ._remote import EXIT_REMOTE, RemoteOptions, dry_run, open_client, preflight, remote_block
-from ._watch import OriginalCurve, RetryNotes, Watched
+from ._progress import summary
+from ._remote import EXIT_REMOTE, RemoteOptions, dry_run
+from ._rundir import RunRecord, discard, first_difference, job_config, remove_checkpoints
+from ._session import EXIT_INTERRUPTED, Plan, execute, resume_command
+
+FloatArray = NDArray[np.float32]
 
 __all__ = [
     "AttackJob",
@@ -101,9 +103,11 @@ class AttackJob:
     remote: RemoteOptions | None = None
     attack: str | None = None  # None: the threat model's default attack
     norm: str = "linf"
-    overwrite: bool = False  # replace a result already in out_dir
+    overwrite: bool = False  # --force: start over in a non-empty out_dir (the journal stays)
     model: str | None = None  # a built-in target (None: lite0); not with a label API
     surrogates: tuple[str, ...] = ()  # built-in names, module:function, or "all"
+    resume: bool = False  # go on with the run in out_dir, from its latest checkpoint
+    checkpoint_every: str = "60s"  # steps (50) or a time (30s, 5m)
 
     @property
     def goal(self) -> Within:
@@ -164,12 +168,21 @@ def _check_job(job: AttackJob) -> registry.AttackInfo:
 
 
 def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
-    """Validate, claim the output directory, attack one image, write the outputs, print a
-    summary (or JSON). Everything a user can get wrong is refused before the first query."""
+    """Validate, claim the output directory, attack one image (or resume the run there),
+    write the outputs, print a summary (or JSON). Everything a user can get wrong is refused
+    before the first query."""
     info = _check_job(job)
     params = parse_params(list(job.params))
     attack = make_attack(info, job.norm, job.eps, params)
     budget = job.max_queries or info.budget
+    every = Every.parse(job.checkpoint_every)
+    if job.resume and job.overwrite:
+        raise UserInputError("--resume continues a run, --force starts over: give one")
+    if job.resume and info.baseline:
+        raise UserInputError(
+            f"--resume: {info.name} runs inside its library and cannot be resumed exactly; "
+            "run it again with --force (its journal answers the queries already paid)"
+        )
     x = load_image(job.image)
     start = load_image(job.start_image) if job.start_image is not None else None
     if job.remote is not None and job.remote.dry_run:
@@ -177,16 +190,56 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
         if rc:
             raise typer.Exit(rc)
         return
-    if job.remote is None:
-        model = model or load_model(job.model or "efficientnet-lite0", backend=job.backend.value)
-    # A bad surrogate (or the target itself) is refused before the first query.
-    surrogates = resolve_surrogates(job.surrogates, model) if job.surrogates else []
     out_path = job.out_dir if job.out_dir is not None else fresh_default()
-    with OutDir(out_path, overwrite=job.overwrite) as claimed:
+    record = RunRecord(
+        config=job_config(job, attack, budget, x, start),
+        command=list(_common.ARGV or []),
+        journal=RunRecord.journal_name(out_path, job.remote.journal if job.remote else None),
+    )
+    with OutDir(out_path, overwrite=job.overwrite, resume=job.resume) as claimed:
+        if job.resume:
+            old, _, _ = RunRecord.read(out_path)
+            if old.config_hash != record.config_hash:
+                where = first_difference(old.config, record.config)
+                raise UserInputError(
+                    f"--resume {out_path}: that run was made with another config ({where} "
+                    f"differs; config hash {old.config_hash}, this command {record.config_hash})"
+                )
+            if (out_path / "result.json").exists():
+                claimed.keep()
+                out.print(
+                    f"{out_path} holds a finished result: nothing to resume",
+                    markup=False,
+                    soft_wrap=True,
+                )
+                return
+            record = old
+        if job.remote is None:
+            name = job.model or "efficientnet-lite0"
+            model = model or load_model(name, backend=job.backend.value)
+        # A bad surrogate (or the target itself) is refused before the first query.
+        surrogates = resolve_surrogates(job.surrogates, model) if job.surrogates else []
         if job.out_dir is None:
             err.print(f"writing to {out_path}", markup=False, highlight=False)
-        result, extra, failure = _attack(job, model, attack, budget, x, start, surrogates)
+        plan = Plan(out_path, record, every, job.resume)
+        journal, existed = record.journal_path(out_path), record.journal_path(out_path).exists()
+        try:
+            result, extra, failure = execute(job, plan, model, attack, budget, x, start, surrogates)
+        except (UserInputError, typer.Exit):
+            if not job.resume:
+                discard(out_path, journal, existed, keep_paid=job.remote is not None)
+            raise
+        except (Interrupted, KeyboardInterrupt):
+            if not (out_path / "run.json").exists():  # stopped before the first query
+                discard(out_path, journal, existed, keep_paid=False)
+                err.print("interrupted before the first query")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            claimed.keep()
+            how = f"resume with: {resume_command(out_path)}"
+            err.print(f"interrupted; {how}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         paths = write_outputs(result, x, out_path, extra=extra, curve=failure[1])
+        remove_checkpoints(out_path)
         claimed.keep()
     r = result.images[0]
     if job.as_json:
@@ -207,67 +260,6 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
             f"the best result so far is in {out_path}"
         )
         raise typer.Exit(EXIT_REMOTE)
-
-
-def _attack(
-    job: AttackJob,
-    model: Classifier | None,
-    attack: registry.Runnable,
-    budget: int,
-    x: NDArray[np.float32],
-    start: NDArray[np.float32] | None,
-    surrogates: Sequence[Surrogate] = (),
-) -> tuple[AttackResult, dict[str, Any], tuple[str | None, OriginalCurve]]:
-    """Run the attack on its target; the result, result.json's extra blocks, and what the
-    command watched (the target's last failure, the clean class's curve)."""
-    extra: dict[str, Any] = {}
-    retries = RetryNotes()
-    client = None
-    try:
-        if job.remote is not None:
-            from ..targets import LabelTarget
-
-            client = open_client(job.remote, budget, retries)
-            try:
-                preflight(client)  # free: a dead endpoint or a bad key costs nothing
-            except RemoteError as e:
-                print_error(f"{e}; no image was sent")
-                raise typer.Exit(EXIT_REMOTE) from None
-            labels = LabelTarget(client, name=job.remote.endpoint)
-            assert job.target is not None
-            tgt: int | None = labels.class_names.resolve(job.target)
-            watched = Watched(labels)
-            view: View = (
-                TopK(job.k) if job.threat is Threat.pi else Labels(10 if job.k is None else job.k)
-            )
-        else:
-            local = model or load_model(backend=job.backend.value)
-            assert local.class_names is not None
-            tgt = None if job.target is None else local.class_names.resolve(job.target)
-            watched = Watched(local)
-            view = make_view(job.threat, 1 if job.k is None else job.k)
-        oracle = Oracle(watched, view, max_queries=budget, hooks=[watched.hook])
-        result = progress_run(
-            attack,
-            oracle,
-            x,
-            tgt,
-            job.seed,
-            start,
-            quiet=False,
-            success=job.goal,
-            watched=watched,
-            retries=retries,
-            surrogates=surrogates,
-        )
-    finally:
-        if client is not None:
-            client.close()  # waits for calls in flight: the paid count is final after this
-    if client is not None and job.remote is not None:
-        extra["remote"] = remote_block(client, job.remote)
-    if surrogates:
-        extra["surrogates"] = surrogate_block(surrogates, model if job.remote is None else None)
-    return result, extra, (watched.failure, watched.curve)
 
 
 @app.command()
@@ -304,9 +296,25 @@ def attack(
         Path | None,
         typer.Option("--out", help="output directory (default: bbattack-out/<date-time>)"),
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="replace a result already in --out (else: refused)")
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            "--overwrite",
+            help="start over in a non-empty --out: its result and checkpoints go, its journal "
+            "stays (else: refused)",
+        ),
     ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="go on with the run in DIR (killed, interrupted) from its latest checkpoint; "
+            "give the same command"
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        str, typer.Option(help="checkpoint every N steps (50) or every so long (30s, 5m)")
+    ] = "60s",
     as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
     param: Annotated[
@@ -348,7 +356,8 @@ def attack(
         ),
     ] = None,
 ) -> None:
-    """Attack one image; writes adv.png, figure.png, trace.png, result.json and trace.jsonl."""
+    """Attack one image; writes adv.png, figure.png, trace.png, result.json and trace.jsonl
+    (and keeps run.json, inputs.npz, journal.sqlite and, while it runs, checkpoints/)."""
     for name, value in (
         ("--eps", eps),
         ("--max-cost", max_cost),
@@ -369,6 +378,8 @@ def attack(
         )
     elif dry_run or journal is not None or max_cost is not None or api_key is not None:
         raise fail("--dry-run, --journal, --max-cost and --api-key need --endpoint")
+    if resume is not None and out_dir is not None and out_dir.resolve() != resume.resolve():
+        raise fail("--resume DIR is the run's --out: give one of them")
     job = AttackJob(
         image=image,
         target=target,
@@ -379,7 +390,7 @@ def attack(
         start_image=start_image,
         untargeted=untargeted,
         seed=seed,
-        out_dir=out_dir,
+        out_dir=resume if resume is not None else out_dir,
         as_json=as_json,
         backend=backend,
         params=tuple(param or []),
@@ -387,8 +398,10 @@ def attack(
         remote=remote,
         attack=attack_name,
         norm=norm,
-        overwrite=overwrite,
+        overwrite=force,
         model=model_name,
         surrogates=tuple(surrogate or []),
+        resume=resume is not None,
+        checkpoint_every=checkpoint_every,
     )
     guard(run_attack, job=job)

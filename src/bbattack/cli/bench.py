@@ -60,6 +60,14 @@ def bench(
             "--only", help="run only this attack's pending cases (repeatable); the rest wait"
         ),
     ] = None,
+    checkpoint_every: Annotated[
+        str,
+        typer.Option(
+            help="checkpoint each running task every N steps (50) or so long (30s): a task "
+            "killed mid-run resumes from there (journal and checkpoints in <db>.work/); off: "
+            "neither, a killed task starts over"
+        ),
+    ] = "60s",
 ) -> None:
     """Run (or resume) a benchmark grid: attacks x threat models x eps x budgets x images."""
 
@@ -121,6 +129,7 @@ def bench(
                 on_start=on_start,
                 on_case=on_case,
                 only=tuple(only or ()),
+                checkpoint_every=None if checkpoint_every == "off" else checkpoint_every,
             )
         except KeyboardInterrupt:
             progress.stop()

@@ -1,7 +1,9 @@
-"""The query oracle and what it reveals: views, observations, targets, counters, budgets."""
+"""The query oracle and what it reveals: views, observations, targets, counters, budgets, and
+the query journal behind it."""
 
 from .core import KINDS, NO_LIMIT, Oracle, QueryEvent, QueryKind
-from .targets import ClassifierTarget, NameIndex, Target, as_target
+from .journal import Journal, JournalError
+from .targets import ClassifierTarget, NameIndex, Target, as_target, target_identity
 from .views import (
     Label,
     Labels,
@@ -20,6 +22,8 @@ __all__ = [
     "KINDS",
     "NO_LIMIT",
     "ClassifierTarget",
+    "Journal",
+    "JournalError",
     "Label",
     "Labels",
     "LabelsObservation",
@@ -36,5 +40,6 @@ __all__ = [
     "View",
     "as_target",
     "frozen_array",
+    "target_identity",
     "view_from_name",
 ]

@@ -12,15 +12,18 @@ hit it; the exception is the backstop that makes "a budget is never exceeded" ho
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import BudgetExhausted, UserInputError, ViewRefused
 from ..models import Classifier
+from .journal import Journal, JournalError, target_identity
 from .targets import NameIndex, Target, as_target
 from .views import Observation, Scores, View
 
@@ -51,11 +54,12 @@ _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 
 @dataclass
 class QueryEvent:
-    """Passed to oracle hooks after each answered batch."""
+    """Passed to oracle hooks after each answered batch, with what the attack was shown."""
 
     kind: QueryKind
     rows: int
     total: int
+    observation: Observation | None = field(default=None, compare=False, repr=False)
 
 
 class Oracle:
@@ -72,6 +76,10 @@ class Oracle:
         max_total_queries: hard budget over all examples (None: unlimited). A target's own
             limit (a spend cap, a quota) tightens it.
         hooks: callables run after each answered batch (telemetry, progress bars).
+        journal: the query journal (a :class:`~bbattack.oracle.journal.Journal`, or a path:
+            a new run in that SQLite file). Every query is written there before its answer
+            is used; queries it already holds are answered from it, unpaid, and still
+            counted here as in the run that paid them. The attack never sees it.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class Oracle:
         max_total_queries: int | None = None,
         hooks: list[Callable[[QueryEvent], None]] | None = None,
         bounds: tuple[float, float] = (0.0, 1.0),
+        journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         for name, v in (("max_queries", max_queries), ("max_total_queries", max_total_queries)):
             if v is not None and v < 1:
@@ -97,6 +106,9 @@ class Oracle:
         self.bounds = bounds
         self._counts = np.zeros((0, len(KINDS)), dtype=np.int64)
         self._lost = np.zeros(0, dtype=np.int64)
+        self._journal = journal if isinstance(journal, Journal | None) else Journal(journal)
+        if self._journal is not None:
+            self._journal.attach(self._target, self.view)
 
     def __repr__(self) -> str:
         return (
@@ -125,6 +137,12 @@ class Oracle:
     @property
     def backend(self) -> str:
         return self._target.backend
+
+    @property
+    def target_identity(self) -> str:
+        """Which target answers (a model's name, backend and weights hash; an API's endpoint):
+        what checkpoints and provenance record."""
+        return target_identity(self._target)
 
     # -- bookkeeping
 
@@ -162,6 +180,8 @@ class Oracle:
         own = NO_LIMIT if self.max_total_queries is None else self.max_total_queries
         left = int(own - self.total_queries)
         limit = self._target.query_limit()
+        if self._journal is not None:
+            limit = self._journal.query_limit(limit)
         return left if limit is None else min(left, int(limit))
 
     def affordable(
@@ -226,12 +246,46 @@ class Oracle:
                 f"batch of {len(ids)} would exceed the total budget left ({self.total_remaining()})"
             )
         self._counts[:, _KIND_INDEX[kind]] += add
+        xf = np.asarray(x, dtype=np.float32)
         try:
-            obs = self._target.observe(np.asarray(x, dtype=np.float32), self.view)
+            if self._journal is None:
+                obs = self._target.observe(xf, self.view)
+            else:
+                obs = self._journal.answer(xf, ids, kind.value, self.view, self._observe)
         except BaseException:
             self._lost += add
             raise
-        event = QueryEvent(kind, len(ids), self.total_queries)
+        event = QueryEvent(kind, len(ids), self.total_queries, obs)
         for hook in self.hooks:
             hook(event)
         return obs
+
+    def _observe(self, x: NDArray[np.float32]) -> Observation:
+        return self._target.observe(x, self.view)
+
+    # -- checkpoints
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain data, and where the journal stands: what a checkpoint holds."""
+        j = self._journal
+        return {
+            "counts": self._counts.copy(),
+            "lost": self._lost.copy(),
+            "journal_run": None if j is None else j.run,
+            "journal_position": None if j is None else j.position,
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Take the counters of :meth:`snapshot` (on a fresh oracle); a journal opened with
+        ``resume_run`` goes on from the snapshot's position."""
+        if len(self._counts):
+            raise ValueError("restore() needs an oracle with no examples registered yet")
+        counts = np.asarray(snap["counts"], dtype=np.int64)
+        lost = np.asarray(snap["lost"], dtype=np.int64)
+        if counts.ndim != 2 or counts.shape[1] != len(KINDS) or lost.shape != (len(counts),):
+            raise ValueError(f"bad oracle snapshot: counts {counts.shape}, lost {lost.shape}")
+        if self._journal is not None and self._journal.mode == "resume":
+            if snap.get("journal_run") is None:
+                raise JournalError("the checkpoint was made without a journal: nothing to resume")
+            self._journal.seek(int(snap["journal_run"]), int(snap["journal_position"]))
+        self._counts, self._lost = counts.copy(), lost.copy()

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from ..models import Classifier
 from .views import Observation, View
 
-__all__ = ["ClassifierTarget", "NameIndex", "Target", "as_target"]
+__all__ = ["ClassifierTarget", "NameIndex", "Target", "as_target", "target_identity"]
 
 FloatArray = NDArray[np.float32]
 
@@ -70,6 +70,11 @@ class ClassifierTarget:
     def query_limit(self) -> int | None:
         return None
 
+    def identity(self) -> str:
+        """The model, for the journal and provenance: name, backend, weights hash, classes."""
+        weights = self._model.weights_id or getattr(self._model, "digest", None) or "-"
+        return f"{self.name}|{self.backend}|{weights}|{self.num_classes}"
+
     def observe(self, x: FloatArray, view: View) -> Observation:
         if not len(x):
             return view.observe(np.zeros((0, self.num_classes), np.float32))
@@ -81,3 +86,12 @@ def as_target(target: Classifier | Target) -> Target:
     if isinstance(target, Classifier):
         return ClassifierTarget(target)
     return target
+
+
+def target_identity(target: Target) -> str:
+    """What answers the queries, as a string: a target's own ``identity()`` where it has one
+    (a model: name, backend, weights hash; an API: endpoint and request options)."""
+    fn = getattr(target, "identity", None)
+    if callable(fn):
+        return str(fn())
+    return f"{target.name}|{target.backend}"

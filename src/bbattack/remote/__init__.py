@@ -1,18 +1,23 @@
 """A remote label API (Google Cloud Vision ``images:annotate``, or bbattack's own label
-service) as an attack target, with retries, a spend cap and a query journal.
+service) as an attack target, with retries and a spend cap.
 
 >>> target = HttpLabelTarget("https://vision.googleapis.com/v1/images:annotate",
-...                          journal="attack.sqlite", max_cost=20.0)     # doctest: +SKIP
+...                          max_cost=20.0)                              # doctest: +SKIP
 >>> print(target.describe_plan(11_234))                                  # doctest: +SKIP
 expected 11,234 queries ≈ $16.85 at $1.50/1000
->>> oracle_target = LabelTarget(target)                                  # doctest: +SKIP
+>>> oracle = Oracle(LabelTarget(target), TopK(5), journal="attack.sqlite")  # doctest: +SKIP
+
+The query journal of a run is the oracle's (:mod:`bbattack.oracle.journal`): every query,
+paid or answered from the journal, in order, for resume and replay. The client's own
+``journal=`` (:mod:`.journal`, format 1) is a content-keyed cache of raw answers for direct
+users of :meth:`HttpLabelTarget.annotate`; the command line keeps it in memory.
 
 The endpoint and the key may come from the environment: ``BBATTACK_ENDPOINT`` (the full
 ``…/v1/images:annotate`` URL, or just the server's base URL) and ``BBATTACK_API_KEY``.
 
 Modules: :mod:`.client` (HttpLabelTarget), :mod:`.errors`, :mod:`.retry` (RetryPolicy),
-:mod:`.spend` (SpendCap), :mod:`.schema` (the wire format) and :mod:`.journal` (the SQLite
-journal). The PNG bytes that are sent and keyed come from :func:`bbattack.images.encode_png`,
+:mod:`.spend` (SpendCap), :mod:`.schema` (the wire format) and :mod:`.journal` (the client's
+answer cache). The PNG bytes that are sent and keyed come from :func:`bbattack.images.encode_png`,
 re-exported here.
 """
 

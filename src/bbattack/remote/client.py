@@ -218,6 +218,13 @@ class HttpLabelTarget:
 
     # --- queries -----------------------------------------------------------------------------
 
+    eight_bit = True  # images are sent as 8-bit PNGs: the query journal digests those bits
+    billed = True  # each answer costs: the journal notes a call before it is sent
+
+    def identity(self) -> str:
+        """What answers, for the query journal: the endpoint and the labels asked per image."""
+        return f"{self.endpoint}|max_results={self.max_results}"
+
     def annotate(self, x: FloatArray) -> list[list[tuple[str, float]]]:
         """Labels for each image of ``x`` (N, C, H, W) in [0, 1]: (description, score) pairs in
         the order the API returned them (best first), one list per image, in input order."""

@@ -1,0 +1,104 @@
+"""A bench task's journal and checkpoints, in ``<db>.work/<task>/``: a task killed mid-run
+(SIGKILL, a crash, Ctrl-C) resumes from its last checkpoint when the grid is run again, and the
+queries it made after that checkpoint are answered from its journal. The directory is removed
+once the task's cases are in the database."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..attacks.checkpoint import Checkpoint, Checkpointer, Every
+from ..models import Classifier
+from ..oracle import Oracle
+from ..oracle.journal import Journal
+from ..provenance import describe_target, provenance
+from ..results import AttackResult
+from .db import CaseRow
+
+__all__ = ["TaskWork", "case_provenance", "remove_work", "task_key"]
+
+
+def task_key(case_ids: list[str]) -> str:
+    """A task's directory name: a hash of its cases (a batch re-formed alike gets the same)."""
+    return hashlib.sha256("|".join(case_ids).encode()).hexdigest()[:16]
+
+
+class TaskWork:
+    """The journal (and, for our attacks, the checkpoints) of one task."""
+
+    def __init__(self, directory: Path, every: str, resumable: bool, key: str) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(directory / "journal.sqlite")
+        runs = self.journal.runs()
+        # A library baseline cannot resume: it starts over, and its journal answers repeats.
+        self.resumed = resumable and bool(runs)
+        if self.resumed:
+            self.journal.resume_run(runs[-1])
+        else:
+            self.journal.new_run(note={"task": key})
+        self.from_step: int | None = None
+        self._block: dict[str, Any] | None = None
+        self.checkpoints: Checkpointer | None = None
+        if resumable:
+            self.checkpoints = Checkpointer(
+                directory / "checkpoints",
+                Every.parse(every),
+                fingerprint={"task": key},
+                on_load=self._loaded,
+            )
+
+    def _loaded(self, ck: Checkpoint) -> None:
+        self.from_step = ck.step
+
+    def run(
+        self, attack: Any, oracle: Any, x: NDArray[np.float32], target: Any, **kw: Any
+    ) -> AttackResult:
+        if self.resumed:
+            out: AttackResult = attack.resume(oracle, x, target, checkpoints=self.checkpoints, **kw)
+        else:
+            out = attack.run(oracle, x, target, checkpoints=self.checkpoints, **kw)
+        return out
+
+    def journal_block(self) -> dict[str, Any]:
+        """The provenance's journal: where it was, its run, last query, chain head, counts
+        (read when the task closes it)."""
+        if self._block is not None:
+            return dict(self._block)
+        stats = self.journal.stats()
+        return {
+            "file": str(self.directory / "journal.sqlite"),
+            "run": self.journal.run,
+            "last_seq": self.journal.position,
+            "chain": self.journal.chain_head(),
+            **stats.as_dict(),
+            "resumed_from_step": self.from_step,
+        }
+
+    def close(self) -> None:
+        self._block = self.journal_block()
+        self.journal.close()
+
+
+def remove_work(directory: Path) -> None:
+    """A task's cases are recorded: its journal and checkpoints go."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def case_provenance(
+    case: CaseRow, model: Classifier, oracle: Oracle, work: TaskWork | None, batch: list[CaseRow]
+) -> dict[str, Any]:
+    """A case's provenance: the common block, its batch, and the task's journal."""
+    config = {k: v for k, v in dataclasses.asdict(case).items() if k not in ("id", "idx")}
+    journal = None if work is None else work.journal_block()
+    if journal is not None:
+        journal["batch"] = [e.id for e in batch]
+    target = describe_target(model, oracle.target_identity)
+    return provenance(target=target, config=config, seed=case.seed, journal=journal)

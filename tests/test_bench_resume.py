@@ -1,0 +1,85 @@
+"""Issue 10 in bench grids: a case killed mid-run resumes from its last checkpoint (not from
+its start), pays no query twice, and ends as an unbroken run; every case records provenance."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bbattack.bench import BenchDB
+from bbattack.cli import main
+
+TESTS = Path(__file__).parent
+
+ONE_CASE = """
+name = "one"
+seed = 0
+seeds = [0]
+[model]
+factory = "bench_models:{factory}"
+backend = "torch"
+[images]
+photos = ["coffee"]
+[targets]
+pool = "classes"
+[[attacks]]
+name = "ql"
+budget = [6000]
+eps = [0.02]
+params = {{ samples = 20 }}
+"""
+
+
+def grid(tmp_path: Path, factory: str) -> Path:
+    p = tmp_path / f"{factory}.toml"
+    p.write_text(ONE_CASE.format(factory=factory))
+    return p
+
+
+def case(db: Path) -> dict[str, object]:
+    with BenchDB.open(db, create=False, read_only=True) as d:
+        (c,) = d.cases()
+        c["steps_rows"] = [s["queries"] for s in d.steps(str(c["id"]))]
+        c["png"] = d.adv_png(str(c["id"]))
+        return c
+
+
+def test_a_killed_case_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    os.environ["PYTHONPATH"] = str(TESTS)  # the in-process reference imports the factory too
+    ref = tmp_path / "ref.sqlite"
+    assert main(["bench", str(grid(tmp_path, "tiny_net")), "--db", str(ref), "-q"]) == 0
+    db = tmp_path / "k.sqlite"
+    cmd = [sys.executable, "-m", "bbattack", "bench", str(grid(tmp_path, "slow_tiny_net"))]
+    cmd += ["--db", str(db), "-q", "--checkpoint-every", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    work = tmp_path / "k.sqlite.work"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(list(work.glob("*/checkpoints/ckpt-*.npz"))) == 2:  # two: past the first one
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the case ended before the kill"
+    assert main(cmd[3:]) == 0  # the same command, in this process
+    assert not work.exists()  # removed once the case is in the database
+    got, want = case(db), case(ref)
+    for key in ("success", "queries", "queries_at_success", "linf", "steps", "png", "steps_rows"):
+        assert got[key] == want[key], key
+    pg, pw = got["provenance"], want["provenance"]
+    assert isinstance(pg, dict)
+    assert isinstance(pw, dict)
+    assert pg["journal"]["resumed_from_step"] >= 10  # the newer of the two checkpoints
+    assert pw["journal"]["resumed_from_step"] is None
+    for key in ("paid", "journal", "last_seq", "chain"):  # every query paid once
+        assert pg["journal"][key] == pw["journal"][key], key
+    assert pg["seed"] == 0
+    assert pg["target"]["weights"] == pw["target"]["weights"]
+    assert pg["target"]["backend"] == "torch"
+    assert pg["config_hash"] == pw["config_hash"]
+    assert {"packages", "machine", "attack_version"} <= set(pg)
