@@ -56,6 +56,14 @@ CASES = {
     "rays": Case("rays", Label(), False, {"eps": 0.05}, budget=80),
     "transfer-scores": Case("transfer", Scores(), True, {"eps": 0.05}, surrogate=True, budget=80),
     "transfer-labels": Case("transfer", Labels(1), False, {"eps": 0.05}, surrogate=True, budget=80),
+    # The guided ε-shrink, then PI-Square's repairs (top-k) or the stall stop (labels).
+    "transfer-pi": Case(
+        "transfer", TopK(1), params={"eps": 0.05}, start=True, surrogate=True, budget=120
+    ),
+    "transfer-lo": Case(
+        "transfer", Labels(1), params={"eps": 0.05}, start=True, surrogate=True, budget=120
+    ),
+    "gfcs": Case("gfcs", Scores(), params={"eps": 1.0}, surrogate=True, budget=80),
 }
 
 

@@ -22,7 +22,15 @@ from ..surrogates import Surrogate
 from ..targets import Vocabulary
 from .balls import Ball
 
-__all__ = ["DRAWS", "Craft", "calibration", "class_masks", "craft", "ensemble_logp"]
+__all__ = [
+    "DRAWS",
+    "Craft",
+    "calibration",
+    "class_masks",
+    "craft",
+    "ensemble_logp",
+    "surrogate_classes",
+]
 
 FloatArray = NDArray[np.float32]
 TransferLoss = Literal["calib", "logit", "ce"]
@@ -191,6 +199,19 @@ def calibration(obs: Observation, logp: FloatArray, target: NDArray[np.int64]) -
     gap = np.maximum(lead - logp[rows, cc] + _LABEL_MARGIN, 0.0)
     out[rows[ok], cc[ok]] = gap[ok]
     return out
+
+
+def surrogate_classes(surrogates: Sequence[Surrogate], shape: tuple[int, ...]) -> int:
+    """The surrogates' class count: they must share one class space."""
+    import torch
+
+    ks = set()
+    for s in surrogates:
+        with torch.no_grad():
+            ks.add(int(s.logits(torch.zeros((1, *shape))).shape[1]))
+    if len(ks) != 1:
+        raise UserInputError(f"the surrogates disagree on the number of classes: {sorted(ks)}")
+    return ks.pop()
 
 
 def class_masks(oracle: Oracle, ids: NDArray[np.int64], k: int) -> NDArray[np.bool_]:

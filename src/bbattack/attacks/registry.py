@@ -50,6 +50,7 @@ _MODULES = (
     "bbattack.attacks.rays",
     "bbattack.attacks.pi_square",
     "bbattack.attacks.transfer",
+    "bbattack.attacks.gfcs",
     "bbattack.baselines",
 )
 

@@ -9,13 +9,22 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..errors import UserInputError
 from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
 from ..targets import Vocabulary
 from ._guided import SHRINK, START, GuidedShrink, note
 from ._rand import Streams
-from ._transfer import DRAWS, Craft, TransferLoss, calibration, class_masks, craft, ensemble_logp
+from ._transfer import (
+    DRAWS,
+    Craft,
+    TransferLoss,
+    calibration,
+    class_masks,
+    craft,
+    ensemble_logp,
+    surrogate_classes,
+)
 from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
+from .gfcs import GFCSAttack
 from .pi_square import PISquareAttack, visible_margin
 from .rays import RaySAttack
 from .registry import Paper, register
@@ -32,7 +41,7 @@ TRANSFER_PAPERS = Paper(
     arxiv="1710.06081",
 )
 
-Handoff = Literal["square", "rays", "guided", "none"]
+Handoff = Literal["square", "gfcs", "rays", "guided", "none"]
 _ROUNDS, _INNER = 0, 3  # per-image phases (START and SHRINK: the guided shrink's)
 
 
@@ -121,7 +130,8 @@ class TransferAttack(Attack[TransferConfig]):
        scores, the revealed ones under top-k, the winning label under labels), so the next
        round pushes down the classes the target prefers, not those the surrogates prefer.
     2. When the rounds end (``rounds``, or ``patience`` rounds without visible progress), the
-       best point goes on: under scores, Square (with a small first window); untargeted under
+       best point goes on: under scores, Square (L∞, with a small first window) or GFCS
+       (L2, :class:`~bbattack.attacks.gfcs.GFCSAttack`); untargeted under
        top-k or labels, RayS from the candidate's signs; targeted under top-k or labels, a
        start at a larger radius (``start_radii``, then the given start image or a bundled
        photo) that the target shows in the target class, then a surrogate-guided ε-shrink
@@ -133,7 +143,7 @@ class TransferAttack(Attack[TransferConfig]):
     NeurIPS 2022, arXiv:2208.13182), transfer starts for query attacks (Suya et al., USENIX
     Security 2020). The calibration and the guided shrink are ours.
     Threat model: any view (scores, top-k, labels); targeted and untargeted. Norms: L∞ and L2
-    (under L2 only Square continues: the other hand-offs are L∞).
+    (under L2 only GFCS continues, under scores: the other hand-offs are L∞).
     Query cost: 1 clean query; 1 per candidate (``transfer``); then the hand-off's own cost,
     1 per step; 1 final check. The surrogates cost nothing and never see the target.
     """
@@ -148,7 +158,7 @@ class TransferAttack(Attack[TransferConfig]):
     def _handoff(self, oracle: Oracle, state: AttackState) -> Handoff:
         kind = oracle.view.kind
         if kind == "scores":
-            return "square"
+            return "square" if self.config.norm == "linf" else "gfcs"
         if self.config.norm != "linf":
             return "none"
         return "guided" if state.targeted.all() else "rays"
@@ -156,6 +166,14 @@ class TransferAttack(Attack[TransferConfig]):
     def _square(self) -> SquareAttack:
         c = self.config
         return SquareAttack(eps=c.eps, norm=c.norm, p_init=c.p_init, p_init_untargeted=0.05)
+
+    def _gfcs(self) -> GFCSAttack:
+        return GFCSAttack(eps=self.config.eps, norm=self.config.norm)
+
+    def _scorer(self, state: AttackState) -> SquareAttack | GFCSAttack | None:
+        """The score-based hand-off, whose loss the rounds track; None under other views."""
+        name = state.extra["tr_handoff"]
+        return self._square() if name == "square" else self._gfcs() if name == "gfcs" else None
 
     def _rays(self) -> RaySAttack:
         return RaySAttack(eps=self.config.eps)
@@ -177,18 +195,6 @@ class TransferAttack(Attack[TransferConfig]):
     def surrogates(state: AttackState) -> tuple[Any, ...]:
         out: tuple[Any, ...] = state.extra["surrogates"]
         return out
-
-    def _num_classes(self, state: AttackState) -> int:
-        """The surrogates' class count: one shared class space."""
-        import torch
-
-        ks = set()
-        for s in self.surrogates(state):
-            with torch.no_grad():
-                ks.add(int(s.logits(torch.zeros((1, *state.x.shape[1:]))).shape[1]))
-        if len(ks) != 1:
-            raise UserInputError(f"the surrogates disagree on the number of classes: {sorted(ks)}")
-        return ks.pop()
 
     def craft(
         self,
@@ -236,8 +242,9 @@ class TransferAttack(Attack[TransferConfig]):
 
     def _progress(self, obs: Observation, state: AttackState, rows: IntArray) -> Any:
         """Higher is better: what the view shows of the goal (−inf: nothing)."""
-        if state.extra["tr_handoff"] == "square":
-            return -self._square().loss_of(obs, state, rows)  # type: ignore[arg-type]
+        scorer = self._scorer(state)
+        if scorer is not None:
+            return -scorer.loss_of(obs, state, rows)  # type: ignore[arg-type]
         t = state.target[rows]
         if isinstance(obs, LabelsObservation):
             r = obs.rank_of(np.where(t >= 0, t, state.orig[rows]))
@@ -251,7 +258,7 @@ class TransferAttack(Attack[TransferConfig]):
         n = len(state.x)
         rows = np.arange(n)
         t0 = state.extra["t0"]
-        k = self._num_classes(state)
+        k = surrogate_classes(self.surrogates(state), state.x.shape[1:])
         targets = class_masks(oracle, state.target, k)  # before a query: a bad label is refused
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
@@ -279,6 +286,8 @@ class TransferAttack(Attack[TransferConfig]):
         )
         if handoff == "square":
             self._square().prepare(oracle, state)
+        elif handoff == "gfcs":
+            self._gfcs().prepare(state, np.where(state.targeted[:, None], targets, False), k)
         elif handoff == "rays":
             self._rays().prepare(state)
             state.eps[:] = self.config.eps  # RayS's radius starts at its hand-off
@@ -328,7 +337,7 @@ class TransferAttack(Attack[TransferConfig]):
         ex["tr_since"][b] = 0
         ex["tr_since"][rows[~better]] += 1
         self._judge_weights(state, rows, better)
-        if ex["tr_handoff"] == "square":
+        if self._scorer(state) is not None:
             state.loss[b] = -prog[better]
         over = (ex["tr_round"][rows] >= self.config.rounds) | (
             ex["tr_since"][rows] >= self.config.patience
@@ -381,12 +390,8 @@ class TransferAttack(Attack[TransferConfig]):
         state.active[hide] = False
         try:
             name = state.extra["tr_handoff"]
-            inner: Attack[Any] = (
-                self._square()
-                if name == "square"
-                else self._rays()
-                if name == "rays"
-                else self._pi_square()
+            inner: Attack[Any] = self._scorer(state) or (
+                self._rays() if name == "rays" else self._pi_square()
             )
             inner.step(oracle, state)
         finally:
