@@ -64,6 +64,9 @@ CASES = {
         "transfer", Labels(1), params={"eps": 0.05}, start=True, surrogate=True, budget=120
     ),
     "gfcs": Case("gfcs", Scores(), params={"eps": 1.0}, surrogate=True, budget=80),
+    # An HSJ step is a whole iteration (100·√t probes and two searches).
+    "hsj": Case("hsj", Label(), params={"eps": 0.02}, start=True, budget=2000),
+    "hsj-l2-untargeted": Case("hsj", Label(), False, {"norm": "l2", "eps": 0.1}, budget=2000),
 }
 
 

@@ -51,6 +51,7 @@ _MODULES = (
     "bbattack.attacks.pi_square",
     "bbattack.attacks.transfer",
     "bbattack.attacks.gfcs",
+    "bbattack.attacks.hsj",
     "bbattack.baselines",
 )
 
