@@ -11,7 +11,9 @@ from .attacks import (
     AttackConfig,
     AttackInfo,
     Ball,
+    GFCSAttack,
     Goal,
+    HopSkipJumpAttack,
     L2Ball,
     LinfBall,
     LOAttack,
@@ -24,6 +26,7 @@ from .attacks import (
     SimBAAttack,
     SquareAttack,
     StepInfo,
+    TransferAttack,
     all_attacks,
     make_ball,
 )
@@ -56,6 +59,7 @@ from .oracle import (
     view_from_name,
 )
 from .results import AttackResult, ImageResult, StepRecord
+from .surrogates import Surrogate, resolve_surrogates
 from .targets import LabelSource, LabelTarget, Vocabulary
 
 __all__ = [
@@ -70,7 +74,9 @@ __all__ = [
     "CallableClassifier",
     "ClassNames",
     "Classifier",
+    "GFCSAttack",
     "Goal",
+    "HopSkipJumpAttack",
     "ImageLoadError",
     "ImageResult",
     "L2Ball",
@@ -98,10 +104,12 @@ __all__ = [
     "StartImageError",
     "StepInfo",
     "StepRecord",
+    "Surrogate",
     "ThreatModelError",
     "TopK",
     "TopKObservation",
     "TorchClassifier",
+    "TransferAttack",
     "UnknownClassError",
     "UserInputError",
     "View",
@@ -115,6 +123,7 @@ __all__ = [
     "load_model",
     "make_ball",
     "quantize",
+    "resolve_surrogates",
     "save_png",
     "view_from_name",
 ]

@@ -3,7 +3,9 @@
 from .balls import NORMS, Ball, L2Ball, LinfBall, make_ball
 from .bandits import BanditsAttack, BanditsConfig
 from .base import Attack, AttackConfig, AttackState, StepInfo
+from .gfcs import GFCSAttack, GFCSConfig
 from .goals import Goal
+from .hsj import HopSkipJumpAttack, HopSkipJumpConfig
 from .parsimonious import ParsimoniousAttack, ParsimoniousConfig
 from .partial import LOAttack, LOConfig, PIAttack, PIConfig
 from .pi_square import PISquareAttack, PISquareConfig
@@ -12,6 +14,7 @@ from .rays import RaySAttack, RaySConfig
 from .registry import AttackInfo, Paper, all_attacks, default_attack, get, register
 from .simba import SimBAAttack, SimBAConfig
 from .square import SquareAttack, SquareConfig
+from .transfer import TransferAttack, TransferConfig
 
 __all__ = [
     "NORMS",
@@ -22,7 +25,11 @@ __all__ = [
     "Ball",
     "BanditsAttack",
     "BanditsConfig",
+    "GFCSAttack",
+    "GFCSConfig",
     "Goal",
+    "HopSkipJumpAttack",
+    "HopSkipJumpConfig",
     "L2Ball",
     "LOAttack",
     "LOConfig",
@@ -43,6 +50,8 @@ __all__ = [
     "SquareAttack",
     "SquareConfig",
     "StepInfo",
+    "TransferAttack",
+    "TransferConfig",
     "all_attacks",
     "default_attack",
     "get",

@@ -24,6 +24,7 @@ from ..errors import TARGET_DOWN_REASONS, UserInputError
 from ..images import load_image
 from ..models import Classifier, load_model
 from ..oracle import Labels, Scores, TopK, View
+from ..remote.spend import usd
 from ..report import write_outputs
 from ..surrogates import resolve_surrogates
 from . import _common
@@ -250,7 +251,7 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
             rem = extra["remote"]
             out.print(
                 f"paid queries: {rem['paid_queries']:,} (journal hits: "
-                f"{rem['cached_queries']:,}); cost ${rem['cost_usd']:.2f} at "
+                f"{rem['cached_queries']:,}); cost {usd(rem['cost_usd'])} at "
                 f"${rem['price_per_1000']:.2f}/1000; {rem['retries']:,} retries",
                 highlight=False,
             )
