@@ -253,3 +253,34 @@ def test_a_surrogate_with_other_classes_is_refused(
     with pytest.raises(UserInputError, match="12 classes and the target 10"):
         TransferAttack().run(oracle, x[:1], target[:1], surrogates=[as_surrogate(wide, "wide")])
     assert oracle.total_queries == 0
+
+
+def test_calibration_makes_the_ensemble_agree_with_what_the_target_revealed() -> None:
+    from bbattack.attacks._transfer import calibration
+    from bbattack.oracle import LabelsObservation, ScoresObservation, TopKObservation
+
+    rng = np.random.default_rng(0)
+    logp = np.log(rng.dirichlet(np.ones(6), size=3)).astype(np.float32)
+    probs = rng.dirichlet(np.ones(6), size=3).astype(np.float32)
+    target = np.array([0, 1, 2])
+
+    def calibrated(b: FloatArray) -> NDArray[np.float64]:
+        z = logp.astype(np.float64) + b
+        return np.asarray(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))
+
+    # Scores: the calibrated ensemble is the target's distribution.
+    full = calibrated(calibration(ScoresObservation(probs), logp, target))
+    np.testing.assert_allclose(np.exp(full), probs, atol=1e-5)
+    # Top-k: only the revealed classes move.
+    labels = np.array([[3, 1], [2, -1], [5, 0]])
+    scores = np.array([[0.5, 0.2], [0.9, 0.0], [0.3, 0.1]], np.float32)
+    b = calibration(TopKObservation(labels, scores), logp, target)
+    assert np.flatnonzero(b[0]).tolist() == [1, 3]
+    assert np.flatnonzero(b[1]).tolist() == [2]
+    np.testing.assert_allclose(b[0, 3], np.log(0.5) - logp[0, 3], rtol=1e-6)
+    # Labels: the revealed winner leads the ensemble, unless it is the target itself.
+    won = np.array([[4], [1], [3]])
+    z = logp + calibration(LabelsObservation(won), logp, target)
+    assert z[0].argmax() == 4
+    assert z[2].argmax() == 3
+    np.testing.assert_array_equal(z[1], logp[1])  # the target won: nothing to push down
