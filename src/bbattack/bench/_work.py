@@ -36,7 +36,7 @@ class TaskWork:
     def __init__(self, directory: Path, every: str, resumable: bool, key: str) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(directory / "journal.sqlite")
+        self.journal = Journal(directory / "journal.sqlite", durable=False)  # local models
         runs = self.journal.runs()
         # A library baseline cannot resume: it starts over, and its journal answers repeats.
         self.resumed = resumable and bool(runs)

@@ -94,7 +94,8 @@ def execute(
             f"this one is {target_info['identity']} (another model or backend)"
         )
     try:
-        journal = Journal(record.journal_path(out))
+        # Paid queries are fsynced before use; a local model's are free to ask again.
+        journal = Journal(record.journal_path(out), durable=job.remote is not None)
     except BaseException:
         if client is not None:
             client.close()
