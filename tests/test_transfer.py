@@ -284,3 +284,52 @@ def test_calibration_makes_the_ensemble_agree_with_what_the_target_revealed() ->
     assert z[0].argmax() == 4
     assert z[2].argmax() == 3
     np.testing.assert_array_equal(z[1], logp[1])  # the target won: nothing to push down
+
+
+def test_bases_weight_nudges_change_the_candidates_and_repeat(
+    digits: Digits,
+    digits_torch: TorchClassifier,
+    digits_cnn: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+) -> None:
+    torch.manual_seed(2)
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    opt = torch.optim.Adam(linear.parameters(), lr=0.05)
+    xt, yt = torch.from_numpy(digits.x), torch.from_numpy(digits.y)
+    for _ in range(100):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(linear(xt), yt).backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    sur = resolve_surrogates([digits_cnn, as_surrogate(linear.eval(), "linear")], digits_torch)
+    x, target, _ = cases
+
+    def run(step: float) -> FloatArray:
+        res = TransferAttack(eps=0.05, weight_step=step).run(
+            Oracle(digits_torch, Scores(), max_queries=12), x[:6], target[:6], surrogates=sur
+        )
+        assert all(r.queries <= 12 for r in res.images)
+        return res.x_adv
+
+    nudged = run(0.3)
+    np.testing.assert_array_equal(nudged, run(0.3))
+    assert not np.array_equal(nudged, run(0.0))
+
+
+def test_a_stuck_label_only_shrink_goes_on_with_hopskipjump_when_asked(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+) -> None:
+    x, target, start = cases
+    kinds = []
+    for stuck in ("stop", "hsj"):
+        oracle = Oracle(digits_torch, Labels(1), max_queries=400)
+        res = TransferAttack(eps=0.02, give_up=2, stuck=stuck).run(
+            oracle, x[:4], target[:4], start=start[:4], surrogates=cnn
+        )
+        assert [r.queries for r in res.images] == oracle.queries().tolist()
+        kinds.append([r.queries_by_kind["probe"] for r in res.images])
+        if stuck == "stop":
+            assert {r.stop_reason for r in res.images} <= {"stalled", "success"}
+    assert kinds[0] == [0, 0, 0, 0]
+    assert max(kinds[1]) > 0  # HopSkipJump's probes

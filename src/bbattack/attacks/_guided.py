@@ -137,7 +137,9 @@ class GuidedShrink:
             if len(stuck):
                 self.attack.repair(state, stuck, ex["gs_level"][stuck], ex["gs_margin"][stuck])
         # Label-only: no score to repair with; stop paying for candidates that keep missing.
-        self.attack.stop(state, rows[miss >= self.config.give_up], "stalled", ex["t0"])
+        stuck = rows[state.active[rows] & (miss >= self.config.give_up)]
+        if len(stuck) and not oracle.view.reveals_scores:
+            self.attack.stuck(state, stuck)
 
 
 def _margin(obs: Observation, state: AttackState, rows: IntArray) -> NDArray[np.float64]:
