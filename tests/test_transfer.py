@@ -69,7 +69,7 @@ def test_the_surrogate_beats_the_surrogate_free_attack_on_the_same_cases(
     n_free, med_free = _median_queries(free)
     n_guided, med_guided = _median_queries(guided)
     assert n_guided >= n_free
-    assert med_guided < 0.5 * med_free  # measured: 12 vs 43, 30 vs 110, 2 vs 16.5
+    assert med_guided < 0.5 * med_free  # measured: 2 vs 43, 2 vs 110, 2 vs 16.5
 
 
 @pytest.mark.parametrize(
