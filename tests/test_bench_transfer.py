@@ -61,7 +61,8 @@ def test_a_grid_with_surrogates_runs_and_reports_them(tmp_path: Path) -> None:
     md = tmp_path / "r.md"
     assert main(["report", str(db_path), "-o", str(md), "--format", "md"]) == 0
     text = md.read_text()
-    assert r"transfer \[bench\_models:tiny\_surrogate\]" in text  # Markdown-escaped
+    # Markdown-escaped; the other parameters are part of the row's name
+    assert r"transfer \[bench\_models:tiny\_surrogate; iters=10\]" in text
     assert "| square |" in text
 
 

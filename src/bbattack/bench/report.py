@@ -108,7 +108,7 @@ def _template() -> Template:
 
 def render_html(db: BenchDB, samples: int = 8) -> str:
     """The self-contained HTML report of the database's finished cases."""
-    cases = with_surrogate_labels(db.cases("done"))
+    cases = with_surrogate_labels(db.cases("done"), db.meta().get("model"))
     h = _header(db, cases)
     rows = summarise(cases)
     t1_eps, t1 = _table1(rows)
@@ -200,7 +200,7 @@ def _md_peers(cases: Sequence[Case]) -> list[str]:
 
 def render_markdown(db: BenchDB) -> str:
     """GitHub Markdown for BENCHMARKS.md: a header line, Table 1 layout, per-case table."""
-    cases = with_surrogate_labels(db.cases("done"))
+    cases = with_surrogate_labels(db.cases("done"), db.meta().get("model"))
     h = _header(db, cases)
     out = [
         f"**Benchmark {_md(h.name)}**: run {_md(h.created)}, model {_md(h.model)} "

@@ -86,15 +86,32 @@ _PAPER_NOTE = (
 # -- pure helpers ---------------------------------------------------------------------------
 
 
-def with_surrogate_labels(cases: Iterable[Case]) -> list[Case]:
+def with_surrogate_labels(cases: Iterable[Case], target: str | None = None) -> list[Case]:
     """Cases whose ``attack`` names its surrogates too (``transfer [lite1+lite2]``), so that an
-    attack with different surrogate sets makes different report rows."""
+    attack with different surrogate sets (or other parameters) makes different report rows;
+    ``; same family`` where a built-in surrogate shares the architecture family of ``target``
+    (a built-in model)."""
     out = []
     for c in cases:
         p = c.get("params")
         sur = p.get("surrogates") if isinstance(p, dict) else None
-        out.append({**c, "attack": f"{c['attack']} [{'+'.join(sur)}]"} if sur else c)
+        if not sur:
+            out.append(c)
+            continue
+        same = "; same family" if _same_family(sur, target) else ""
+        assert isinstance(p, dict)
+        rest = "".join(f"; {k}={v}" for k, v in sorted(p.items()) if k != "surrogates")
+        out.append({**c, "attack": f"{c['attack']} [{'+'.join(sur)}{same}{rest}]"})
     return out
+
+
+def _same_family(surrogates: Sequence[str], target: str | None) -> bool:
+    from .. import zoo
+
+    fam = zoo.BUILTIN[target].family if target in zoo.BUILTIN else None
+    return fam is not None and any(
+        ":" not in s and zoo.builtin(s).family == fam for s in surrogates
+    )
 
 
 def _attack_key(attack: str) -> tuple[int, int, str]:
