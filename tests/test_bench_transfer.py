@@ -92,3 +92,16 @@ def test_all_means_every_builtin_model_but_the_target() -> None:
     cfg = _grid({"name": "transfer", "budget": [50], "surrogates": ["all"]}, model="lite1")
     assert cfg.model.name == "efficientnet-lite1"
     assert cfg.attacks[0].surrogate_names(cfg.model.name) == ["lite0", "lite2"]
+
+
+def test_report_rows_say_when_a_surrogate_shares_the_targets_family() -> None:
+    from bbattack.bench.summary import with_surrogate_labels
+
+    cases = [
+        {"attack": "transfer", "params": {"surrogates": ["lite2"]}},
+        {"attack": "transfer", "params": {"surrogates": ["pkg:fn"], "iters": 5}},
+        {"attack": "square", "params": {}},
+    ]
+    out = [c["attack"] for c in with_surrogate_labels(cases, "efficientnet-lite0")]
+    assert out == ["transfer [lite2; same family]", "transfer [pkg:fn; iters=5]", "square"]
+    assert with_surrogate_labels(cases[:1], None)[0]["attack"] == "transfer [lite2]"
