@@ -3,6 +3,9 @@ regressions the framework review found."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -60,6 +63,21 @@ def test_the_registry_lists_ours_and_the_baselines_with_what_they_declare() -> N
     assert untargeted == ["square", "rays", "rays"]
     assert table["art-hsj"].needs_start
     assert not table["ta-square"].needs_start
+
+
+def test_the_default_surrogate_attack_fits_the_norm_whatever_the_import_order() -> None:
+    # CI imported gfcs (L2) before transfer and --surrogate alone picked gfcs for an L∞ ball.
+    code = (
+        "import bbattack.attacks.gfcs\n"
+        "from bbattack.attacks import registry\n"
+        "print(list(registry.all_attacks())[:11])\n"
+        "print(registry.default_attack('ql', surrogate=True, norm='linf').name,"
+        " registry.default_attack('ql', surrogate=True, norm='l2').name)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    order, defaults = out.stdout.splitlines()
+    assert order.index("'transfer'") < order.index("'gfcs'")
+    assert defaults == "transfer transfer"
 
 
 def test_an_attack_refuses_a_view_it_cannot_run_under_before_any_query(

@@ -63,6 +63,7 @@ def craft(
     how: Craft,
     draws: NDArray[np.float64],
     bias: FloatArray | None = None,
+    step_scale: NDArray[np.floating] | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Move ``x`` (inside the ball of ``radius`` around ``x0``) to raise the ensemble's score
     of ``classes`` (N, K) where ``targeted``, to lower it elsewhere (the clean class of an
@@ -73,7 +74,8 @@ def craft(
     ``calib`` (their log-probability under the ensemble's mean log-probabilities plus ``bias``
     (N, K): the calibration to what the target last showed; ``logit`` when there is none).
     ``weights`` (N, S): one weight per image and surrogate; ``g`` (N, C, H, W): the MI-FGSM
-    momentum to continue from; ``draws`` (N, iters × DRAWS): uniforms for input diversity.
+    momentum to continue from; ``draws`` (N, iters × DRAWS): uniforms for input diversity;
+    ``step_scale`` (N,): what the step is a fraction of (default: the radius).
     Returns the float images inside the ball (not quantised) and the momentum.
     """
     import torch
@@ -91,7 +93,10 @@ def craft(
     b = None if bias is None else torch.from_numpy(np.asarray(bias, np.float32))
     loss = how.loss if how.loss != "calib" or b is not None else "logit"
     u = torch.from_numpy(np.asarray(draws, np.float32)).view(n, -1, DRAWS)
-    alpha = r * how.step
+    # The step is a fraction of ``step_scale`` (default: the radius); a large ball with steps
+    # to match would make noise of the image.
+    scale = r if step_scale is None else torch.from_numpy(np.asarray(step_scale, np.float32))
+    alpha = scale.view(n, 1, 1, 1) * how.step
     for it in range(u.shape[1]):
         xt.requires_grad_(True)
         xi = _diverse(xt, u[:, it], how.diversity)

@@ -182,8 +182,10 @@ def all_attacks() -> dict[str, AttackInfo]:
     """Every registered attack, ours first, then the baselines, each in registration order."""
     for m in _MODULES:
         importlib.import_module(m)
-    ours = [i for i in _REGISTRY.values() if not i.baseline]
-    return {i.name: i for i in ours + [i for i in _REGISTRY.values() if i.baseline]}
+    # Import order varies (one attack module may import another), so order by _MODULES.
+    rank = {m: n for n, m in enumerate(_MODULES)}
+    table = sorted(_REGISTRY.values(), key=lambda i: (i.baseline, rank.get(i.cls.__module__, 99)))
+    return {i.name: i for i in table}
 
 
 def get(name: str) -> AttackInfo:
@@ -201,16 +203,24 @@ def build(name: str, **config: Any) -> Runnable:
     return out
 
 
-def default_attack(threat: str, untargeted: bool = False, surrogate: bool = False) -> AttackInfo:
+def default_attack(
+    threat: str, untargeted: bool = False, surrogate: bool = False, norm: str | None = None
+) -> AttackInfo:
     """The attack a threat model (ql, pi, lo) uses when none is named, for the goal: the first
     registered default of that threat model that can run the goal (or, failing that, the
     first default at all, whose refusal then says what the goal needs). With ``surrogate``:
-    the first surrogate-guided attack that works under the threat model's view."""
+    the first surrogate-guided attack that works under the threat model's view (and ``norm``)."""
     if threat not in THREAT_VIEWS:
         raise UserInputError(f"unknown threat model {threat!r}; choose ql, pi or lo")
     table = all_attacks().values()
     if surrogate:
-        guided = [i for i in table if i.uses_surrogate and THREAT_VIEWS[threat] in i.views]
+        guided = [
+            i
+            for i in table
+            if i.uses_surrogate
+            and THREAT_VIEWS[threat] in i.views
+            and (norm is None or norm in i.norms)
+        ]
         fits = [i for i in guided if (i.untargeted if untargeted else i.targeted)]
         if fits or guided:
             return (fits or guided)[0]

@@ -244,6 +244,7 @@ class TransferAttack(Attack[TransferConfig]):
             self.config.how(iters),
             draws,
             bias,
+            np.minimum(radius, self.config.eps),  # ε-sized steps in a larger ball too
         )
         ex["tr_g"][rows] = g
         state.x[rows] = out

@@ -120,7 +120,9 @@ def _check_job(job: AttackJob) -> registry.AttackInfo:
     info = (
         registry.get(job.attack)
         if job.attack
-        else registry.default_attack(job.threat.value, job.untargeted, bool(job.surrogates))
+        else registry.default_attack(
+            job.threat.value, job.untargeted, bool(job.surrogates), job.norm
+        )
     )
     check_surrogates(info, job.surrogates)
     if job.model is not None:
