@@ -36,11 +36,12 @@ def main() -> None:
     here = Path(__file__).parent
     cfg, _ = load_config(here / "transfer.toml")
     model = load_model("lite0", backend="onnx")
-    images = collect_images(cfg, here, (224, 224))[: args.images]
-    x = np.stack([im.array() for im in images])
-    clean = dict(zip([im.name for im in images], model(x).argmax(1).tolist(), strict=True))
-    targets = draw_targets(cfg, images, clean, 1000)
-    target = np.array([targets[im.name][0][0] for im in images])
+    every = collect_images(cfg, here, (224, 224))
+    x = np.stack([im.array() for im in every])
+    clean = dict(zip([im.name for im in every], model(x).argmax(1).tolist(), strict=True))
+    targets = draw_targets(cfg, every, clean, 1000)  # transfer.toml's targets
+    x = x[: args.images]
+    target = np.array([targets[im.name][0][0] for im in every[: args.images]])
     rates: dict[str, list[float]] = {"plain": [], "journal+checkpoints": []}
     for rep in range(args.reps):
         for arm, runs in rates.items():
