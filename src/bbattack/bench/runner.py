@@ -7,13 +7,11 @@ runs with the case's seed, so a case's result does not depend on where or when i
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from ..attacks.checkpoint import Every
-from ..errors import BackendUnavailableError, StartImageError, UserInputError
+from ..errors import StartImageError, UserInputError
 from ..images import encode_png
 from ..models import Classifier
 from ..oracle import Oracle
 from ..provenance import packages
 from ..surrogates import Surrogate, resolve_surrogates
+from ._executors import processes, ray_executor, serial
 from ._work import TaskWork, case_provenance, remove_work, task_key
 from .config import ModelSpec, load_config, make_view
 from .db import BenchDB, CaseOutcome, CaseRow
@@ -309,69 +308,6 @@ def _tasks(
     return sorted(tasks, key=lambda t: -len(t.cases))
 
 
-# -- executors: each yields outcomes as they finish
-
-
-def _serial(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
-    for t in tasks:
-        yield from run_task(t)
-
-
-def _init_worker(threads: int) -> None:
-    os.environ["BBATTACK_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _processes(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    # spawn: torch and ONNX Runtime thread pools do not survive fork.
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
-    ) as pool:
-        futures = [pool.submit(run_task, t) for t in tasks]
-        try:
-            for f in cf.as_completed(futures):
-                yield from f.result()
-        finally:
-            for f in futures:
-                f.cancel()
-
-
-def _ray(address: str) -> Callable[[list[Task], int], Iterator[CaseOutcome]]:
-    def execute(tasks: list[Task], workers: int) -> Iterator[CaseOutcome]:
-        try:
-            import ray
-        except ImportError:
-            raise BackendUnavailableError("--ray needs Ray: pip install 'bbattack[ray]'") from None
-        started = not ray.is_initialized()
-        if started:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address == "local":
-                # "local" starts a new cluster even where RAY_ADDRESS or `ray start` left one.
-                kwargs["num_cpus"] = workers if workers > 1 else os.cpu_count()
-            try:
-                ray.init(address=address, **kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UserInputError(f"--ray {address}: cannot connect ({e})") from None
-        remote = ray.remote(num_cpus=1)(run_task)
-        pending = [remote.remote(t) for t in tasks]
-        try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    yield from ray.get(ref)
-        finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            if started:
-                ray.shutdown()
-
-    return execute
-
-
 @dataclass
 class BenchSummary:
     done: int
@@ -423,16 +359,10 @@ def run_bench(
         tasks = _tasks(db, pending, work, checkpoint_every or "60s")
         left = {t.work_dir: len(t.cases) for t in tasks if t.work_dir is not None}
         work_of = {c.id: t.work_dir for t in tasks for c in t.cases}
-        execute: Callable[[list[Task], int], Iterable[CaseOutcome]]
-        if use_ray:
-            execute = _ray(ray_address)
-        elif workers > 1:
-            execute = _processes
-        else:
-            execute = _serial
+        execute = ray_executor(ray_address) if use_ray else processes if workers > 1 else serial
         by_id = {c.id: c for c in pending}
         t0 = time.perf_counter()
-        for outcome in execute(tasks, workers):
+        for outcome in execute(run_task, tasks, workers):
             if db.record(outcome):
                 summary.done += 1
                 summary.ran += 1
