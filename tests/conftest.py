@@ -20,6 +20,8 @@ from support import (
     ANALYTIC_SHAPE,
     DIGITS_SHAPE,
     Digits,
+    FloatArray,
+    IntArray,
     Task,
     analytic_logits,
 )
@@ -117,6 +119,16 @@ def onnx_factory(
 @pytest.fixture(scope="session")
 def digits_onnx(onnx_factory: Callable[[int], OnnxClassifier]) -> OnnxClassifier:
     return onnx_factory(64)
+
+
+@pytest.fixture(scope="session")
+def cases(digits: Digits, digits_torch: TorchClassifier) -> tuple[FloatArray, IntArray, FloatArray]:
+    """16 correctly classified digits, targets (label + 3) % 10, a start image per target."""
+    pred = digits_torch(digits.x).argmax(axis=1)
+    idx = np.flatnonzero(pred == digits.y)[:64:4]
+    target = ((digits.y[idx] + 3) % 10).astype(np.int64)
+    start = digits.x[[int(np.flatnonzero(pred == t)[0]) for t in target]]
+    return digits.x[idx].copy(), target, start.copy()
 
 
 @pytest.fixture(scope="session")

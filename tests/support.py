@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from bbattack import AttackResult
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
@@ -50,3 +53,23 @@ def analytic_logits(x: FloatArray) -> FloatArray:
     means = x.reshape(len(x), ANALYTIC_SHAPE[0], -1).mean(axis=2)
     out: FloatArray = (means[:, :, None] * ANALYTIC_W[None]).sum(axis=1) + ANALYTIC_B
     return out
+
+
+def check_batch_and_seeds(run: Callable[[slice, list[int]], AttackResult], n: int = 4) -> None:
+    """A batch of ``n`` images equals ``n`` single runs (same seeds) image for image, runs
+    repeat with the same seeds, and other seeds give other images. ``run(rows, seeds)``."""
+    seeds = list(range(1, n + 1))
+    batch = run(slice(0, n), seeds)
+    np.testing.assert_array_equal(batch.x_adv, run(slice(0, n), seeds).x_adv)
+    for i in range(n):
+        one = run(slice(i, i + 1), [seeds[i]])
+        np.testing.assert_array_equal(one.x_adv[0], batch.x_adv[i])
+        a, b = one.images[0], batch.images[i]
+        assert (a.queries, a.queries_at_success, a.queries_by_kind, a.steps, a.success) == (
+            b.queries,
+            b.queries_at_success,
+            b.queries_by_kind,
+            b.steps,
+            b.success,
+        )
+    assert not np.array_equal(run(slice(0, n), [s + 100 for s in seeds]).x_adv, batch.x_adv)

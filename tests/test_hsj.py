@@ -14,21 +14,11 @@ from bbattack import AttackResult, Label, Oracle, TorchClassifier
 from bbattack.attacks import registry
 from bbattack.attacks.hsj import HopSkipJumpAttack
 from bbattack.errors import UserInputError
-from support import Digits, Task
+from support import Task, check_batch_and_seeds
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
 BALLS = [("linf", 0.3), ("l2", 2.0)]
-
-
-@pytest.fixture(scope="module")
-def cases(digits: Digits, digits_torch: TorchClassifier) -> tuple[FloatArray, IntArray, FloatArray]:
-    """16 correctly classified digits, targets (label + 3) % 10, a start image per target."""
-    pred = digits_torch(digits.x).argmax(axis=1)
-    idx = np.flatnonzero(pred == digits.y)[:64:4]
-    target = ((digits.y[idx] + 3) % 10).astype(np.int64)
-    start = digits.x[[int(np.flatnonzero(pred == t)[0]) for t in target]]
-    return digits.x[idx].copy(), target, start.copy()
 
 
 def _dist(norm: str, a: FloatArray, b: FloatArray) -> NDArray[np.float64]:
@@ -134,15 +124,4 @@ def test_a_batch_equals_single_runs_and_seeds_repeat(
             start=start[i],
         )  # fmt: skip
 
-    batch = run(slice(0, 4), [1, 2, 3, 4])
-    np.testing.assert_array_equal(batch.x_adv, run(slice(0, 4), [1, 2, 3, 4]).x_adv)
-    for i in range(4):
-        one = run(slice(i, i + 1), [1 + i])
-        np.testing.assert_array_equal(one.x_adv[0], batch.x_adv[i])
-        a, b = one.images[0], batch.images[i]
-        assert (a.queries, a.queries_by_kind, a.success) == (
-            b.queries,
-            b.queries_by_kind,
-            b.success,
-        )
-    assert not np.array_equal(run(slice(0, 4), [9, 8, 7, 6]).x_adv, batch.x_adv)
+    check_batch_and_seeds(run)

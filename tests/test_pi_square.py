@@ -14,7 +14,7 @@ from bbattack.attacks import PISquareAttack
 from bbattack.attacks.pi_square import visible_margin
 from bbattack.errors import ThreatModelError, UserInputError
 from bbattack.oracle import ScoresObservation, TopKObservation
-from support import Task
+from support import Task, check_batch_and_seeds
 
 FloatArray = NDArray[np.float32]
 
@@ -73,19 +73,7 @@ def test_a_batch_equals_single_runs_and_seeds_matter(
             oracle, task.x[i], task.target[i], start=task.start[i], seed=seeds
         )
 
-    batch = run(slice(0, 4), [1, 2, 3, 4])
-    np.testing.assert_array_equal(batch.x_adv, run(slice(0, 4), [1, 2, 3, 4]).x_adv)
-    for i in range(4):
-        one = run(slice(i, i + 1), [1 + i])
-        np.testing.assert_array_equal(one.x_adv[0], batch.x_adv[i])
-        a, b = one.images[0], batch.images[i]
-        assert (a.queries, a.queries_at_success, a.queries_by_kind, a.steps) == (
-            b.queries,
-            b.queries_at_success,
-            b.queries_by_kind,
-            b.steps,
-        )
-    assert not np.array_equal(run(slice(0, 4), [11, 12, 13, 14]).x_adv, batch.x_adv)
+    check_batch_and_seeds(run)
 
 
 @settings(

@@ -24,16 +24,6 @@ IntArray = NDArray[np.int64]
 
 
 @pytest.fixture(scope="module")
-def cases(digits: Digits, digits_torch: TorchClassifier) -> tuple[FloatArray, IntArray, FloatArray]:
-    """16 correctly classified digits, targets (label + 3) % 10, a start image per target."""
-    pred = digits_torch(digits.x).argmax(axis=1)
-    idx = np.flatnonzero(pred == digits.y)[:64:4]
-    target = ((digits.y[idx] + 3) % 10).astype(np.int64)
-    start = digits.x[[int(np.flatnonzero(pred == t)[0]) for t in target]]
-    return digits.x[idx].copy(), target, start.copy()
-
-
-@pytest.fixture(scope="module")
 def cnn(digits_cnn: TorchClassifier, digits_torch: TorchClassifier) -> list[Surrogate]:
     return resolve_surrogates([digits_cnn], digits_torch)
 

@@ -12,6 +12,7 @@ from .pi_square import PISquareAttack, PISquareConfig
 from .ql import QLAttack, QLConfig
 from .rays import RaySAttack, RaySConfig
 from .registry import AttackInfo, Paper, all_attacks, default_attack, get, register
+from .signopt import SignOPTAttack, SignOPTConfig
 from .simba import SimBAAttack, SimBAConfig
 from .square import SquareAttack, SquareConfig
 from .transfer import TransferAttack, TransferConfig
@@ -45,6 +46,8 @@ __all__ = [
     "QLConfig",
     "RaySAttack",
     "RaySConfig",
+    "SignOPTAttack",
+    "SignOPTConfig",
     "SimBAAttack",
     "SimBAConfig",
     "SquareAttack",

@@ -13,7 +13,7 @@ from ..images import start_candidates
 from ..oracle import Observation, Oracle, QueryKind
 from .base import Attack, AttackState, FloatArray, IntArray
 
-__all__ = ["check_start", "find_start_images"]
+__all__ = ["check_start", "decision_starts", "find_start_images", "noise_starts"]
 
 Record = Callable[[Observation, AttackState, IntArray], None]
 
@@ -74,3 +74,61 @@ def find_start_images(
     best = np.where(rank >= 0, rank, np.iinfo(np.int64).max).argmin(axis=1)
     out: FloatArray = cands[best]
     return out
+
+
+def noise_starts(
+    attack: Attack[Any], oracle: Oracle, state: AttackState, rows: IntArray, tries: int
+) -> FloatArray:
+    """Untargeted decision-based starts: uniform-noise images, one INIT query each, until one
+    is adversarial (at most ``tries`` per image, each drawn from the image's own stream).
+    NaN marks a row that found none or could not pay."""
+    import torch
+
+    out = np.full((len(rows), *state.x.shape[1:]), np.nan, np.float32)
+    left = np.arange(len(rows))
+    for _ in range(tries):
+        pay = attack.can_pay(oracle, state, rows[left], 2)
+        left = left[pay]
+        if not len(left):
+            break
+        cand = np.empty((len(left), *state.x.shape[1:]), np.float32)
+        for j, i in enumerate(left):  # one draw per image from its own stream
+            torch.from_numpy(cand[j]).uniform_(generator=state.rngs[int(rows[i])])
+        obs = oracle.query(cand, state.ids[rows[left]], QueryKind.INIT)
+        hit = attack.goal_hit(state, obs, rows[left])
+        out[left[hit]] = cand[hit]
+        left = left[~hit]
+    return out
+
+
+def decision_starts(
+    attack: Attack[Any], oracle: Oracle, state: AttackState, start: FloatArray | None, tries: int
+) -> tuple[IntArray, FloatArray]:
+    """Adversarial start points for the active images of a decision-based attack: targeted,
+    the given start images (checked) or a bundled photo; untargeted, uniform noise. Images
+    without one stop as ``no_start_image``. Returns the rows that have one, and their points."""
+    need = np.flatnonzero(state.active)
+    t0 = state.extra["t0"]
+    if not len(need):
+        return need, state.x[need]
+    try:
+        if state.targeted.all():
+            found = (
+                find_start_images(attack, oracle, state, need)
+                if start is None
+                else check_start(attack, oracle, state, need, start[need], _note)
+            )
+        else:
+            found = noise_starts(attack, oracle, state, need, tries)
+    except StartImageError:
+        attack.stop(state, need, "no_start_image", t0)
+        return need[:0], state.x[need[:0]]
+    ok = np.isfinite(found.reshape(len(need), -1)[:, 0])
+    attack.stop(state, need[~ok], "no_start_image", t0)
+    return need[ok], found[ok]
+
+
+def _note(obs: Observation, state: AttackState, rows: IntArray) -> None:
+    from ._guided import note  # _guided imports this module
+
+    note(obs, state, rows)

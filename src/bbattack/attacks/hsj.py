@@ -10,10 +10,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..errors import StartImageError
 from ..oracle import Oracle, QueryKind
-from ._guided import note
-from ._start import check_start, find_start_images
+from ._start import decision_starts
 from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
 from .registry import Paper, register
 
@@ -90,47 +88,10 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
         state.orig[:] = obs.top1()
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), t0)
         state.extra.update(hs_t=np.ones(n, np.int64), hs_dist=np.full(n, np.inf))
-        need = np.flatnonzero(state.active)
-        if not len(need):
-            return
-        try:
-            if state.targeted.all():
-                found = (
-                    find_start_images(self, oracle, state, need)
-                    if start is None
-                    else check_start(self, oracle, state, need, start[need], note)
-                )
-            else:
-                found = self._noise_start(oracle, state, need)
-        except StartImageError:
-            self.stop(state, need, "no_start_image", t0)
-            return
-        ok = np.isfinite(found.reshape(len(need), -1)[:, 0])
-        self.stop(state, need[~ok], "no_start_image", t0)
-        rows = need[ok]
-        state.x[rows] = found[ok]
-        self._boundary(oracle, state, rows)
-
-    def _noise_start(self, oracle: Oracle, state: AttackState, rows: IntArray) -> FloatArray:
-        """Untargeted: uniform-noise images until one is adversarial (1 query each); NaN
-        marks a row that found none."""
-        import torch
-
-        out = np.full((len(rows), *state.x.shape[1:]), np.nan, np.float32)
-        left = np.arange(len(rows))
-        for _ in range(self.config.noise_tries):
-            pay = self.can_pay(oracle, state, rows[left], 2)
-            left = left[pay]
-            if not len(left):
-                break
-            cand = np.empty((len(left), *state.x.shape[1:]), np.float32)
-            for j, i in enumerate(left):  # one draw per image from its own stream
-                torch.from_numpy(cand[j]).uniform_(generator=state.rngs[int(rows[i])])
-            obs = oracle.query(cand, state.ids[rows[left]], QueryKind.INIT)
-            hit = self.goal_hit(state, obs, rows[left])
-            out[left[hit]] = cand[hit]
-            left = left[~hit]
-        return out
+        rows, found = decision_starts(self, oracle, state, start, self.config.noise_tries)
+        if len(rows):
+            state.x[rows] = found
+            self._boundary(oracle, state, rows)
 
     # -- the pieces of an iteration
 

@@ -52,6 +52,7 @@ _MODULES = (
     "bbattack.attacks.transfer",
     "bbattack.attacks.gfcs",
     "bbattack.attacks.hsj",
+    "bbattack.attacks.signopt",
     "bbattack.baselines",
 )
 
