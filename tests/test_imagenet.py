@@ -88,17 +88,17 @@ def test_untargeted_ql_flips_a_low_confidence_photo(model: Classifier) -> None:
     assert r.final_topk[0].id == top1
 
 
-def test_untargeted_square_flips_confident_photos_within_300_queries(model: Classifier) -> None:
-    names = ["coffee", "camera", "chessboard_RGB", "motorcycle_left"]  # camera: 264 queries
+def test_untargeted_square_flips_confident_photos_within_200_queries(model: Classifier) -> None:
+    names = ["coffee", "camera", "chessboard_RGB", "motorcycle_left"]  # 11, 60, 3, 15 queries
     x = np.stack([photo(n) for n in names])
-    oracle = Oracle(model, Scores(), max_queries=300)
+    oracle = Oracle(model, Scores(), max_queries=200)
     result = SquareAttack().run(oracle, x, seed=0)
     clean = model(x).argmax(axis=1)
     adv = model(result.x_adv).argmax(axis=1)
     assert (adv != clean).all()  # the saved 8-bit images, judged by the model itself
     for r in result.images:
         assert r.success
-        assert r.queries <= 300
+        assert r.queries <= 200
         assert r.linf <= 0.05 + 1e-6
 
 

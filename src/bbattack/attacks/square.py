@@ -29,13 +29,17 @@ Preset = Literal["default", "paper"]
 # What each preset fills in where a field is not given. "paper": §3 and App. A of the paper.
 # "default": measured on EfficientNet-Lite0, 8 photos, targeted L∞ 0.05, 10k (BENCHMARKS.md):
 # median queries CE 1,097 vs margin 1,320 at p_init 0.05; p_init 0.03 gives 868 (0.02: 913).
+# min_schedule: the paper rescales its schedule to any budget; compressing it below 10k shrinks
+# the windows too soon (untargeted, 300 queries: camera flips at 264 against 60 uncompressed;
+# 200 queries: not at all).
 _PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"targeted_loss": "ce", "schedule": "paper"},
-    "default": {"targeted_loss": "ce", "schedule": "paper"},
+    "paper": {"targeted_loss": "ce", "schedule": "paper", "min_schedule": 1},
+    "default": {"targeted_loss": "ce", "schedule": "paper", "min_schedule": 10_000},
 }
 # Untargeted, p_init 0.03 left 2 of 8 photos unflipped after 300 queries; 0.05 flips all.
 _PAPER_P = {"linf": (0.05, 0.05), "l2": (0.1, 0.1)}  # (targeted, untargeted)
 _DEFAULT_P = {"linf": (0.03, 0.05), "l2": (0.1, 0.1)}
+_MAX_HALVINGS = 9  # the paper's schedule ends at p_init / 2^9
 
 
 class SquareConfig(AttackConfig):
@@ -60,9 +64,25 @@ class SquareConfig(AttackConfig):
         "ce", description="targeted loss on log-probabilities: ce (the paper's) or margin"
     )
     untargeted_loss: Loss = Field("margin", description="untargeted loss (the paper: margin)")
-    schedule: Literal["paper"] = Field("paper", description="the p schedule")
+    schedule: Literal["paper", "adaptive"] = Field(
+        "paper",
+        description="the p schedule: paper (halvings at fixed iterations) or adaptive (p "
+        "halves after `stall_steps` steps without a kept window, per image)",
+    )
+    stall_steps: int = Field(
+        100, ge=1, description="adaptive schedule: steps without a kept window before p halves"
+    )
+    reuse: bool = Field(
+        False, description="after a kept window, propose the next one at the same position"
+    )
     schedule_queries: int | None = Field(
         None, ge=1, description="queries the p schedule is stretched over (None: the budget)"
+    )
+    min_schedule: int = Field(
+        10_000,
+        ge=1,
+        description="the p schedule is never compressed below this many queries (the paper "
+        "compresses it to any budget: preset=paper sets 1)",
     )
 
     @model_validator(mode="before")
@@ -156,8 +176,16 @@ class SquareAttack(Attack[SquareConfig]):
         calls it, then sets the iterate and its ``state.loss``."""
         n = len(state.x)
         rng = Streams(state.seeds)
-        budget = self.config.schedule_queries or _per_image_budget(oracle, self.config.max_steps)
-        state.extra.update(rng=rng, counter=rng.counter, n_iters=np.full(n, budget, np.int64))
+        c = self.config
+        budget = c.schedule_queries or max(_per_image_budget(oracle, c.max_steps), c.min_schedule)
+        state.extra.update(
+            rng=rng,
+            counter=rng.counter,
+            n_iters=np.full(n, budget, np.int64),
+            halvings=np.zeros(n, np.int64),  # adaptive schedule: p = p_init / 2^halvings
+            since=np.zeros(n, np.int64),  # steps since the last kept window
+            last_rc=np.full((n, 2), -1, np.int64),  # reuse: the kept window's corner
+        )
         if self.config.norm == "linf":
             # Every L∞ candidate is made of these vertices.
             rows = np.arange(n)
@@ -199,9 +227,7 @@ class SquareAttack(Attack[SquareConfig]):
             return
         _, h, w = state.x.shape[1:]
         rng: Streams = state.extra["rng"]
-        p_init = self.config.initial_p(state.targeted[rows])
-        p = paper_p(p_init, state.steps[rows], state.extra["n_iters"][rows])
-        s = side(p, h, w, least=1 if self.config.norm == "linf" else 3)
+        s = side(self._p(state, rows), h, w, least=1 if self.config.norm == "linf" else 3)
         if self.config.norm == "linf":
             cand = self._linf_candidates(state, rows, rng, s, h, w)
         else:
@@ -211,17 +237,43 @@ class SquareAttack(Attack[SquareConfig]):
         # Keep what lowers the loss, and a candidate that reaches the goal whatever its loss.
         keep = (loss < state.loss[rows]) | hit
         k = rows[keep]
+        ex = state.extra
+        ex["since"][rows] = np.where(keep, 0, ex["since"][rows] + 1)
+        ex["last_rc"][rows[~keep]] = -1
         state.x[k] = cand[keep]
         state.xq[k] = cand[keep]
         state.loss[k] = loss[keep]
         self.track_scores(state, k, _take(obs, keep))
         self.mark_success(oracle, state, rows, hit, state.extra["t0"])
 
+    def _p(self, state: AttackState, rows: IntArray) -> NDArray[np.float64]:
+        """Each row's window fraction for this step."""
+        ex, p_init = state.extra, self.config.initial_p(state.targeted[rows])
+        if self.config.schedule == "paper":
+            return paper_p(p_init, state.steps[rows], ex["n_iters"][rows])
+        stalled = rows[ex["since"][rows] >= self.config.stall_steps]
+        ex["halvings"][stalled] = np.minimum(ex["halvings"][stalled] + 1, _MAX_HALVINGS)
+        ex["since"][stalled] = 0
+        return np.asarray(p_init / 2.0 ** ex["halvings"][rows].astype(np.float64))
+
+    def _positions(
+        self, state: AttackState, rows: IntArray, rng: Streams, s: IntArray, h: int, w: int
+    ) -> IntArray:
+        """Window corners: random, or (``reuse``) the last kept window's where it still fits.
+        The draw is made either way, so the streams do not depend on the option."""
+        rc = positions(rng, rows, s, h, w)
+        if self.config.reuse:
+            last = state.extra["last_rc"][rows]
+            fits = (last[:, 0] >= 0) & (last[:, 0] + s <= h) & (last[:, 1] + s <= w)
+            rc = np.where(fits[:, None], last, rc)
+            state.extra["last_rc"][rows] = rc
+        return rc
+
     def _linf_candidates(
         self, state: AttackState, rows: IntArray, rng: Streams, s: IntArray, h: int, w: int
     ) -> FloatArray:
         ch = state.x.shape[1]
-        rc = positions(rng, rows, s, h, w)
+        rc = self._positions(state, rows, rng, s, h, w)
         up = rng.signs(rows, ch) > 0  # (m, ch)
         # Only the window's pixels change: index them rather than rewrite whole images.
         b, _, i, j = np.nonzero(window_mask(rc[:, 0], rc[:, 1], s, h, w))
@@ -249,7 +301,7 @@ class SquareAttack(Attack[SquareConfig]):
         x0 = state.x0[rows].astype(np.float64)
         delta = state.x[rows].astype(np.float64) - x0
         eps = state.eps[rows].astype(np.float64)
-        rc1 = positions(rng, rows, s, h, w)
+        rc1 = self._positions(state, rows, rng, s, h, w)
         rc2 = positions(rng, rows, s, h, w)
         flip = rng.uniform(rows, 1)[:, 0] < 0.5
         w1 = window_mask(rc1[:, 0], rc1[:, 1], s, h, w)
