@@ -3,6 +3,8 @@ labels, behind the oracle, attacked by PI and LO with a target label string."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -22,6 +24,7 @@ from bbattack import (
     UserInputError,
     ViewRefused,
 )
+from bbattack.attacks import registry
 from bbattack.attacks.goals import Within
 from bbattack.targets import LabelTarget, Vocabulary
 from support import Task
@@ -139,3 +142,35 @@ def test_lo_reaches_a_target_label_string(digits_torch: TorchClassifier, task: T
     assert r.success
     assert all(e.score is None for e in r.final_topk)
     assert sum(r.queries_by_kind.values()) == r.queries <= 30_000
+
+
+@pytest.mark.parametrize(
+    ("name", "view", "config"),
+    [
+        ("pi-square", TopK(None), {}),
+        ("hsj", Labels(2), {}),
+        ("sign-opt", Labels(2), {"probes": 50}),
+    ],
+)
+def test_the_newer_pi_and_lo_attacks_reach_a_target_label_string(
+    digits_torch: TorchClassifier, task: Task, name: str, view: Any, config: dict[str, Any]
+) -> None:
+    """The label API returns 1 to 12 labels an image; each attack reads only what came back."""
+    target = LabelTarget(DigitLabeler(digits_torch))
+    oracle = Oracle(target, view, max_queries=5_000)
+    tid = target.class_names.resolve(DIGITS[int(task.target[0])])
+    attack = registry.build(name, eps=0.3, **config)
+    result = attack.run(oracle, task.x[:1], tid, start=task.start[:1], seed=0, success="topk")
+    (r,) = result.images
+    assert r.success
+    assert r.linf <= 0.3 + 1e-6
+    assert sum(r.queries_by_kind.values()) == r.queries == oracle.total_queries <= 5_000
+    assert DIGITS[int(task.target[0])] in [(e.name or "").lower() for e in r.final_topk]
+
+
+def test_rays_flips_a_label_string_untargeted(digits_torch: TorchClassifier, task: Task) -> None:
+    target = LabelTarget(DigitLabeler(digits_torch))
+    oracle = Oracle(target, Labels(1), max_queries=2_000)
+    result = registry.build("rays", eps=0.3).run(oracle, task.x[:2], seed=0)
+    assert all(r.success for r in result.images)
+    assert all(r.final_topk[0].score is None for r in result.images)
