@@ -18,7 +18,7 @@ from support import Task
 FloatArray = NDArray[np.float32]
 
 # (attack, norm, radius on the digits model, extra config)
-CASES = [
+CASES: list[tuple[str, str, float, dict[str, Any]]] = [
     ("square", "linf", 0.3, {}),
     ("square", "l2", 3.0, {}),
     # The options that go beyond the paper (measured in BENCHMARKS.md, not defaults).

@@ -87,7 +87,8 @@ class PISquareAttack(Attack[PISquareConfig]):
 
     Threat model: the top-k labels with scores (``TopK(k)``, k = 1 included: the target's own
     probability bounds every unseen class). Targeted. Norm: L∞.
-    Query cost per step: 1 per image (a radius probe, a shrink or a repair). Also: 1 clean
+    Query cost per step: 1 per image (a radius probe, a shrink or a repair; the radius
+    probes find the start, so they count as ``init``, the others as ``line_search``). Also: 1 clean
     query, the start image's check (or the bundled-photo search), 1 final check. Every query
     is the 8-bit image inside its own radius, so the saved image is the one that was seen.
     """
@@ -229,7 +230,7 @@ class PISquareAttack(Attack[PISquareConfig]):
         whether the goal holds, per row."""
         margin = np.full(len(rows), -np.inf)
         hit = np.zeros(len(rows), bool)
-        for code, kind in ((0, QueryKind.BINARY_SEARCH), (1, QueryKind.LINE_SEARCH)):
+        for code, kind in ((0, QueryKind.INIT), (1, QueryKind.LINE_SEARCH)):
             sel = kinds == code
             if not sel.any():
                 continue
