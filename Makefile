@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bbattack demo --out demo-out
+	$(BIN)/bbattack demo --out demo-out --force
 
 demo-api: $(STAMP)
-	$(BIN)/bbattack demo-api --out demo-api-out
+	$(BIN)/bbattack demo-api --out demo-api-out --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

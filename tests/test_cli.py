@@ -378,3 +378,27 @@ def test_attack_picks_an_attack_by_name_under_a_threat(
     assert doc["attack"] == "lo"
     assert doc["threat"] == {"view": "topk", "k": 1}
     assert doc["queries"] <= 30
+
+
+# ---------------------------------------------------------------- demo
+
+
+def test_the_demo_reruns_with_force_and_its_journal_answers_the_repeats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    first = json.loads((out / "result.json").read_text())
+    assert first["success"]
+    assert first["queries"] <= 20  # measured: 10 (PI-Square; the projected start shows it)
+    capsys.readouterr()
+    # Again without --force: refused before any query, one line naming the way out.
+    assert main(["demo", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--force" in err
+    assert "\n" not in err
+    assert "Traceback" not in err
+    # `make demo` passes --force: the same result, every query answered from the journal.
+    assert main(["demo", "--out", str(out), "--force"]) == 0
+    again = json.loads((out / "result.json").read_text())
+    assert (again["success"], again["queries"]) == (True, first["queries"])

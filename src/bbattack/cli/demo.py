@@ -35,6 +35,13 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("demo-out"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="start over where --out already holds a run (the journal stays)"
+        ),
+    ] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="go on with the run in --out")] = False,
 ) -> None:
     """PI attack (top-1 label and score only) on bundled photos: make one photo carry another's
     label."""
@@ -63,6 +70,8 @@ def demo(
             seed=seed,
             out_dir=out_dir,
             backend=backend,
+            overwrite=force,
+            resume=resume,
         )
         run_attack(job, model)
 
@@ -82,6 +91,13 @@ def demo_api(
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("demo-api-out"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="start over where --out already holds a run (the journal stays)"
+        ),
+    ] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="go on with the run in --out")] = False,
     surrogate: Annotated[
         list[str] | None,
         typer.Option(
@@ -134,6 +150,8 @@ def demo_api(
                     max_results=20,
                 ),
                 surrogates=tuple(surrogate or []),
+                overwrite=force,
+                resume=resume,
             )
             run_attack(job)
         out.print("label service stopped")
