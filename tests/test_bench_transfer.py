@@ -101,7 +101,13 @@ def test_report_rows_say_when_a_surrogate_shares_the_targets_family() -> None:
         {"attack": "transfer", "params": {"surrogates": ["lite2"]}},
         {"attack": "transfer", "params": {"surrogates": ["pkg:fn"], "iters": 5}},
         {"attack": "square", "params": {}},
+        {"attack": "square", "params": {"schedule": "adaptive", "reuse": True}},
     ]
     out = [c["attack"] for c in with_surrogate_labels(cases, "efficientnet-lite0")]
-    assert out == ["transfer [lite2; same family]", "transfer [pkg:fn; iters=5]", "square"]
+    assert out == [
+        "transfer [lite2; same family]",
+        "transfer [pkg:fn; iters=5]",
+        "square",
+        "square [reuse=True; schedule=adaptive]",
+    ]
     assert with_surrogate_labels(cases[:1], None)[0]["attack"] == "transfer [lite2]"

@@ -87,21 +87,24 @@ _PAPER_NOTE = (
 
 
 def with_surrogate_labels(cases: Iterable[Case], target: str | None = None) -> list[Case]:
-    """Cases whose ``attack`` names its surrogates too (``transfer [lite1+lite2]``), so that an
-    attack with different surrogate sets (or other parameters) makes different report rows;
+    """Cases whose ``attack`` names its surrogates and other parameters too (``transfer
+    [lite1+lite2]``, ``square [reuse=True]``), so that an attack with different surrogate
+    sets or parameters makes different report rows;
     ``; same family`` where a built-in surrogate shares the architecture family of ``target``
     (a built-in model)."""
     out = []
     for c in cases:
         p = c.get("params")
-        sur = p.get("surrogates") if isinstance(p, dict) else None
-        if not sur:
+        if not isinstance(p, dict) or not p:
             out.append(c)
             continue
-        same = "; same family" if _same_family(sur, target) else ""
-        assert isinstance(p, dict)
-        rest = "".join(f"; {k}={v}" for k, v in sorted(p.items()) if k != "surrogates")
-        out.append({**c, "attack": f"{c['attack']} [{'+'.join(sur)}{same}{rest}]"})
+        sur = p.get("surrogates")
+        head = (
+            ("+".join(sur) + ("; same family" if _same_family(sur, target) else "")) if sur else ""
+        )
+        rest = [f"{k}={v}" for k, v in sorted(p.items()) if k != "surrogates"]
+        label = "; ".join([head, *rest] if head else rest)
+        out.append({**c, "attack": f"{c['attack']} [{label}]"})
     return out
 
 
