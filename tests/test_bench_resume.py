@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from bbattack.attacks import checkpoint
 from bbattack.bench import BenchDB
 from bbattack.cli import main
 
@@ -48,7 +51,9 @@ def case(db: Path) -> dict[str, object]:
         return c
 
 
-def test_a_killed_case_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+def _killed_run(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A reference run of the one-case grid, and the same case killed after its second
+    checkpoint; returns the two databases and the killed command's bench arguments."""
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     os.environ["PYTHONPATH"] = str(TESTS)  # the in-process reference imports the factory too
     ref = tmp_path / "ref.sqlite"
@@ -66,7 +71,13 @@ def test_a_killed_case_resumes_from_its_checkpoint(tmp_path: Path) -> None:
         time.sleep(0.005)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the case ended before the kill"
-    assert main(cmd[3:]) == 0  # the same command, in this process
+    return ref, db, cmd[3:]
+
+
+def test_a_killed_case_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    ref, db, again = _killed_run(tmp_path)
+    work = tmp_path / "k.sqlite.work"
+    assert main(again) == 0  # the same command, in this process
     assert not work.exists()  # removed once the case is in the database
     got, want = case(db), case(ref)
     for key in ("success", "queries", "queries_at_success", "linf", "steps", "png", "steps_rows"):
@@ -83,3 +94,21 @@ def test_a_killed_case_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert pg["target"]["backend"] == "torch"
     assert pg["config_hash"] == pw["config_hash"]
     assert {"packages", "machine", "attack_version"} <= set(pg)
+
+
+def test_a_checkpoint_of_other_attack_code_starts_the_task_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bbattack upgraded between the kill and the rerun: the task's checkpoint cannot be
+    used, so the task starts over (no error) and ends as an unbroken run would."""
+    ref, db, again = _killed_run(tmp_path)
+    monkeypatch.setattr(checkpoint, "attack_version", lambda: "0.0.0+other")
+    assert main(again) == 0
+    assert not (tmp_path / "k.sqlite.work").exists()
+    got, want = case(db), case(ref)
+    for key in ("success", "queries", "queries_at_success", "linf", "steps", "png"):
+        assert got[key] == want[key], key
+    journal = got["provenance"]["journal"]  # type: ignore[index]
+    assert journal["resumed_from_step"] is None
+    assert "another attack version" in journal["restarted"]
+    assert journal["journal"] > 0  # the old run's answers served the repeated queries

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..attacks.checkpoint import Checkpoint, Checkpointer, Every
+from ..attacks.checkpoint import Checkpoint, Checkpointer, CheckpointError, Every
 from ..models import Classifier
 from ..oracle import Oracle
 from ..oracle.journal import Journal
@@ -45,15 +45,18 @@ class TaskWork:
         else:
             self.journal.new_run(note={"task": key})
         self.from_step: int | None = None
+        self.restarted: str | None = None  # why a resume had to start over
         self._block: dict[str, Any] | None = None
-        self.checkpoints: Checkpointer | None = None
-        if resumable:
-            self.checkpoints = Checkpointer(
-                directory / "checkpoints",
-                Every.parse(every),
-                fingerprint={"task": key},
-                on_load=self._loaded,
-            )
+        self._key, self._every = key, every
+        self.checkpoints: Checkpointer | None = self._checkpointer() if resumable else None
+
+    def _checkpointer(self) -> Checkpointer:
+        return Checkpointer(
+            self.directory / "checkpoints",
+            Every.parse(self._every),
+            fingerprint={"task": self._key},
+            on_load=self._loaded,
+        )
 
     def _loaded(self, ck: Checkpoint) -> None:
         self.from_step = ck.step
@@ -62,10 +65,21 @@ class TaskWork:
         self, attack: Any, oracle: Any, x: NDArray[np.float32], target: Any, **kw: Any
     ) -> AttackResult:
         if self.resumed:
-            out: AttackResult = attack.resume(oracle, x, target, checkpoints=self.checkpoints, **kw)
-        else:
-            out = attack.run(oracle, x, target, checkpoints=self.checkpoints, **kw)
-        return out
+            try:
+                out: AttackResult = attack.resume(
+                    oracle, x, target, checkpoints=self.checkpoints, **kw
+                )
+                return out
+            except CheckpointError as e:
+                # Left by other attack code or another model (bbattack changed between the
+                # runs): the task starts over. Refused before any query; the old journal
+                # still answers the queries the new run repeats.
+                self.restarted = str(e)
+                shutil.rmtree(self.directory / "checkpoints", ignore_errors=True)
+                self.checkpoints = self._checkpointer()
+                self.journal.restart_run(note={"task": self._key, "restarted": self.restarted})
+                self.resumed = False
+        return attack.run(oracle, x, target, checkpoints=self.checkpoints, **kw)  # type: ignore[no-any-return]
 
     def journal_block(self) -> dict[str, Any]:
         """The provenance's journal: where it was, its run, last query, chain head, counts
@@ -80,6 +94,7 @@ class TaskWork:
             "chain": self.journal.chain_head(),
             **stats.as_dict(),
             "resumed_from_step": self.from_step,
+            "restarted": self.restarted,
         }
 
     def close(self) -> None:

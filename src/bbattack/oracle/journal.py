@@ -115,6 +115,21 @@ class Journal:
         self._open(int(cur.lastrowid or 0), "record")
         return self.run or 0
 
+    def restart_run(self, note: dict[str, Any] | None = None) -> int:
+        """A new run against the target and view the current run is bound to (a run that
+        cannot be resumed starts over); its answers still serve the new run's repeats."""
+        if self.run is None:
+            raise JournalError(f"{self.path}: no run to start over")
+        (target, view), info = self.run_target(self.run), self.run_info(self.run)
+        self.new_run(note)
+        with self._tx():
+            self._conn.execute(
+                "UPDATE runs SET target = ?, view = ?, info = ? WHERE run = ?",
+                (target, view, json.dumps(info), self.run),
+            )
+        self._info = info
+        return self.run or 0
+
     def resume_run(self, run: int) -> None:
         """Continue ``run``: its recorded queries answer by number, from the start or from a
         checkpoint's position (:meth:`seek`); answers lost in flight are moved to ``lost``
