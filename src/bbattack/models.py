@@ -201,8 +201,9 @@ class TorchClassifier(Classifier):
             def __init__(self, inner: Any, mean: Any, std: Any) -> None:
                 super().__init__()
                 self.inner = inner
-                self.register_buffer("mean", mean.cpu())
-                self.register_buffer("std", std.cpu())
+                # On the module's device: a CUDA model normalises on the GPU.
+                self.register_buffer("mean", mean)
+                self.register_buffer("std", std)
 
             def forward(self, x: Any) -> Any:
                 return self.inner((x - self.mean) / self.std)

@@ -30,7 +30,10 @@ class Surrogate:
     weights_id: str
 
     def logits(self, x: Any) -> Any:
-        return self.module(x)
+        """Logits on ``x``'s device; the module runs where its weights are (a CUDA model
+        gets its input moved there, and autograd carries the gradient back)."""
+        dev = next((p.device for p in self.module.parameters()), x.device)
+        return self.module(x.to(dev)).to(x.device)
 
 
 def as_surrogate(obj: Any, name: str | None = None) -> Surrogate:
