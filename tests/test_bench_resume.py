@@ -112,3 +112,49 @@ def test_a_checkpoint_of_other_attack_code_starts_the_task_over(
     assert journal["resumed_from_step"] is None
     assert "another attack version" in journal["restarted"]
     assert journal["journal"] > 0  # the old run's answers served the repeated queries
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's parent-death signal")
+def test_a_killed_bench_takes_its_workers_with_it(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    cmd = [sys.executable, "-m", "bbattack", "bench", str(grid(tmp_path, "slow_tiny_net"))]
+    cmd += ["--db", str(tmp_path / "w.sqlite"), "-q", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        # The pool's resource tracker is a child too; workers import bbattack's runner.
+        workers = [
+            c
+            for c in _children(proc.pid)
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+        ]
+    assert workers, "no worker started"
+    time.sleep(2.0)  # past the worker's start-up, into its task
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers)

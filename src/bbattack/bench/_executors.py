@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -23,11 +24,27 @@ def serial(run: Callable[[T], list[R]], tasks: list[T], workers: int) -> Iterato
         yield from run(t)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
+    _die_with(parent)
     os.environ["BBATTACK_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _die_with(parent: int) -> None:
+    """Linux: the worker gets SIGTERM when the bench process dies, even by SIGKILL, so a
+    killed bench leaves no worker running on (and paying for) its task."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # it died before the call: nobody would send the signal
+        os._exit(1)
 
 
 def processes(run: Callable[[T], list[R]], tasks: list[T], workers: int) -> Iterator[R]:
@@ -35,7 +52,7 @@ def processes(run: Callable[[T], list[R]], tasks: list[T], workers: int) -> Iter
     # spawn: torch and ONNX Runtime thread pools do not survive fork.
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid())
     ) as pool:
         futures = [pool.submit(run, t) for t in tasks]
         try:
