@@ -36,6 +36,7 @@ from ._journal_db import (
     lost_again,
     name_list,
 )
+from ._journal_read import JournalReading, open_read_only
 from ._rows import Answer, assemble, chain_next, digests, split
 from .targets import Target, target_identity
 from .views import Observation, View
@@ -49,7 +50,7 @@ _INSERT = (
 )
 
 
-class Journal:
+class Journal(JournalReading):
     """One journal file (``path`` None: in memory). Open a run with :meth:`new_run`,
     :meth:`resume_run` or :meth:`replay_run`, then hand it to an :class:`~bbattack.Oracle`.
     ``durable``: fsync every commit (paid targets); without it a commit still survives a
@@ -79,7 +80,7 @@ class Journal:
             if read_only:
                 if self.path is None or not os.path.isfile(self.path):
                     raise JournalError(f"no journal at {self.path}")
-                self._conn = _read_only(self.path)
+                self._conn = open_read_only(self.path)
             else:
                 where = ":memory:" if self.path is None else self.path
                 self._conn = sqlite3.connect(where, isolation_level=None, timeout=30.0)
@@ -382,45 +383,6 @@ class Journal:
                 )
                 self._names_stored = len(names)
 
-    # -- reading
-
-    def stats(self, run: int | None = None) -> JournalStats:
-        r = self.run if run is None else run
-        counts = dict(
-            self._conn.execute(
-                "SELECT status, COUNT(*) FROM queries WHERE run = ? GROUP BY status", (r,)
-            ).fetchall()
-        )
-        lost = int(counts.get("lost", 0)) + int(counts.get("sent", 0))
-        return JournalStats(
-            int(counts.get("paid", 0)), int(counts.get("journal", 0)), lost, self._last_seq(r)
-        )
-
-    def chain_head(self) -> str:
-        """The chain link of the last query asked: it commits to everything before it."""
-        return self._chain
-
-    def run_info(self, run: int) -> dict[str, Any]:
-        row = self._conn.execute("SELECT info FROM runs WHERE run = ?", (run,)).fetchone()
-        out: dict[str, Any] = {} if row is None else json.loads(row[0])
-        return out
-
-    def run_target(self, run: int) -> tuple[str | None, str | None]:
-        """The identity of the target a run was made against, and its view (JSON)."""
-        row = self._conn.execute("SELECT target, view FROM runs WHERE run = ?", (run,)).fetchone()
-        return (None, None) if row is None else (row[0], row[1])
-
-    def runs(self) -> list[int]:
-        """The runs in this file, oldest first."""
-        return [int(r[0]) for r in self._conn.execute("SELECT run FROM runs ORDER BY run")]
-
-    def labels(self) -> list[str]:
-        return [str(r[0]) for r in self._conn.execute("SELECT name FROM labels ORDER BY id")]
-
-    def _last_seq(self, run: int | None) -> int:
-        r = self._conn.execute("SELECT MAX(seq) FROM queries WHERE run = ?", (run,)).fetchone()
-        return int(r[0] or 0)
-
     def close(self) -> None:
         """Fold the WAL into the file (one plain file to copy or audit) and close."""
         try:
@@ -438,14 +400,3 @@ class Journal:
 
     def _tx(self) -> Transaction:
         return Transaction(self._conn)
-
-
-def _read_only(path: str) -> sqlite3.Connection:
-    """A connection that never writes. Read-write with query_only where the directory allows
-    it, so that closing removes the WAL side files as a writer's close does; else mode=ro."""
-    where = os.path.abspath(path)
-    if os.access(where, os.W_OK) and os.access(os.path.dirname(where), os.W_OK):
-        conn = sqlite3.connect(f"file:{where}?mode=rw", uri=True, isolation_level=None)
-        conn.execute("PRAGMA query_only=ON")
-        return conn
-    return sqlite3.connect(f"file:{where}?mode=ro", uri=True, isolation_level=None)
