@@ -62,8 +62,9 @@ class SignOPTAttack(Attack[SignOPTConfig]):
     minimises g: the sign of g(θ + βu) − g(θ) costs one query (is x0 + g(θ)·(θ+βu)/‖θ+βu‖
     adversarial?), the mean of K such signs times u estimates the gradient, and a step
     against it is kept when the boundary along the new direction is no farther (one query
-    at the old distance), then binary-searched. The attack succeeds when the 8-bit point at
-    ε along the direction, inside the ε-ball, keeps the goal.
+    at the old distance), then binary-searched. The attack succeeds when the boundary point,
+    projected into the ε-ball on the 8-bit grid, keeps the goal (under L2: the point at ε
+    along the direction; under L∞: the clipped point).
 
     Paper: Cheng, Singh, Chen, Chen, Liu, Hsieh, "Sign-OPT: A Query-Efficient Hard-label
     Adversarial Attack", ICLR 2020 (arXiv:1909.10773), Alg. 1; g(θ) as in OPT (Cheng et al.,
