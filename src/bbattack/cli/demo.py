@@ -27,6 +27,13 @@ class DemoSpec:
 
 # page.png ("menu") → "crossword" (chessboard.png): PI-Square, 10 queries (the paper's PI:
 # 5,824): the start image projected into the ε-ball already reads as a crossword.
+# The two demos' run options (``bbattack attack`` has the same flags).
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="start over where --out already holds a run (the journal stays)"),
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="go on with the run in --out")]
+
 DEMO = DemoSpec(source="page", start="chessboard_RGB", eps=0.05, max_queries=40_000)
 
 
@@ -35,13 +42,8 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("demo-out"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="start over where --out already holds a run (the journal stays)"
-        ),
-    ] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="go on with the run in --out")] = False,
+    force: ForceOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """PI attack (top-1 label and score only) on bundled photos: make one photo carry another's
     label."""
@@ -91,13 +93,8 @@ def demo_api(
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("demo-api-out"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="start over where --out already holds a run (the journal stays)"
-        ),
-    ] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="go on with the run in --out")] = False,
+    force: ForceOpt = False,
+    resume: ResumeOpt = False,
     surrogate: Annotated[
         list[str] | None,
         typer.Option(
