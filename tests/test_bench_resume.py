@@ -102,7 +102,7 @@ def test_a_checkpoint_of_other_attack_code_starts_the_task_over(
     """bbattack upgraded between the kill and the rerun: the task's checkpoint cannot be
     used, so the task starts over (no error) and ends as an unbroken run would."""
     ref, db, again = _killed_run(tmp_path)
-    monkeypatch.setattr(checkpoint, "attack_version", lambda: "0.0.0+other")
+    monkeypatch.setattr(checkpoint, "attack_version", lambda *_: "0.0.0+other")
     assert main(again) == 0
     assert not (tmp_path / "k.sqlite.work").exists()
     got, want = case(db), case(ref)

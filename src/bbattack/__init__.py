@@ -5,31 +5,22 @@ oracle = bbattack.Oracle(model, bbattack.TopK(1), max_queries=20_000)
 result = bbattack.PIAttack().run(oracle, x, target=967, start=x_start, seed=0)
 """
 
+from typing import Any
+
 from ._version import __version__
 from .attacks import (
     Attack,
     AttackConfig,
     AttackInfo,
     Ball,
-    GFCSAttack,
     Goal,
-    HopSkipJumpAttack,
     L2Ball,
     LinfBall,
-    LOAttack,
-    LOConfig,
-    PIAttack,
-    PIConfig,
-    QLAttack,
-    QLConfig,
-    RaySAttack,
-    SimBAAttack,
-    SquareAttack,
     StepInfo,
-    TransferAttack,
     all_attacks,
     make_ball,
 )
+from .attacks.registry import public_classes
 from .classes import ClassNames, imagenet_classes
 from .errors import (
     BackendUnavailableError,
@@ -74,14 +65,10 @@ __all__ = [
     "CallableClassifier",
     "ClassNames",
     "Classifier",
-    "GFCSAttack",
     "Goal",
-    "HopSkipJumpAttack",
     "ImageLoadError",
     "ImageResult",
     "L2Ball",
-    "LOAttack",
-    "LOConfig",
     "Label",
     "LabelSource",
     "LabelTarget",
@@ -91,16 +78,9 @@ __all__ = [
     "OnnxClassifier",
     "Oracle",
     "OracleError",
-    "PIAttack",
-    "PIConfig",
-    "QLAttack",
-    "QLConfig",
     "QueryKind",
-    "RaySAttack",
     "Scores",
     "ScoresObservation",
-    "SimBAAttack",
-    "SquareAttack",
     "StartImageError",
     "StepInfo",
     "StepRecord",
@@ -109,7 +89,6 @@ __all__ = [
     "TopK",
     "TopKObservation",
     "TorchClassifier",
-    "TransferAttack",
     "UnknownClassError",
     "UserInputError",
     "View",
@@ -127,3 +106,18 @@ __all__ = [
     "save_png",
     "view_from_name",
 ]
+# Every registered attack of ours and its config (SquareAttack, SquareConfig, ...), from the
+# registry: a new attack file is public without an edit here.
+__all__ += public_classes("bbattack.attacks")
+__all__.sort()
+
+
+def __getattr__(name: str) -> Any:
+    classes = public_classes("bbattack.attacks")
+    if name in classes:
+        return classes[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -13,11 +13,11 @@ from numpy.typing import NDArray
 
 from ..errors import StartImageError
 from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
+from ._losses import visible_margin
 from ._start import check_start, find_start_images
 from .base import AttackState, IntArray
-from .pi_square import visible_margin
 
-__all__ = ["SHRINK", "START", "GuidedShrink", "note"]
+__all__ = ["SHRINK", "START", "GuidedShrink"]
 
 START, SHRINK = 1, 2  # the transfer attack's phases that this module runs
 _LEVELS = 255  # radii live on the 8-bit grid: level k is an L∞ radius of k/255
@@ -69,7 +69,7 @@ class GuidedShrink:
             # iterations to cross it measured no better (1 vs 2 of 10 stalled LO photos).
             cand = self.attack.craft(state, crafted, state.x[crafted], r, self.config.iters)
             obs = oracle.query(cand, state.ids[crafted], QueryKind.TRANSFER)
-            note(obs, state, crafted)
+            self.attack.record(obs, state, crafted)
             self.attack.calibrate(state, crafted, obs, cand)
             seen = obs.rank_of(state.target[crafted]) >= 0
             ex["gs_radius"][crafted[~seen]] += 1
@@ -88,7 +88,7 @@ class GuidedShrink:
             found = (
                 find_start_images(self.attack, oracle, state, rows)
                 if start is None
-                else check_start(self.attack, oracle, state, rows, start[rows], note)
+                else check_start(self.attack, oracle, state, rows, start[rows])
             )
         except StartImageError:  # no start: these images end; the others go on
             self.attack.stop(state, rows, "no_start_image", state.extra["t0"])
@@ -118,7 +118,7 @@ class GuidedShrink:
         x = state.ball.project(before, state.x0[rows], r)
         cand = self.attack.craft(state, rows, x, r, self.config.shrink_iters)
         obs = oracle.query(cand, state.ids[rows], QueryKind.TRANSFER)
-        note(obs, state, rows)
+        self.attack.record(obs, state, rows)
         self.attack.calibrate(state, rows, obs, cand)
         seen = obs.rank_of(state.target[rows]) >= 0
         keep, miss = rows[seen], rows[~seen]
@@ -148,13 +148,3 @@ def _margin(obs: Observation, state: AttackState, rows: IntArray) -> NDArray[np.
     if isinstance(obs, LabelsObservation):
         return np.full(len(rows), -np.inf)
     return visible_margin(obs, state.target[rows])
-
-
-def note(obs: Observation, state: AttackState, rows: IntArray) -> None:
-    """The target's rank (and score, where revealed) in ``obs``, for the trace; targeted rows
-    only."""
-    t = state.targeted[rows]
-    tg = np.maximum(state.target[rows], 0)
-    state.target_rank[rows[t]] = obs.rank_of(tg)[t]
-    if not isinstance(obs, LabelsObservation):
-        state.target_prob[rows[t]] = obs.score_of(tg)[t]

@@ -12,9 +12,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from ..oracle import ScoresObservation
+from ..oracle import Observation, ScoresObservation, TopKObservation
 
-__all__ = ["Loss", "goal_loss", "score_loss"]
+__all__ = ["Loss", "goal_loss", "score_loss", "visible_margin"]
 
 Loss = Literal["margin", "ce"]
 _TINY = 1e-30  # float32 softmax underflows to 0; the log stays finite
@@ -52,3 +52,26 @@ def goal_loss(
     t = np.asarray(target)
     tl = score_loss(obs, t, orig, targeted)
     return np.asarray(np.where(t >= 0, tl, score_loss(obs, t, orig, untargeted)))
+
+
+def visible_margin(obs: Observation, target: NDArray[np.int64]) -> NDArray[np.float64]:
+    """log p(target) − log p(strongest other class), from what the view reveals: for a top-k
+    view the unseen classes share at most 1 − Σ(revealed), which bounds the strongest of them
+    (with k = 1 the margin is log p − log(1 − p)). −inf where the target is not revealed."""
+    t = np.asarray(target, np.int64)
+    if isinstance(obs, ScoresObservation):
+        p = obs.probs.astype(np.float64)
+        pt = p[np.arange(len(p)), t]
+        other = np.where(np.arange(p.shape[1])[None, :] == t[:, None], -1.0, p).max(axis=1)
+    elif isinstance(obs, TopKObservation):
+        s = np.where(obs.labels >= 0, obs.scores, 0.0).astype(np.float64)
+        mine = obs.labels == t[:, None]
+        pt = np.where(mine, s, 0.0).sum(axis=1)
+        seen = np.where(mine, 0.0, s).max(axis=1, initial=0.0)
+        other = np.maximum(seen, np.clip(1.0 - s.sum(axis=1), 0.0, 1.0))
+        pt = np.where(mine.any(axis=1), pt, 0.0)
+    else:
+        raise TypeError("PI-Square needs scores: a TopK or Scores view")
+    with np.errstate(divide="ignore"):
+        out = np.log(pt) - np.log(np.maximum(other, 1e-12))
+    return np.asarray(np.where(pt > 0, out, -np.inf))

@@ -3,19 +3,16 @@ through the oracle, or one found among the bundled photos, each candidate a coun
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..errors import StartImageError
 from ..images import start_candidates
-from ..oracle import Observation, Oracle, QueryKind
+from ..oracle import Oracle, QueryKind
 from .base import Attack, AttackState, FloatArray, IntArray
 
 __all__ = ["check_start", "decision_starts", "find_start_images", "noise_starts"]
-
-Record = Callable[[Observation, AttackState, IntArray], None]
 
 
 def check_start(
@@ -24,10 +21,9 @@ def check_start(
     state: AttackState,
     rows: IntArray,
     start: FloatArray,
-    record: Record,
 ) -> FloatArray:
     """Check (one INIT query per row) that the oracle puts each start image in the target's
-    top-k; ``record`` stores what the answer revealed."""
+    top-k; what the answer revealed is recorded for the trace."""
     if not attack.can_pay(oracle, state, rows, 1).all():
         raise StartImageError(
             "the budget cannot pay the start image's check and keep the final verification"
@@ -40,7 +36,7 @@ def check_start(
             f"the start image is not in the model's top-{k} for the target class "
             f"(image {int(rows[bad][0])}); give a start image the model labels as the target"
         )
-    record(obs, state, rows)
+    attack.record(obs, state, rows)
     return start
 
 
@@ -116,7 +112,7 @@ def decision_starts(
             found = (
                 find_start_images(attack, oracle, state, need)
                 if start is None
-                else check_start(attack, oracle, state, need, start[need], _note)
+                else check_start(attack, oracle, state, need, start[need])
             )
         else:
             found = noise_starts(attack, oracle, state, need, tries)
@@ -126,9 +122,3 @@ def decision_starts(
     ok = np.isfinite(found.reshape(len(need), -1)[:, 0])
     attack.stop(state, need[~ok], "no_start_image", t0)
     return need[ok], found[ok]
-
-
-def _note(obs: Observation, state: AttackState, rows: IntArray) -> None:
-    from ._guided import note  # _guided imports this module
-
-    note(obs, state, rows)

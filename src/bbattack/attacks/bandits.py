@@ -40,6 +40,7 @@ class BanditsConfig(AttackConfig):
 
 @register(
     "bandits",
+    rank=40,
     paper=BANDITS_2019,
     views=("scores",),
     norms=("linf", "l2"),
@@ -119,7 +120,7 @@ class BanditsAttack(Attack[BanditsConfig]):
         assert isinstance(check, ScoresObservation)
         state.xq[rows] = xq
         state.loss[rows] = self._loss(check, state, rows)
-        self.track_scores(state, rows, check)
+        self.record(check, state, rows)
         hit = self.goal_hit(state, check, rows)
         self.mark_success(oracle, state, rows, hit, state.extra["t0"])
 

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import TargetUnavailable
-from ..oracle import Observation, Oracle, ScoresObservation
+from ..oracle import LabelsObservation, Observation, Oracle
 from ..results import AttackResult, StepRecord
 from ..surrogates import Surrogate
 from .balls import Ball, LinfBall, Norm, make_ball
@@ -159,11 +159,17 @@ class Attack(ABC, Generic[C]):
             Attack.stop(state, new, "success", t0)
 
     @staticmethod
-    def track_scores(state: AttackState, rows: IntArray, obs: ScoresObservation) -> None:
-        """The target's probability and rank in ``obs`` (one row per row), for the trace."""
+    def record(
+        obs: Observation, state: AttackState, rows: IntArray, mask: BoolArray | None = None
+    ) -> None:
+        """The target's rank, and its score where the view reveals one, in ``obs`` (one row
+        per row of ``rows``), for the trace; only where ``mask``. Untargeted rows have none."""
+        keep = np.ones(len(rows), bool) if mask is None else mask
         t = state.target[rows]
-        state.target_prob[rows] = np.where(t >= 0, obs.score_of(np.maximum(t, 0)), np.nan)
-        state.target_rank[rows] = np.where(t >= 0, obs.rank_of(np.maximum(t, 0)), -1)
+        tg = np.maximum(t, 0)
+        state.target_rank[rows[keep]] = np.where(t >= 0, obs.rank_of(tg), -1)[keep]
+        if not isinstance(obs, LabelsObservation):
+            state.target_prob[rows[keep]] = np.where(t >= 0, obs.score_of(tg), np.nan)[keep]
 
     @staticmethod
     def quantized(

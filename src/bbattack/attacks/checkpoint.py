@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from .._version import __version__
 from ..errors import BBAttackError, UserInputError
 from ..results import StepRecord
+from ._code_hash import code_digest
 from ._plain import PlainDataError, from_plain, to_plain, trace_columns, trace_records
 
 if TYPE_CHECKING:
@@ -113,12 +114,15 @@ class Checkpoint:
 
 
 @cache
-def attack_version() -> str:
-    """The bbattack version and a hash of the attack sources: a checkpoint made by other
-    attack code would resume into different steps, so it is refused."""
+def attack_version(module: str | None = None) -> str:
+    """The bbattack version and a hash of an attack's code: ``module`` (the attack's module)
+    and every bbattack module it imports. A checkpoint made by other code would resume into
+    different steps, so it is refused; another attack's change leaves it valid. Without
+    ``module``: every attack module's code (what a result's provenance records)."""
+    if module is not None:
+        return f"{__version__}+{code_digest(module)}"
     h = hashlib.sha256(__version__.encode())
-    here = Path(__file__).parent
-    for p in sorted(here.glob("*.py")):
+    for p in sorted(Path(__file__).parent.rglob("*.py")):
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return f"{__version__}+{h.hexdigest()[:12]}"
 
@@ -260,7 +264,7 @@ def run_fingerprint(
     """What a checkpoint must have been made with to resume this run."""
     return {
         "attack": str(attack.name),
-        "attack version": attack_version(),
+        "attack version": attack_version(type(attack).__module__),
         "config": digest_of(attack.config.model_dump(mode="json")),
         "inputs": digest_of(
             x,

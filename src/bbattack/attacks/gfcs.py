@@ -43,6 +43,7 @@ class GFCSConfig(AttackConfig):
 
 @register(
     "gfcs",
+    rank=100,
     paper=GFCS_2022,
     views=("scores",),
     norms=("l2",),
@@ -119,7 +120,7 @@ class GFCSAttack(Attack[GFCSConfig]):
         state.x[b] = state.xq[b] = cand[better]
         state.loss[b] = loss[better]
         ex["gf_tried"][b] = False
-        self.track_scores(state, rows, obs)
+        self.record(obs, state, rows)
         # A failed + tries −; a failed − gives the direction up (its surrogate is spent here).
         plus = ex["gf_side"][rows] == _PLUS
         ex["gf_side"][rows] = np.where(~better & plus, _MINUS, _PLUS)

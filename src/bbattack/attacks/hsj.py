@@ -45,6 +45,7 @@ class HopSkipJumpConfig(AttackConfig):
 
 @register(
     "hsj",
+    rank=110,
     paper=HSJ_2020,
     views=("labels", "topk", "scores"),
     norms=("linf", "l2"),

@@ -41,7 +41,12 @@ class ParsimoniousConfig(AttackConfig):
 
 
 @register(
-    "parsimonious", paper=PARSIMONIOUS_2019, views=("scores",), norms=("linf",), budget=10_000
+    "parsimonious",
+    rank=50,
+    paper=PARSIMONIOUS_2019,
+    views=("scores",),
+    norms=("linf",),
+    budget=10_000,
 )
 class ParsimoniousAttack(Attack[ParsimoniousConfig]):
     """Parsimonious: every pixel sits at a vertex x0 ± ε; blocks (one channel, bs×bs pixels)
@@ -102,7 +107,7 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         assert isinstance(obs, ScoresObservation)
         state.x[live] = state.xq[live] = x
         state.loss[live] = self._loss(obs, state, live)
-        self.track_scores(state, live, obs)
+        self.record(obs, state, live)
         self.mark_success(oracle, state, live, self.goal_hit(state, obs, live), t0)
 
     # -- the block hierarchy and its mini-batches
@@ -239,4 +244,4 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         state.extra["up"][rows] = up
         state.x[rows] = state.xq[rows] = self._image(state, rows, up)
         state.loss[rows] = loss
-        self.track_scores(state, rows, ScoresObservation(obs.probs[at]))
+        self.record(ScoresObservation(obs.probs[at]), state, rows)

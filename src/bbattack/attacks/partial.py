@@ -7,7 +7,7 @@ import torch
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
+from ..oracle import Oracle, QueryKind
 from ._nes import (
     NESConfig,
     apply_momentum,
@@ -75,7 +75,7 @@ class _Shrinking(Attack[ShrinkConfig]):
             starts = (
                 find_start_images(self, oracle, state, need)
                 if start is None
-                else check_start(self, oracle, state, need, start[need], self.record)
+                else check_start(self, oracle, state, need, start[need])
             )
             box = np.full(len(need), cfg.starting_eps)
             state.x[need] = state.ball.project(starts, state.x0[need], box, oracle.bounds)
@@ -158,23 +158,13 @@ class _Shrinking(Attack[ShrinkConfig]):
                 state.extra["stalls"][rows[stalled]] += 1
                 searching[stalled] = False
 
-    @staticmethod
-    def record(
-        obs: Observation, state: AttackState, rows: IntArray, mask: NDArray[np.bool_] | None = None
-    ) -> None:
-        """Store the target's rank (and score, where revealed) for the rows where ``mask``."""
-        t = state.target[rows]
-        keep = np.ones(len(rows), bool) if mask is None else mask
-        state.target_rank[rows[keep]] = obs.rank_of(t)[keep]
-        if not isinstance(obs, LabelsObservation):
-            state.target_prob[rows[keep]] = obs.score_of(t)[keep]
-
     def gradient_cost(self) -> int:
         return self.config.samples
 
 
 @register(
     "pi",
+    rank=20,
     paper=ILYAS_2018,
     views=("topk", "scores"),
     norms=("linf",),
@@ -208,6 +198,7 @@ class PIAttack(_Shrinking):
 
 @register(
     "lo",
+    rank=21,
     paper=ILYAS_2018,
     views=("labels", "topk", "scores"),
     norms=("linf",),

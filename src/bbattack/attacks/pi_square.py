@@ -7,7 +7,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import Observation, Oracle, QueryKind, ScoresObservation, TopKObservation
+from ..oracle import Oracle, QueryKind
+from ._losses import visible_margin
 from ._rand import Streams
 from ._start import check_start, find_start_images
 from ._windows import paper_p, positions, side, window_mask
@@ -36,31 +37,9 @@ class PISquareConfig(AttackConfig):
     )
 
 
-def visible_margin(obs: Observation, target: IntArray) -> NDArray[np.float64]:
-    """log p(target) − log p(strongest other class), from what the view reveals: for a top-k
-    view the unseen classes share at most 1 − Σ(revealed), which bounds the strongest of them
-    (with k = 1 the margin is log p − log(1 − p)). −inf where the target is not revealed."""
-    t = np.asarray(target, np.int64)
-    if isinstance(obs, ScoresObservation):
-        p = obs.probs.astype(np.float64)
-        pt = p[np.arange(len(p)), t]
-        other = np.where(np.arange(p.shape[1])[None, :] == t[:, None], -1.0, p).max(axis=1)
-    elif isinstance(obs, TopKObservation):
-        s = np.where(obs.labels >= 0, obs.scores, 0.0).astype(np.float64)
-        mine = obs.labels == t[:, None]
-        pt = np.where(mine, s, 0.0).sum(axis=1)
-        seen = np.where(mine, 0.0, s).max(axis=1, initial=0.0)
-        other = np.maximum(seen, np.clip(1.0 - s.sum(axis=1), 0.0, 1.0))
-        pt = np.where(mine.any(axis=1), pt, 0.0)
-    else:
-        raise TypeError("PI-Square needs scores: a TopK or Scores view")
-    with np.errstate(divide="ignore"):
-        out = np.log(pt) - np.log(np.maximum(other, 1e-12))
-    return np.asarray(np.where(pt > 0, out, -np.inf))
-
-
 @register(
     "pi-square",
+    rank=80,
     paper=ILYAS_2018,
     views=("topk", "scores"),
     norms=("linf",),
@@ -112,7 +91,7 @@ class PISquareAttack(Attack[PISquareConfig]):
         starts = (
             find_start_images(self, oracle, state, need)
             if start is None
-            else check_start(self, oracle, state, need, start[need], _record)
+            else check_start(self, oracle, state, need, start[need])
         )
         self.begin(state, need, starts)
 
@@ -238,7 +217,7 @@ class PISquareAttack(Attack[PISquareConfig]):
             obs = oracle.query(cand[sel], state.ids[r], kind)
             margin[sel] = visible_margin(obs, state.target[r])
             hit[sel] = self.goal_hit(state, obs, r)
-            _record(obs, state, r)
+            self.record(obs, state, r)
         return margin, hit
 
     def _after_start(
@@ -304,9 +283,3 @@ def _keep(
     state.extra["level"][rows] = level
     state.extra["margin"][rows] = margin
     state.eps[rows] = level / _LEVELS
-
-
-def _record(obs: Observation, state: AttackState, rows: IntArray) -> None:
-    t = state.target[rows]
-    state.target_rank[rows] = obs.rank_of(t)
-    state.target_prob[rows] = obs.score_of(t)

@@ -33,6 +33,7 @@ ILYAS_2018 = Paper(
 
 @register(
     "ql",
+    rank=10,
     paper=ILYAS_2018,
     views=("scores",),
     norms=("linf",),
@@ -98,6 +99,6 @@ class QLAttack(Attack[QLConfig]):
         assert isinstance(obs, ScoresObservation)
         loss = self._loss(obs, state, rows)
         state.loss[rows] = loss
-        self.track_scores(state, rows, obs)
+        self.record(obs, state, rows)
         plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])

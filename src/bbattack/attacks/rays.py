@@ -34,6 +34,7 @@ class RaySConfig(AttackConfig):
 
 @register(
     "rays",
+    rank=70,
     paper=RAYS_2020,
     views=("labels", "topk", "scores"),
     norms=("linf",),

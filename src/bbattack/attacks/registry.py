@@ -4,13 +4,21 @@ Each attack declares, with :func:`register`, its name, paper, the views it can w
 norms it supports, targeted/untargeted, whether it needs a start image or a surrogate, its
 default budget and the threat models it is the default for. The CLI, the bench config and the
 report read this table; nothing else lists attacks.
+
+Attacks are discovered, not listed: every module under ``bbattack.attacks`` and
+``bbattack.baselines`` whose name has no leading underscore is imported, and so is every entry
+point of the group ``bbattack.attacks`` (how another package registers its attacks). Adding an
+attack is adding one file that calls :func:`register`.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import numpy as np
@@ -30,7 +38,9 @@ __all__ = [
     "all_attacks",
     "build",
     "default_attack",
+    "discover",
     "get",
+    "public_classes",
     "register",
     "view_refusal",
 ]
@@ -39,22 +49,10 @@ ViewKind = Literal["scores", "topk", "labels"]
 VIEW_KINDS: tuple[ViewKind, ...] = ("scores", "topk", "labels")
 # The paper's threat models and the view each one attacks through.
 THREAT_VIEWS: dict[str, ViewKind] = {"ql": "scores", "pi": "topk", "lo": "labels"}
-# Modules whose import registers attacks; baselines import their libraries lazily.
-_MODULES = (
-    "bbattack.attacks.ql",
-    "bbattack.attacks.partial",
-    "bbattack.attacks.square",
-    "bbattack.attacks.bandits",
-    "bbattack.attacks.parsimonious",
-    "bbattack.attacks.simba",
-    "bbattack.attacks.rays",
-    "bbattack.attacks.pi_square",
-    "bbattack.attacks.transfer",
-    "bbattack.attacks.gfcs",
-    "bbattack.attacks.hsj",
-    "bbattack.attacks.signopt",
-    "bbattack.baselines",
-)
+# Packages whose modules are imported to register attacks (baselines import their libraries
+# lazily, so importing them costs nothing), and the entry-point group of plug-in attacks.
+_PACKAGES = ("bbattack.attacks", "bbattack.baselines")
+ENTRY_POINT_GROUP = "bbattack.attacks"
 
 
 @dataclass(frozen=True)
@@ -84,10 +82,12 @@ class AttackInfo:
     budget: int
     baseline: bool  # another library's attack, wrapped behind our oracle
     default_for: tuple[str, ...]  # threat models (ql, pi, lo) it is the default attack of
+    rank: int  # listing order, and which default wins a tie: lower first
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("cls")
+        d.pop("rank")
         d["paper"] = asdict(self.paper)
         d["views"] = list(self.views)
         d["norms"] = list(self.norms)
@@ -148,8 +148,12 @@ def register(
     budget: int,
     baseline: bool = False,
     default_for: tuple[str, ...] = (),
+    rank: int = 100,
 ) -> Callable[[T], T]:
-    """Class decorator: declare an attack. The class gets its ``info`` and ``name``."""
+    """Class decorator: declare an attack. The class gets its ``info`` and ``name``.
+
+    ``rank`` orders the listing (ours, then the baselines, each by rank then name) and so
+    decides which of two defaults of a threat model, or of two surrogate attacks, is picked."""
     bad = set(views) - set(VIEW_KINDS)
     if bad or not views:
         raise ValueError(f"{name}: views must be among {VIEW_KINDS}, got {views}")
@@ -170,6 +174,7 @@ def register(
             budget=budget,
             baseline=baseline,
             default_for=default_for,
+            rank=rank,
         )
         _REGISTRY[name] = info
         cls.name = name
@@ -180,13 +185,57 @@ def register(
 
 
 def all_attacks() -> dict[str, AttackInfo]:
-    """Every registered attack, ours first, then the baselines, each in registration order."""
-    for m in _MODULES:
-        importlib.import_module(m)
-    # Import order varies (one attack module may import another), so order by _MODULES.
-    rank = {m: n for n, m in enumerate(_MODULES)}
-    table = sorted(_REGISTRY.values(), key=lambda i: (i.baseline, rank.get(i.cls.__module__, 99)))
+    """Every registered attack, ours first, then the baselines, each by rank then name."""
+    discover()
+    table = sorted(_REGISTRY.values(), key=lambda i: (i.baseline, i.rank, i.name))
     return {i.name: i for i in table}
+
+
+_discovered: list[bool] = []
+
+
+def discover() -> None:
+    """Import every attack module once: the packages' public modules, then the plug-ins."""
+    if _discovered:
+        return
+    _discovered.append(True)
+    for package in _PACKAGES:
+        for name in _public_modules(package):
+            importlib.import_module(name)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        # A broken plug-in is another package's bug: ours keep working, and it is named.
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001
+            warnings.warn(
+                f"plug-in attack {ep.name} ({ep.value}) did not load: {type(e).__name__}: {e}",
+                stacklevel=2,
+            )
+
+
+def _public_modules(package: str) -> list[str]:
+    pkg = importlib.import_module(package)
+    found = pkgutil.walk_packages(pkg.__path__, package + ".")
+    return sorted(
+        m.name for m in found if not any(p.startswith("_") for p in m.name.split(".")[2:])
+    )
+
+
+def public_classes(package: str) -> dict[str, type[Any]]:
+    """The attacks registered by ``package``'s modules (imported here), each class and its
+    config class by class name: how ``bbattack.attacks`` and ``bbattack.baselines`` build their
+    public names from the registry."""
+    for name in _public_modules(package):
+        importlib.import_module(name)
+    out: dict[str, type[Any]] = {}
+    for info in sorted(_REGISTRY.values(), key=lambda i: (i.rank, i.name)):
+        if not info.cls.__module__.startswith(package + "."):
+            continue
+        out[info.cls.__name__] = info.cls
+        config = getattr(info.cls, "config_class", None)
+        if config is not None:
+            out[config.__name__] = config
+    return out
 
 
 def get(name: str) -> AttackInfo:

@@ -50,6 +50,7 @@ class SignOPTConfig(AttackConfig):
 
 @register(
     "sign-opt",
+    rank=120,
     paper=SIGNOPT_2020,
     views=("labels", "topk", "scores"),
     norms=("l2", "linf"),

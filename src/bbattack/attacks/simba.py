@@ -47,6 +47,7 @@ def _dct_basis(n: int) -> NDArray[np.float64]:
 
 @register(
     "simba",
+    rank=60,
     paper=SIMBA_2019,
     views=("scores",),
     norms=("l2",),

@@ -108,6 +108,7 @@ class SquareConfig(AttackConfig):
 
 @register(
     "square",
+    rank=30,
     paper=SQUARE_2020,
     views=("scores",),
     norms=("linf", "l2"),
@@ -167,7 +168,7 @@ class SquareAttack(Attack[SquareConfig]):
         state.x[live] = x
         state.xq[live] = x
         state.loss[live] = loss
-        self.track_scores(state, live, obs)
+        self.record(obs, state, live)
         self.mark_success(oracle, state, live, self.goal_hit(state, obs, live), t0)
 
     def prepare(self, oracle: Oracle, state: AttackState) -> Streams:
@@ -243,7 +244,7 @@ class SquareAttack(Attack[SquareConfig]):
         state.x[k] = cand[keep]
         state.xq[k] = cand[keep]
         state.loss[k] = loss[keep]
-        self.track_scores(state, k, _take(obs, keep))
+        self.record(_take(obs, keep), state, k)
         self.mark_success(oracle, state, rows, hit, state.extra["t0"])
 
     def _p(self, state: AttackState, rows: IntArray) -> NDArray[np.float64]:

@@ -12,7 +12,8 @@ from pydantic import Field
 from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
 from ..targets import Vocabulary
 from ._bases import judge_weights, propose_weights, weight_state
-from ._guided import SHRINK, START, GuidedShrink, note
+from ._guided import SHRINK, START, GuidedShrink
+from ._losses import visible_margin
 from ._rand import Streams
 from ._transfer import (
     DRAWS,
@@ -27,7 +28,7 @@ from ._transfer import (
 from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
 from .gfcs import GFCSAttack
 from .hsj import HopSkipJumpAttack
-from .pi_square import PISquareAttack, visible_margin
+from .pi_square import PISquareAttack
 from .rays import RaySAttack
 from .registry import Paper, register
 from .square import SquareAttack
@@ -121,6 +122,7 @@ class TransferConfig(AttackConfig):
 
 @register(
     "transfer",
+    rank=90,
     paper=TRANSFER_PAPERS,
     views=("scores", "topk", "labels"),
     norms=("linf", "l2"),
@@ -346,7 +348,7 @@ class TransferAttack(Attack[TransferConfig]):
         cand = self.craft(state, rows, state.x[rows], eps, iters)
         obs = oracle.query(cand, state.ids[rows], QueryKind.TRANSFER)
         ex["tr_round"][rows] += 1
-        note(obs, state, rows)
+        self.record(obs, state, rows)
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), ex["t0"])
         self.calibrate(state, rows, obs, cand)
         prog = np.asarray(self._progress(obs, state, rows), np.float64)

@@ -27,18 +27,23 @@ missing one is a :class:`~bbattack.errors.BackendUnavailableError` naming the in
 Images are attacked one at a time (the benchmark runs one image per case anyway).
 """
 
-from .base import INSTALL_HINT, Baseline, BaselineConfig
-from .hsj import ArtHopSkipJump, ArtHopSkipJumpConfig
-from .square import ArtSquare, ArtSquareConfig, TorchattacksSquare, TorchattacksSquareConfig
+from typing import Any
 
-__all__ = [
-    "INSTALL_HINT",
-    "ArtHopSkipJump",
-    "ArtHopSkipJumpConfig",
-    "ArtSquare",
-    "ArtSquareConfig",
-    "Baseline",
-    "BaselineConfig",
-    "TorchattacksSquare",
-    "TorchattacksSquareConfig",
-]
+from ..attacks.registry import public_classes
+from .base import INSTALL_HINT, Baseline, BaselineConfig
+
+# The wrapped attacks' classes come from the registry (see bbattack.attacks).
+__all__ = ["INSTALL_HINT", "Baseline", "BaselineConfig"]
+__all__ += public_classes(__name__)
+__all__.sort()
+
+
+def __getattr__(name: str) -> Any:
+    classes = public_classes(__name__)
+    if name in classes:
+        return classes[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -40,6 +40,7 @@ class ArtHopSkipJumpConfig(BaselineConfig):
 
 @register(
     "art-hsj",
+    rank=10,
     paper=Paper(
         title="HopSkipJumpAttack: A Query-Efficient Decision-Based Attack",
         authors="Chen, Jordan, Wainwright",

@@ -77,6 +77,7 @@ class _SquareBaseline(Baseline[C]):
 
 @register(
     "ta-square",
+    rank=20,
     paper=SQUARE_2020,
     views=("scores",),
     norms=("linf", "l2"),
@@ -141,6 +142,7 @@ class TorchattacksSquare(_SquareBaseline[TorchattacksSquareConfig]):
 
 @register(
     "art-square",
+    rank=21,
     paper=SQUARE_2020,
     views=("scores",),
     norms=("linf", "l2"),
