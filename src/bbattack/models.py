@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from . import tuning, zoo
 from ._shared import cache_dir, parity_inputs
+from ._threads import one_torch_thread
 from .classes import ClassNames, imagenet_classes
 from .errors import BackendUnavailableError, UserInputError
 
@@ -232,6 +233,7 @@ class TorchClassifier(Classifier):
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
+    @one_torch_thread  # the same scores, to the bit, whatever the thread setting
     def _forward(self, x: FloatArray) -> NDArray[np.floating]:
         torch = self.torch
         with torch.inference_mode():

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from .._threads import one_torch_thread
 from ..errors import UserInputError
 from ..oracle import LabelsObservation, Observation, Oracle, ScoresObservation, TopKObservation
 from ..surrogates import Surrogate
@@ -50,6 +51,7 @@ class Craft:
     loss: TransferLoss = "calib"
 
 
+@one_torch_thread
 def craft(
     surrogates: Sequence[Surrogate],
     weights: NDArray[np.float64],
@@ -165,6 +167,7 @@ def _diverse(x: Any, u: Any, p: float) -> Any:
     return torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+@one_torch_thread
 def ensemble_logp(
     surrogates: Sequence[Surrogate], weights: NDArray[np.float64], x: FloatArray
 ) -> FloatArray:
@@ -206,6 +209,7 @@ def calibration(obs: Observation, logp: FloatArray, target: NDArray[np.int64]) -
     return out
 
 
+@one_torch_thread
 def surrogate_classes(surrogates: Sequence[Surrogate], shape: tuple[int, ...]) -> int:
     """The surrogates' class count: they must share one class space."""
     import torch

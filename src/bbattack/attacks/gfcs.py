@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
+from .._threads import one_torch_thread
 from ..oracle import Oracle, QueryKind, ScoresObservation
 from ..surrogates import Surrogate
 from ._losses import Loss, goal_loss
@@ -148,6 +149,7 @@ class GFCSAttack(Attack[GFCSConfig]):
         )  # fmt: skip
 
 
+@one_torch_thread
 def surrogate_directions(
     surrogates: Sequence[Surrogate],
     x: FloatArray,
