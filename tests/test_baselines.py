@@ -435,7 +435,12 @@ def test_results_survive_json_and_trace_every_model_call(
     res = make("ta-square").run(oracle, task.x, task.target, on_step=infos.append)
     assert len(infos) == len(res.trace) == sum(r.steps for r in res.images)
     assert [i.step for i in infos] == list(range(1, len(infos) + 1))
-    assert infos[-1].succeeded == 3
+    # Images run one after another: the last call comes from the last image that took a
+    # step, and counts the successes of the images before it (3 here; how many depends on
+    # the trained weights, so the count is checked against the result, not a number).
+    last = infos[-1].total - infos[-1].active
+    assert last == max(r.index for r in res.images if r.steps > 0)
+    assert infos[-1].succeeded == int(res.success[:last].sum())
     assert infos[-1].total == 4
     for t in res.trace:
         assert t.target_prob is not None

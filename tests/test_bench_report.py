@@ -480,6 +480,52 @@ def test_ours_against_the_best_peer_of_the_same_grid_point() -> None:
     assert (p.ours.median_queries, p.peer.median_queries) == (150, 200)
 
 
-def test_markdown_has_the_peer_table(markdown: str) -> None:
+# Ours (ql) and two peers on one grid point (QL, ε = 0.05, budget 1,000), on the same two
+# images, targets and seed; pi has no peer at its grid point.
+PEER_GRID: list[
+    tuple[str, str, int, float, int, str, bool | None, int, int | None, float, float]
+] = [
+    ("ql", "ql", 0, 0.05, 1000, "cat", True, 100, 100, 0.05, 3.0),
+    ("ql", "ql", 0, 0.05, 1000, "dog", True, 300, 300, 0.03, 1.0),
+    ("ta-square", "ql", 0, 0.05, 1000, "cat", True, 50, 50, 0.05, 5.0),  # 1 of 2: not the best
+    ("ta-square", "ql", 0, 0.05, 1000, "dog", False, 1000, None, 0.05, 5.0),
+    ("art-square", "ql", 0, 0.05, 1000, "cat", True, 200, 200, 0.05, 5.0),  # 2 of 2: the best
+    ("art-square", "ql", 0, 0.05, 1000, "dog", True, 600, 600, 0.05, 5.0),
+    ("pi", "pi", 1, 0.05, 5000, "dog", True, 400, 400, 0.05, 2.0),
+]
+PEER_TABLE = "#### Ours against the best peer on the same cases"
+
+
+@pytest.fixture(scope="module")
+def peer_markdown(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = make_db(tmp_path_factory.mktemp("peers") / "bench.sqlite", PEER_GRID)
+    with BenchDB.open(path, create=False) as db:
+        return render_markdown(db)
+
+
+def test_markdown_has_the_peer_table_where_ours_and_a_peer_share_a_grid_point(
+    peer_markdown: str,
+) -> None:
+    lines = peer_markdown.splitlines()
+    assert lines.count(PEER_TABLE) == 1
+    start = lines.index(PEER_TABLE)
+    assert start < lines.index("#### All finished cases")
+    table = [line for line in lines[start + 2 : start + 6] if line.startswith("| ")]
+    assert table[0].startswith("| threat model | ε | budget | ours | success | mean | median |")
+    assert table[0].endswith(
+        "| best peer | peer success | peer mean | peer median | median ratio |"
+    )
+    # One row: ql against art-square (2 of 2) rather than ta-square (1 of 2, but fewer
+    # queries); pi has no peer. Median ratio 200 / 400.
+    assert table[2:] == [
+        "| QL: full scores | 0.05 | 1,000 | ql | 2/2 (100.0%) | 200 | 200 "
+        "| art-square | 2/2 (100.0%) | 400 | 400 | 0.50 |"
+    ]
+
+
+def test_markdown_has_no_peer_table_where_ours_and_a_peer_share_no_grid_point(
+    markdown: str,
+) -> None:
     # The synthetic grid's ql and ta-square share no ε: no grid point to compare.
     assert "#### Ours against the best peer" not in markdown
+    assert "best peer" not in markdown

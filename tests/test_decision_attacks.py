@@ -123,13 +123,20 @@ def test_rays_is_untargeted_only(digits_torch: TorchClassifier, task: Task) -> N
 def test_a_radius_the_first_ray_reaches_costs_a_few_queries(
     digits_torch: TorchClassifier, task: Task
 ) -> None:
-    """At ε = 1 the first ray (every pixel pushed to +1) flips each digit, and its check lies
-    inside the ball, so it is the success: the clean query, that check, the final check."""
+    """At ε = 1 the first ray (every pixel pushed to +1) ends at the all-white image, inside
+    the ball: where the model puts that image in another class than the digit (every digit
+    here, as the model trains on this machine), it is the success: the clean query, that
+    check, the final check. Where it does not (weights trained on another CPU may differ),
+    the run still succeeds inside its budget."""
     oracle = Oracle(digits_torch, Label(), max_queries=100)
     res = RaySAttack(eps=1.0).run(oracle, task.x, None)
     check(res, oracle, digits_torch, task.x, 1.0)
-    for r in res.images:
+    white = int(digits_torch(np.ones((1, *task.x.shape[1:]), np.float32)).argmax())
+    clean = digits_torch(task.x).argmax(axis=1)
+    for r, c in zip(res.images, clean, strict=True):
         assert r.success
-        assert r.queries_by_kind["probe"] == 1
-        assert r.queries_by_kind["binary_search"] == 0
-        assert r.queries == 3
+        assert r.queries <= 100
+        if white != c:  # the first ray flips it
+            assert r.queries_by_kind["probe"] == 1
+            assert r.queries_by_kind["binary_search"] == 0
+            assert r.queries == 3

@@ -1,6 +1,7 @@
 """GFCS on the digits MLP with a CNN trained on the same digits as its surrogate (another
-architecture): it beats the surrogate-free L2 attacks on the same cases, counts every query,
-never passes its budget, repeats with a seed, and a batch equals single runs."""
+architecture): it succeeds on most cases inside the L2 ball, counts every query, never passes
+its budget, repeats with a seed, and a batch equals single runs. How it compares with the
+surrogate-free attacks is measured in the benchmarks, not asserted here."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from bbattack import Oracle, Scores, TorchClassifier
-from bbattack.attacks import registry
+from bbattack import AttackResult, Oracle, Scores, TorchClassifier
 from bbattack.attacks.gfcs import GFCSAttack
 from bbattack.errors import UserInputError
 from bbattack.surrogates import Surrogate, resolve_surrogates
@@ -40,33 +40,69 @@ def _l2(a: FloatArray, b: FloatArray) -> NDArray[np.float64]:
     return np.asarray(np.sqrt((d * d).sum(axis=1)))
 
 
+def _check(
+    model: TorchClassifier,
+    oracle: Oracle,
+    res: AttackResult,
+    x: FloatArray,
+    target: IntArray | None,
+    eps: float,
+) -> NDArray[np.bool_]:
+    """What holds on any machine: every query counted and within the budget, every saved image
+    inside the L2 ball and on the 8-bit grid, and each success flag what the model itself says
+    of the saved image. Returns the success flags."""
+    assert [r.queries for r in res.images] == oracle.queries().tolist()
+    for r in res.images:
+        assert sum(r.queries_by_kind.values()) == r.queries
+        assert oracle.max_queries is not None
+        assert r.queries <= oracle.max_queries
+        assert r.queries_by_kind["final"] == 1
+        assert r.success == (r.queries_at_success is not None)
+    inside = _l2(res.x_adv, x) <= eps + 1e-4
+    assert inside.all()  # every step is projected into the ball
+    assert np.array_equal(np.rint(res.x_adv * 255) / 255, res.x_adv)  # the saved 8-bit image
+    assert res.x_adv.min() >= 0.0
+    assert res.x_adv.max() <= 1.0
+    hit = model(res.x_adv).argmax(axis=1)
+    want = hit == target if target is not None else hit != model(x).argmax(axis=1)
+    ok = np.array([r.success for r in res.images])
+    assert ok.tolist() == (want & inside).tolist()
+    return ok
+
+
 @pytest.mark.parametrize("targeted", [True, False], ids=["targeted", "untargeted"])
-def test_gfcs_beats_square_and_simba_on_the_same_cases(
+def test_gfcs_succeeds_on_most_cases_inside_the_ball_and_the_budget(
     digits_torch: TorchClassifier,
     cases: tuple[FloatArray, IntArray],
     cnn: list[Surrogate],
     targeted: bool,
 ) -> None:
+    """No comparison with other attacks here (that is what the benchmarks are for): the
+    trained weights, and so the exact counts, differ slightly from one CPU to another."""
     x, target = cases
     t = target if targeted else None
-    res = GFCSAttack(eps=EPS).run(
-        Oracle(digits_torch, Scores(), max_queries=1_000), x, t, surrogates=cnn
-    )
-    ours = [r.queries for r in res.images if r.success]
-    for name in ("square", "simba"):
-        peer = registry.build(name, norm="l2", eps=EPS).run(
-            Oracle(digits_torch, Scores(), max_queries=1_000), x, t
-        )
-        theirs = [r.queries for r in peer.images if r.success]
-        assert len(ours) >= len(theirs)
-        # measured: targeted 15/16 at a median of 7 against Square 15/16 at 32 and SimBA
-        # 1/16; untargeted 16/16 at 5.5 against 9 and 34
-        assert np.median(ours) < np.median(theirs)
-    hit = digits_torch(res.x_adv).argmax(axis=1)
-    want = hit == target if targeted else hit != digits_torch(x).argmax(axis=1)
-    inside = _l2(res.x_adv, x) <= EPS + 1e-4
-    assert [r.success for r in res.images] == (want & inside).tolist()
-    assert np.array_equal(np.rint(res.x_adv * 255) / 255, res.x_adv)  # the saved 8-bit image
+    oracle = Oracle(digits_torch, Scores(), max_queries=1_000)
+    res = GFCSAttack(eps=EPS).run(oracle, x, t, surrogates=cnn)
+    ok = _check(digits_torch, oracle, res, x, t, EPS)
+    # measured: 15/16 targeted, 16/16 untargeted, most within 20 queries; three quarters
+    # leaves room for a model trained on another machine.
+    assert ok.sum() >= 12
+
+
+@pytest.mark.parametrize("targeted", [True, False], ids=["targeted", "untargeted"])
+def test_gfcs_succeeds_on_easy_cases(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray],
+    cnn: list[Surrogate],
+    targeted: bool,
+) -> None:
+    """Twice the radius: every one of four digits falls (measured: within 30 queries of 1,000)."""
+    x, target = cases[0][:4], cases[1][:4]
+    t = target if targeted else None
+    oracle = Oracle(digits_torch, Scores(), max_queries=1_000)
+    res = GFCSAttack(eps=2 * EPS).run(oracle, x, t, surrogates=cnn)
+    assert _check(digits_torch, oracle, res, x, t, 2 * EPS).all()
+    assert all(r.stop_reason == "success" for r in res.images)
 
 
 def test_every_query_is_counted_by_kind(

@@ -1,6 +1,7 @@
 """Our HopSkipJump on the digits model under the top-1 label view: success from a start image
-(targeted) and from noise (untargeted) in both norms, against ART's HopSkipJump on the same
-cases, every query counted by kind, budgets, batches against single runs, seeds."""
+(targeted) and from noise (untargeted) in both norms, ART's HopSkipJump on the same cases (each
+on its own: comparisons belong in the benchmarks), every query counted by kind, budgets,
+batches against single runs, seeds."""
 
 from __future__ import annotations
 
@@ -51,25 +52,31 @@ def test_hsj_succeeds_and_saves_the_verified_8_bit_image(
         assert r.queries_at_success == r.queries - 1
 
 
+@pytest.mark.parametrize("name", ["hsj", "art-hsj"])
 @pytest.mark.parametrize("targeted", [True, False], ids=["targeted", "untargeted"])
-def test_hsj_needs_no_more_queries_than_arts_on_the_same_cases(
+def test_hsj_and_arts_hsj_each_succeed_on_the_same_cases(
     digits_torch: TorchClassifier,
     cases: tuple[FloatArray, IntArray, FloatArray],
+    name: str,
     targeted: bool,
 ) -> None:
+    """Each from the registry, as a bench grid builds it; which of the two needs fewer
+    queries is measured in the benchmarks: it depends on float sums that differ by CPU."""
     x, target, start = cases
     t, s = (target, start) if targeted else (None, None)
-
-    def median(name: str) -> float:
-        res = registry.build(name, eps=0.3).run(
-            Oracle(digits_torch, Label(), max_queries=3_000), x, t, start=s
-        )
-        q = [r.queries for r in res.images if r.success]
-        assert len(q) == len(x)
-        return float(np.median(q))
-
-    # measured: targeted 118 against ART's 123; untargeted 4 against 13.5
-    assert median("hsj") <= median("art-hsj")
+    oracle = Oracle(digits_torch, Label(), max_queries=3_000)
+    res = registry.build(name, eps=0.3).run(oracle, x, t, start=s)
+    ok = np.array([r.success for r in res.images])
+    # measured: 16/16 for both, in at most 912 queries of 3,000
+    assert ok.sum() >= 12
+    assert [r.queries for r in res.images] == oracle.queries().tolist()
+    assert all(r.queries <= 3_000 for r in res.images)
+    d = _dist("linf", res.x_adv, x)
+    assert (d[ok] <= 0.3 + 1e-4).all()
+    assert np.array_equal(np.rint(res.x_adv * 255) / 255, res.x_adv)
+    hit = digits_torch(res.x_adv).argmax(axis=1)
+    want = (hit == target) if targeted else (hit != digits_torch(x).argmax(axis=1))
+    assert ok.tolist() == (want & (d <= 0.3 + 1e-4)).tolist()
 
 
 def test_every_query_is_counted_by_kind(

@@ -19,9 +19,11 @@ from support import Task, check_batch_and_seeds
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
 # (norm, eps, targeted, successes of 16 required). Measured: L2 16/16 both ways (median 4
-# queries: the start's point at ε already works); L∞ untargeted 14/16 (two end at the budget
-# at 0.33 and 0.34: the L∞ variant is weaker than HopSkipJump here, which gets 16/16).
-CASES = [("l2", 2.0, True, 16), ("l2", 2.0, False, 16), ("linf", 0.3, False, 13)]
+# queries: the start's point at ε already works; the slowest targeted case took 1,475 of the
+# 3,000); L∞ untargeted 14/16 on one machine and 15/16 on another (the rest end at the budget
+# just outside the ball). The digits model trains to slightly different weights on each CPU,
+# so the thresholds leave room: two cases for L2, five for L∞.
+CASES = [("l2", 2.0, True, 14), ("l2", 2.0, False, 14), ("linf", 0.3, False, 10)]
 
 
 def _dist(norm: str, a: FloatArray, b: FloatArray) -> NDArray[np.float64]:
