@@ -91,7 +91,7 @@ class GuidedShrink:
                 else check_start(self.attack, oracle, state, rows, start[rows])
             )
         except StartImageError:  # no start: these images end; the others go on
-            self.attack.stop(state, rows, "no_start_image", state.extra["t0"])
+            self.attack.stop(state, rows, "no_start_image")
             return
         d = np.abs(found.astype(np.float64) - state.x0[rows]).reshape(len(rows), -1).max(1)
         state.extra["tr_g"][rows] = 0.0  # the momentum belonged to another image
@@ -132,7 +132,7 @@ class GuidedShrink:
         ex["gs_delta"][miss] = np.maximum(ex["gs_delta"][miss] // 2, 1)
         state.x[miss] = before[~seen]
         hit = seen & (level <= k_eps) & self.attack.goal_hit(state, obs, rows)
-        self.attack.mark_success(oracle, state, rows, hit, ex["t0"])
+        self.attack.mark_success(oracle, state, rows, hit)
         miss = ex["gs_miss"][rows]
         if oracle.view.reveals_scores and self.config.repair_after:
             stuck = rows[state.active[rows] & (miss >= self.config.repair_after)]

@@ -2,7 +2,8 @@
 
 What it takes: None, bool, int, float (NaN and infinities too), str, bytes, numpy arrays
 (numeric, or of strings) and scalars, lists, tuples, dicts with string keys, torch generators
-(their state as bytes) and counter-based noise streams (seeds' keys and counters). An array
+(their state as bytes), counter-based noise streams (seeds' keys and counters) and an attack's
+own typed state (a :class:`PlainState` dataclass, named by its class, field by field). An array
 held in two places (``extra["counter"]`` is the stream's own counter) comes back as one array,
 held in both places again. Anything else is refused with the path to it.
 """
@@ -10,8 +11,9 @@ held in both places again. Anything else is refused with the path to it.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,11 +22,30 @@ from ..errors import UserInputError
 from ..results import StepRecord
 from ._rand import Streams
 
-__all__ = ["PlainDataError", "from_plain", "to_plain", "trace_columns", "trace_records"]
+__all__ = [
+    "PlainDataError",
+    "PlainState",
+    "from_plain",
+    "to_plain",
+    "trace_columns",
+    "trace_records",
+]
 
 
 class PlainDataError(UserInputError):
     """State that is not plain data, or a tree that does not decode."""
+
+
+class PlainState:
+    """Base of an attack's own state: a ``@dataclass`` whose fields are plain data (arrays,
+    numbers, strings, noise streams). A checkpoint names the class and stores its fields; only
+    classes defined as subclasses of this one can be named back when a checkpoint is read."""
+
+    known: ClassVar[dict[str, type[PlainState]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        PlainState.known[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
 
 def to_plain(value: Any) -> tuple[Any, list[NDArray[Any]]]:
@@ -68,6 +89,13 @@ def _enc(v: Any, arrays: list[NDArray[Any]], memo: dict[int, int], path: str) ->
         if bad:
             raise PlainDataError(f"cannot checkpoint {path}: a dict key {bad[0]!r} is not a str")
         return {"$dict": {k: _enc(x, arrays, memo, f"{path}[{k!r}]") for k, x in v.items()}}
+    if isinstance(v, PlainState) and dataclasses.is_dataclass(v):
+        name = f"{type(v).__module__}.{type(v).__qualname__}"
+        body = {
+            f.name: _enc(getattr(v, f.name), arrays, memo, f"{path}.{f.name}")
+            for f in dataclasses.fields(v)
+        }
+        return {"$state": name, "fields": body}
     if isinstance(v, Streams):
         return {
             "$streams": {
@@ -115,6 +143,11 @@ def _dec(t: Any, arrays: list[NDArray[Any]]) -> Any:
             s.keys = _dec(body["keys"], arrays)
             s.counter = _dec(body["counter"], arrays)
             return s
+        case "$state":
+            cls = PlainState.known.get(str(body))
+            if cls is None:
+                raise PlainDataError(f"checkpoint names an unknown attack state {body!r}")
+            return cls(**{k: _dec(x, arrays) for k, x in t["fields"].items()})
         case "$torch_generator":
             import torch
 

@@ -104,7 +104,6 @@ def decision_starts(
     the given start images (checked) or a bundled photo; untargeted, uniform noise. Images
     without one stop as ``no_start_image``. Returns the rows that have one, and their points."""
     need = np.flatnonzero(state.active)
-    t0 = state.extra["t0"]
     if not len(need):
         return need, state.x[need]
     try:
@@ -117,8 +116,8 @@ def decision_starts(
         else:
             found = noise_starts(attack, oracle, state, need, tries)
     except StartImageError:
-        attack.stop(state, need, "no_start_image", t0)
+        attack.stop(state, need, "no_start_image")
         return need[:0], state.x[need[:0]]
     ok = np.isfinite(found.reshape(len(need), -1)[:, 0])
-    attack.stop(state, need[~ok], "no_start_image", t0)
+    attack.stop(state, need[~ok], "no_start_image")
     return need[ok], found[ok]

@@ -66,8 +66,7 @@ class BanditsAttack(Attack[BanditsConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n, (ch, h, w) = len(state.x), state.x.shape[1:]
         rows = np.arange(n)
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
         state.loss[:] = self._loss(obs, state, rows)
         t = self.config.tile_size
@@ -75,7 +74,7 @@ class BanditsAttack(Attack[BanditsConfig]):
         rng = Streams(state.seeds)
         state.extra.update(rng=rng, counter=rng.counter)
         state.lr[:] = self.config.image_lr
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
 
     def _up(self, v: FloatArray, h: int, w: int) -> FloatArray:
         t = self.config.tile_size
@@ -99,8 +98,9 @@ class BanditsAttack(Attack[BanditsConfig]):
         for q in (v + u, v - u):
             step = _unit(self._up(q, h, w))
             probes.append(np.clip(x + np.float32(cfg.fd_eta) * step, *oracle.bounds))
-        obs = oracle.query(np.concatenate(probes), state.ids[np.tile(rows, 2)], QueryKind.GRADIENT)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(
+            oracle, np.concatenate(probes), state.ids[np.tile(rows, 2)], QueryKind.GRADIENT
+        )
         both = self._loss(obs, state, np.tile(rows, 2))
         # The bandit's reward: the finite-difference slope of the loss along the prior.
         slope = (both[:m] - both[m:]) / (cfg.fd_eta * cfg.exploration)
@@ -116,13 +116,12 @@ class BanditsAttack(Attack[BanditsConfig]):
         x = state.ball.project(x - lr * move, state.x0[rows], state.eps[rows], oracle.bounds)
         state.x[rows] = x
         xq = self.quantized(state, rows, x, state.eps[rows])
-        check = oracle.query(xq, state.ids[rows], QueryKind.SUCCESS_CHECK)
-        assert isinstance(check, ScoresObservation)
+        check = self.query_scores(oracle, xq, state.ids[rows], QueryKind.SUCCESS_CHECK)
         state.xq[rows] = xq
         state.loss[rows] = self._loss(check, state, rows)
         self.record(check, state, rows)
         hit = self.goal_hit(state, check, rows)
-        self.mark_success(oracle, state, rows, hit, state.extra["t0"])
+        self.mark_success(oracle, state, rows, hit)
 
 
 def _eg_step(v: FloatArray, g: FloatArray, lr: float) -> FloatArray:

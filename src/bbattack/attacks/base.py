@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import TargetUnavailable
-from ..oracle import LabelsObservation, Observation, Oracle
+from ..oracle import LabelsObservation, Observation, Oracle, QueryKind, ScoresObservation
 from ..results import AttackResult, StepRecord
 from ..surrogates import Surrogate
 from .balls import Ball, LinfBall, Norm, make_ball
@@ -57,8 +57,24 @@ class AttackConfig(BaseModel):
 
 
 @dataclass
+class RunContext:
+    """What the runner owns for one run and never checkpoints: the clock (a resumed run's
+    clock starts where the checkpoint's stopped) and the surrogates handed to ``run``."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    surrogates: tuple[Surrogate, ...] = ()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+@dataclass
 class AttackState:
-    """Per-image attack state as plain arrays (row i = image i), so it can be checkpointed."""
+    """Per-image attack state as plain arrays (row i = image i), so it can be checkpointed.
+
+    What every attack has lives here; what one attack adds is its own typed state ``own``
+    (a :class:`~bbattack.attacks._plain.PlainState` dataclass of arrays and scalars), which the
+    attack builds in ``init`` and reads through :meth:`Attack.own`."""
 
     ids: IntArray  # oracle example ids
     x0: FloatArray  # originals (N, C, H, W)
@@ -81,6 +97,8 @@ class AttackState:
     finished_at: NDArray[np.float64]  # seconds since the start, when the image stopped
     goal: Goal = field(default_factory=Goal)
     ball: Ball = field(default_factory=lambda: LinfBall(0.05))
+    own: Any = None
+    ctx: RunContext = field(default_factory=RunContext)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,6 +121,7 @@ class StepInfo:
 
 
 C = TypeVar("C", bound=AttackConfig)
+S = TypeVar("S")
 
 
 class Attack(ABC, Generic[C]):
@@ -143,20 +162,47 @@ class Attack(ABC, Generic[C]):
     # -- helpers for subclasses
 
     @staticmethod
+    def own(state: AttackState, kind: type[S]) -> S:
+        """The attack's own typed state (checked: a wrong kind is a bug, and says so)."""
+        if not isinstance(state.own, kind):
+            raise TypeError(
+                f"the attack state holds {type(state.own).__name__}, not {kind.__name__}"
+            )
+        return state.own
+
+    @staticmethod
+    def query_scores(
+        oracle: Oracle, x: FloatArray, ids: IntArray, kind: QueryKind
+    ) -> ScoresObservation:
+        """Query under a scores view (the registry let only such a view through)."""
+        obs = oracle.query(x, ids, kind)
+        if not isinstance(obs, ScoresObservation):
+            raise TypeError(f"expected full scores from the oracle, got {type(obs).__name__}")
+        return obs
+
+    def clean_query(self, oracle: Oracle, state: AttackState) -> Observation:
+        """The one INIT query of every image's clean version: sets its clean label, records
+        the target's rank, and stops an image whose goal already holds (``already``)."""
+        rows = np.arange(len(state.x))
+        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
+        state.orig[:] = obs.top1()
+        self.record(obs, state, rows)
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
+        return obs
+
+    @staticmethod
     def goal_hit(state: AttackState, obs: Observation, rows: IntArray) -> BoolArray:
         """Whether the goal holds for ``rows`` in ``obs`` (one row of ``obs`` per row)."""
         return state.goal.hit(obs, state.target[rows], state.orig[rows])
 
     @staticmethod
-    def mark_success(
-        oracle: Oracle, state: AttackState, rows: IntArray, hit: BoolArray, t0: float
-    ) -> None:
+    def mark_success(oracle: Oracle, state: AttackState, rows: IntArray, hit: BoolArray) -> None:
         """Record first successes among ``rows`` and stop those images."""
         new = rows[hit & ~state.success[rows]]
         if len(new):
             state.success[new] = True
             state.queries_at_success[new] = oracle.queries(state.ids[new])
-            Attack.stop(state, new, "success", t0)
+            Attack.stop(state, new, "success")
 
     @staticmethod
     def record(
@@ -179,11 +225,11 @@ class Attack(ABC, Generic[C]):
         return state.ball.quantize_inside(x, state.x0[rows], radius)
 
     @staticmethod
-    def stop(state: AttackState, rows: IntArray, reason: str, t0: float) -> None:
+    def stop(state: AttackState, rows: IntArray, reason: str) -> None:
         rows = rows[state.active[rows]]
         state.active[rows] = False
         state.stop_reason[rows] = reason
-        state.finished_at[rows] = time.perf_counter() - t0
+        state.finished_at[rows] = state.ctx.elapsed()
 
     def can_pay(
         self, oracle: Oracle, state: AttackState, rows: IntArray, cost: int
@@ -198,7 +244,7 @@ class Attack(ABC, Generic[C]):
         """Active rows that can pay ``cost`` and keep the final-check reserve; stop the rest."""
         rows = np.flatnonzero(state.active)
         ok = self.can_pay(oracle, state, rows, cost)
-        self.stop(state, rows[~ok], "budget", state.extra["t0"])
+        self.stop(state, rows[~ok], "budget")
         return rows[ok]
 
     # -- the run loop
@@ -298,7 +344,7 @@ class Attack(ABC, Generic[C]):
             try:
                 self.init(oracle, state, st)
             except TargetUnavailable as e:  # keep what was paid for; nothing more can be sent
-                self.stop(state, np.flatnonzero(state.active), e.stop_reason, state.extra["t0"])
+                self.stop(state, np.flatnonzero(state.active), e.stop_reason)
             if checkpoints is not None:
                 checkpoints.step_done(0, state, oracle, trace)
         else:
@@ -306,23 +352,22 @@ class Attack(ABC, Generic[C]):
             trace, step_no = saved.trace, saved.step
         max_steps = self.config.max_steps
         while state.active.any():
-            t0 = state.extra["t0"]
             was = np.flatnonzero(state.active)
             before = oracle.queries(state.ids[was])
             try:
                 self.step(oracle, state)
             except TargetUnavailable as e:  # the last checked iterates are the result
-                self.stop(state, np.flatnonzero(state.active), e.stop_reason, t0)
+                self.stop(state, np.flatnonzero(state.active), e.stop_reason)
                 break
             q = oracle.queries(state.ids)
             # Only images that spent queries took a step (a budget stop spends none).
             spent = q[was] > before
             stepped = was[spent]
-            self.stop(state, was[~spent], "stalled", t0)
+            self.stop(state, was[~spent], "stalled")
             state.steps[stepped] += 1
             step_no += 1
             if max_steps is not None:
-                self.stop(state, stepped[state.steps[stepped] >= max_steps], "max_steps", t0)
+                self.stop(state, stepped[state.steps[stepped] >= max_steps], "max_steps")
             trace.extend(step_records(state, stepped, q))
             if on_step is not None:
                 on_step(
@@ -373,7 +418,7 @@ class Attack(ABC, Generic[C]):
             finished_at=np.zeros(n),
             goal=goal,
             ball=self.config.ball(),
-            extra={"t0": time.perf_counter(), "surrogates": tuple(surrogates)},
+            ctx=RunContext(surrogates=tuple(surrogates)),
         )
 
 

@@ -52,7 +52,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
-_RUNTIME = ("t0", "surrogates")  # extra keys rebuilt from the run's arguments, never saved
 
 
 class CheckpointError(UserInputError):
@@ -198,7 +197,7 @@ class Checkpointer:
         meta = {
             "format": CHECKPOINT_FORMAT,
             "step": step,
-            "elapsed_s": time.perf_counter() - float(state.extra["t0"]),
+            "elapsed_s": time.perf_counter() - float(state.ctx.t0),
             "fingerprint": self.fingerprint,
             "tree": tree,
         }
@@ -284,7 +283,7 @@ def restore_state(state: AttackState, ck: Checkpoint) -> None:
     """Fill a fresh state (same images, targets and seeds) from a checkpoint."""
     saved = ck.state
     for f in fields(state):
-        if f.name in ("goal", "ball", "extra"):
+        if f.name in ("goal", "ball", "extra", "ctx"):
             continue
         new, old = saved.get(f.name), getattr(state, f.name)
         if isinstance(old, np.ndarray) and (
@@ -292,17 +291,17 @@ def restore_state(state: AttackState, ck: Checkpoint) -> None:
         ):
             raise CheckpointError(f"checkpoint {ck.path.name}: state.{f.name} does not fit")
         setattr(state, f.name, new)
-    runtime = {k: state.extra[k] for k in _RUNTIME if k in state.extra}
-    state.extra = {**saved["extra"], **runtime, "t0": time.perf_counter() - ck.elapsed_s}
+    state.extra = dict(saved.get("extra", {}))
+    state.ctx.t0 = time.perf_counter() - ck.elapsed_s
 
 
 def _state_fields(state: AttackState) -> dict[str, Any]:
     out: dict[str, Any] = {
         f.name: getattr(state, f.name)
         for f in fields(state)
-        if f.name not in ("goal", "ball", "extra")
+        if f.name not in ("goal", "ball", "extra", "ctx")
     }
-    out["extra"] = {k: v for k, v in state.extra.items() if k not in _RUNTIME}
+    out["extra"] = dict(state.extra)
     return out
 
 

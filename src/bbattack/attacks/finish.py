@@ -145,7 +145,7 @@ def finish_run(
     surrogates: Sequence[Any],
 ) -> AttackResult:
     """The end of a run of our attacks: finish every image and build the result."""
-    elapsed = time.perf_counter() - state.extra["t0"]
+    elapsed = time.perf_counter() - state.ctx.t0
     wall = np.where(state.finished_at > 0, state.finished_at, elapsed)
     end = Ending(
         ids=state.ids,

@@ -72,19 +72,18 @@ class GFCSAttack(Attack[GFCSConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n = len(state.x)
         rows = np.arange(n)
-        sur = state.extra["surrogates"]
+        sur = state.ctx.surrogates
         k = surrogate_classes(sur, state.x.shape[1:])
         classes = class_masks(oracle, state.target, k)
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
         self.prepare(state, np.where(state.targeted[:, None], classes, False), k)
         state.loss[:] = self.loss_of(obs, state, rows)
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
 
     def prepare(self, state: AttackState, targets: NDArray[np.bool_], k: int) -> None:
         """GFCS's own state (no queries); ``targets`` (N, K): the classes to raise."""
-        n, s = len(state.x), len(state.extra["surrogates"])
+        n, s = len(state.x), len(state.ctx.surrogates)
         state.extra.update(
             gf_dir=np.zeros_like(state.x),  # the direction being tried
             gf_side=np.full(n, _PLUS, np.int64),
@@ -113,8 +112,7 @@ class GFCSAttack(Attack[GFCSConfig]):
         cand = state.x[rows] + (sign * step)[:, None, None, None] * ex["gf_dir"][rows]
         cand = state.ball.project(cand, state.x0[rows], state.eps[rows])
         cand = self.quantized(state, rows, cand, state.eps[rows])
-        obs = oracle.query(cand, state.ids[rows], QueryKind.LINE_SEARCH)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, cand, state.ids[rows], QueryKind.LINE_SEARCH)
         loss = self.loss_of(obs, state, rows)
         better = loss < state.loss[rows]
         b = rows[better]
@@ -129,12 +127,12 @@ class GFCSAttack(Attack[GFCSConfig]):
         last = ex["gf_last"][spent]
         ok = last >= 0
         ex["gf_tried"][spent[ok], last[ok]] = True
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), ex["t0"])
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
 
     def _directions(self, state: AttackState, rows: IntArray) -> FloatArray:
         """Per row: the gradient of an untried surrogate (in a random order), else ODS."""
         ex = state.extra
-        sur: Sequence[Surrogate] = ex["surrogates"]
+        sur: Sequence[Surrogate] = state.ctx.surrogates
         rng = Streams(state.seeds, ex["gf_counter"])
         u = rng.uniform(rows, len(sur) + 1)
         order = np.argsort(np.where(ex["gf_tried"][rows], 2.0, u[:, : len(sur)]), axis=1)

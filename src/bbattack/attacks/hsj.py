@@ -84,10 +84,9 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n = len(state.x)
         rows = np.arange(n)
-        t0 = state.extra["t0"]
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), t0)
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
         state.extra.update(hs_t=np.ones(n, np.int64), hs_dist=np.full(n, np.inf))
         rows, found = decision_starts(self, oracle, state, start, self.config.noise_tries)
         if len(rows):
@@ -126,7 +125,7 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
             if not len(j):
                 break
             pay = self.can_pay(oracle, state, rows[j], 1)
-            self.stop(state, rows[j[~pay]], "budget", ex["t0"])
+            self.stop(state, rows[j[~pay]], "budget")
             j = j[pay]
             if not len(j):
                 break
@@ -144,9 +143,8 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
     def _at_eps(self, oracle: Oracle, state: AttackState, rows: IntArray) -> BoolArray:
         """Query the point of the search path at ε, 8-bit and inside the ε-ball; mark the
         rows it succeeds for. True for the rows whose search goes on."""
-        ex = state.extra
         pay = self.can_pay(oracle, state, rows, 1)
-        self.stop(state, rows[~pay], "budget", ex["t0"])
+        self.stop(state, rows[~pay], "budget")
         r = rows[pay]
         if len(r):
             eps = np.full(len(r), self.config.eps, np.float32)
@@ -161,7 +159,7 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
             hit = self.goal_hit(state, obs, r)
             state.xq[r[hit]] = xq[hit]
             state.eps[r[hit]] = self.config.eps
-            self.mark_success(oracle, state, r, hit, ex["t0"])
+            self.mark_success(oracle, state, r, hit)
         return np.asarray(state.active[rows])
 
     def _blend(self, x0: FloatArray, x: Any, a: NDArray[np.float64]) -> FloatArray:
@@ -229,7 +227,7 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
         n_probes = min(int(c.init_evals * math.sqrt(t)), c.max_evals)
         # An iteration needs its probes, a step, a binary search and a check.
         ok = self.can_pay(oracle, state, rows, n_probes + 2)
-        self.stop(state, rows[~ok], "budget", ex["t0"])
+        self.stop(state, rows[~ok], "budget")
         rows = rows[ok]
         if not len(rows):
             return
@@ -258,7 +256,7 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
         left = np.arange(len(rows))
         for _ in range(self.config.max_halvings):
             pay = self.can_pay(oracle, state, rows[left], 1)
-            self.stop(state, rows[left[~pay]], "budget", state.extra["t0"])
+            self.stop(state, rows[left[~pay]], "budget")
             left = left[pay]
             if not len(left):
                 return

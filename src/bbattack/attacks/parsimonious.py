@@ -76,11 +76,9 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n, (ch, h, w) = len(state.x), state.x.shape[1:]
         rows = np.arange(n)
-        t0 = state.extra["t0"]
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), t0)
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
         e = state.eps[:, None, None, None]
         rng = Streams(state.seeds)
         b = self.config.batch_size
@@ -103,12 +101,11 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         if not len(live):
             return
         x = state.extra["lo"][live]
-        obs = oracle.query(x, state.ids[live], QueryKind.INIT)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, x, state.ids[live], QueryKind.INIT)
         state.x[live] = state.xq[live] = x
         state.loss[live] = self._loss(obs, state, live)
         self.record(obs, state, live)
-        self.mark_success(oracle, state, live, self.goal_hit(state, obs, live), t0)
+        self.mark_success(oracle, state, live, self.goal_hit(state, obs, live))
 
     # -- the block hierarchy and its mini-batches
 
@@ -180,7 +177,7 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
     def _payable(self, oracle: Oracle, state: AttackState, rows: IntArray, cost: int) -> IntArray:
         """The ``rows`` that can pay ``cost``; the rest stop (budget)."""
         ok = self.can_pay(oracle, state, rows, cost)
-        self.stop(state, rows[~ok], "budget", state.extra["t0"])
+        self.stop(state, rows[~ok], "budget")
         return rows[ok]
 
     def _score(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
@@ -192,8 +189,9 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
             valid = ex["batch"][g] >= 0
             r, j = np.nonzero(valid)
             up = self._flip(state, g[r], ex["batch"][g][r, j])
-            obs = oracle.query(self._image(state, g[r], up), state.ids[g[r]], QueryKind.LINE_SEARCH)
-            assert isinstance(obs, ScoresObservation)
+            obs = self.query_scores(
+                oracle, self._image(state, g[r], up), state.ids[g[r]], QueryKind.LINE_SEARCH
+            )
             loss = self._loss(obs, state, g[r])
             gain = np.full(valid.shape, -np.inf)
             gain[r, j] = state.loss[g[r]] - loss
@@ -207,7 +205,7 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
             self._accept(state, g[won], up[first], loss[first], obs, first)
             ex["gain"][g] = gain
             ex["phase"][g] = _GREEDY
-            self.mark_success(oracle, state, g, won, ex["t0"])
+            self.mark_success(oracle, state, g, won)
 
     def _greedy(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
         """Lazy greedy: re-score the block with the best stale gain; flip it if it still beats
@@ -219,8 +217,9 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         j = gain.argmax(axis=1)
         var = ex["batch"][rows, j]
         up = self._flip(state, rows, var)
-        obs = oracle.query(self._image(state, rows, up), state.ids[rows], QueryKind.LINE_SEARCH)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(
+            oracle, self._image(state, rows, up), state.ids[rows], QueryKind.LINE_SEARCH
+        )
         loss = self._loss(obs, state, rows)
         new = state.loss[rows] - loss
         others = gain.copy()
@@ -230,7 +229,7 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         # A taken block leaves the batch; an untaken one keeps its fresh gain.
         ex["gain"][rows, j] = np.where(take, -np.inf, new)
         self._accept(state, rows[take], up[take], loss[take], obs, np.flatnonzero(take))
-        self.mark_success(oracle, state, rows, hit, ex["t0"])
+        self.mark_success(oracle, state, rows, hit)
 
     def _accept(
         self,

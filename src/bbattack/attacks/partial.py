@@ -85,11 +85,10 @@ class _Shrinking(Attack[ShrinkConfig]):
         state.extra["delta_eps"] = np.full(n, cfg.starting_delta_eps, dtype=np.float64)
         state.extra["stalls"] = np.zeros(n, dtype=np.int64)
         init_momentum_plateau(state, cfg.plateau_length)
-        self.mark_success(oracle, state, rows, already, state.extra["t0"])
+        self.mark_success(oracle, state, rows, already)
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
         cfg = self.config
-        t0 = state.extra["t0"]
         rows = self.affordable_rows(oracle, state, self.gradient_cost() + 1)
         if not len(rows):
             return
@@ -115,7 +114,7 @@ class _Shrinking(Attack[ShrinkConfig]):
             r = rows[j]
             can = self.can_pay(oracle, state, r, 1)
             if not can.all():
-                self.stop(state, r[~can], "budget", t0)
+                self.stop(state, r[~can], "budget")
                 searching[j[~can]] = False
                 j, r = j[can], r[can]
                 if not len(j):
@@ -143,7 +142,7 @@ class _Shrinking(Attack[ShrinkConfig]):
                 self.record(obs, state, r, ok)
                 searching[acc] = False
                 hit = self.goal_hit(state, obs, r)[ok] & (state.eps[ra] <= goal + 1e-9)
-                self.mark_success(oracle, state, ra, hit, t0)
+                self.mark_success(oracle, state, ra, hit)
             if len(rej):
                 halve = lr[rej] >= 2 * cfg.min_lr
                 lr[rej[halve]] /= 2

@@ -79,12 +79,11 @@ class PISquareAttack(Attack[PISquareConfig]):
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         rows = np.arange(len(state.x))
-        t0 = state.extra["t0"]
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
         already = self.goal_hit(state, obs, rows)
         self.prepare(oracle, state)
-        self.mark_success(oracle, state, rows, already, t0)
+        self.mark_success(oracle, state, rows, already)
         need = rows[~already]
         if not len(need):
             return
@@ -195,7 +194,7 @@ class PISquareAttack(Attack[PISquareConfig]):
         won = hit & (level <= ex["k_eps"][rows])
         w = won & repair & ~better
         state.x[rows[w]] = state.xq[rows[w]] = cand[w]
-        self.mark_success(oracle, state, rows, won, state.extra["t0"])
+        self.mark_success(oracle, state, rows, won)
 
     def _ask(
         self,

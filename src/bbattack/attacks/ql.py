@@ -60,8 +60,7 @@ class QLAttack(Attack[QLConfig]):
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         rows = np.arange(len(state.x))
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
         state.loss[:] = self._loss(obs, state, rows)
         state.target_prob[:] = np.where(
@@ -70,7 +69,7 @@ class QLAttack(Attack[QLConfig]):
         state.lr[:] = self.config.max_lr
         init_momentum_plateau(state, self.config.plateau_length)
         done = state.targeted & (state.orig == state.target)
-        self.mark_success(oracle, state, rows, done, state.extra["t0"])
+        self.mark_success(oracle, state, rows, done)
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
         cfg = self.config
@@ -80,8 +79,7 @@ class QLAttack(Attack[QLConfig]):
         ids = state.ids
 
         def sample_loss(pts: FloatArray, prow: IntArray) -> tuple[np.ndarray, np.ndarray]:
-            obs = oracle.query(pts, ids[prow], QueryKind.GRADIENT)
-            assert isinstance(obs, ScoresObservation)
+            obs = self.query_scores(oracle, pts, ids[prow], QueryKind.GRADIENT)
             return self._loss(obs, state, prow), np.ones(len(prow), bool)
 
         g, _ = nes_gradient(
@@ -101,4 +99,4 @@ class QLAttack(Attack[QLConfig]):
         state.loss[rows] = loss
         self.record(obs, state, rows)
         plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))

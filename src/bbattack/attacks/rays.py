@@ -67,7 +67,7 @@ class RaySAttack(Attack[RaySConfig]):
         rows = np.arange(n)
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
         self.prepare(state)
 
     def prepare(self, state: AttackState, d: NDArray[np.int8] | None = None) -> None:
@@ -181,7 +181,7 @@ class RaySAttack(Attack[RaySConfig]):
         ex["d"][b] = rays[better]
         ex["r"][b] = level[better]
         ex["moved"][b] = True
-        self.mark_success(oracle, state, rows, adv & (level <= k_eps), state.extra["t0"])
+        self.mark_success(oracle, state, rows, adv & (level <= k_eps))
         # The search ends at the tolerance; a failed check ends at once. Either way the next
         # step checks the next block against the (possibly new) best ray.
         ended = ~searching | (searching & (hi - lo <= self.config.tol))

@@ -88,10 +88,9 @@ class SignOPTAttack(Attack[SignOPTConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n, c = len(state.x), self.config
         rows = np.arange(n)
-        t0 = state.extra["t0"]
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), t0)
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
         self.prepare(state)
         rows, found = decision_starts(self, oracle, state, start, c.noise_tries)
         if not len(rows):
@@ -139,9 +138,9 @@ class SignOPTAttack(Attack[SignOPTConfig]):
         """For ``rows`` whose point at ``hi`` along their direction is adversarial: query the
         8-bit point at ε (success), else binary-search g in (0.9ε, hi] to ``tol``·hi. The
         adversarial end becomes ``state.x`` and the run's fallback image."""
-        ex, eps, t0 = state.extra, self.config.eps, state.extra["t0"]
+        ex, eps = state.extra, self.config.eps
         pay = self.can_pay(oracle, state, rows, 1)
-        self.stop(state, rows[~pay], "budget", t0)
+        self.stop(state, rows[~pay], "budget")
         rows, hi = rows[pay], hi[pay].copy()
         if not len(rows):
             return
@@ -154,7 +153,7 @@ class SignOPTAttack(Attack[SignOPTConfig]):
         hit = self.goal_hit(state, obs, rows)
         state.xq[rows[hit]] = xq[hit]
         state.eps[rows[hit]] = eps
-        self.mark_success(oracle, state, rows, hit, t0)
+        self.mark_success(oracle, state, rows, hit)
         # Below ε too: a boundary just under ε can still fail as an 8-bit image, and the
         # probes must then see the true g, not ε.
         lo = np.full(len(rows), eps * _BELOW)
@@ -165,7 +164,7 @@ class SignOPTAttack(Attack[SignOPTConfig]):
             if not len(j):
                 break
             pay = self.can_pay(oracle, state, rows[j], 1)
-            self.stop(state, rows[j[~pay]], "budget", t0)
+            self.stop(state, rows[j[~pay]], "budget")
             j = j[pay]
             if not len(j):
                 break
@@ -218,7 +217,7 @@ class SignOPTAttack(Attack[SignOPTConfig]):
         new = np.zeros_like(grad)
         for _ in range(c.max_tries):
             pay = self.can_pay(oracle, state, rows[left], 2)
-            self.stop(state, rows[left[~pay]], "budget", ex["t0"])
+            self.stop(state, rows[left[~pay]], "budget")
             left = left[pay]
             if not len(left):
                 break

@@ -74,8 +74,7 @@ class SimBAAttack(Attack[SimBAConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n, (ch, h, w) = len(state.x), state.x.shape[1:]
         rows = np.arange(n)
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
         state.loss[:] = self._loss(obs, state, rows)
         fh = max(1, round(h * self.config.freq_ratio))
@@ -91,7 +90,7 @@ class SimBAAttack(Attack[SimBAConfig]):
             bw=_dct_basis(w),
         )
         state.lr[:] = self.config.step
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), state.extra["t0"])
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
 
     def _directions(self, state: AttackState, rows: IntArray) -> FloatArray:
         """Each row's next DCT direction (unit L2 norm), as an image."""
@@ -124,8 +123,7 @@ class SimBAAttack(Attack[SimBAConfig]):
             cand = state.ball.project(
                 state.x[r] + np.float32(sign) * q[todo], state.x0[r], state.eps[r], oracle.bounds
             )
-            obs = oracle.query(cand, state.ids[r], QueryKind.LINE_SEARCH)
-            assert isinstance(obs, ScoresObservation)
+            obs = self.query_scores(oracle, cand, state.ids[r], QueryKind.LINE_SEARCH)
             loss = self._loss(obs, state, r)
             better = loss < state.loss[r]
             keep = todo[better]
@@ -141,7 +139,6 @@ class SimBAAttack(Attack[SimBAConfig]):
     def _check(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
         if not len(rows):
             return
-        obs = oracle.query(state.xq[rows], state.ids[rows], QueryKind.SUCCESS_CHECK)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, state.xq[rows], state.ids[rows], QueryKind.SUCCESS_CHECK)
         hit = self.goal_hit(state, obs, rows)
-        self.mark_success(oracle, state, rows, hit, state.extra["t0"])
+        self.mark_success(oracle, state, rows, hit)

@@ -141,8 +141,7 @@ class SquareAttack(Attack[SquareConfig]):
     def _observe(
         self, oracle: Oracle, state: AttackState, rows: IntArray, x: FloatArray, kind: QueryKind
     ) -> tuple[ScoresObservation, NDArray[np.float64]]:
-        obs = oracle.query(x, state.ids[rows], kind)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, x, state.ids[rows], kind)
         return obs, self._loss(obs, state, rows)
 
     # -- init
@@ -150,11 +149,9 @@ class SquareAttack(Attack[SquareConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n, (ch, h, w) = len(state.x), state.x.shape[1:]
         rows = np.arange(n)
-        t0 = state.extra["t0"]
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        assert isinstance(obs, ScoresObservation)
+        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), t0)
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
         rng = self.prepare(oracle, state)
         live = np.flatnonzero(state.active)
         if not len(live):
@@ -169,7 +166,7 @@ class SquareAttack(Attack[SquareConfig]):
         state.xq[live] = x
         state.loss[live] = loss
         self.record(obs, state, live)
-        self.mark_success(oracle, state, live, self.goal_hit(state, obs, live), t0)
+        self.mark_success(oracle, state, live, self.goal_hit(state, obs, live))
 
     def prepare(self, oracle: Oracle, state: AttackState) -> Streams:
         """Square's own state (no queries): the noise streams, the p schedule's length and,
@@ -245,7 +242,7 @@ class SquareAttack(Attack[SquareConfig]):
         state.xq[k] = cand[keep]
         state.loss[k] = loss[keep]
         self.record(_take(obs, keep), state, k)
-        self.mark_success(oracle, state, rows, hit, state.extra["t0"])
+        self.mark_success(oracle, state, rows, hit)
 
     def _p(self, state: AttackState, rows: IntArray) -> NDArray[np.float64]:
         """Each row's window fraction for this step."""

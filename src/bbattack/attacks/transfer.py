@@ -204,7 +204,7 @@ class TransferAttack(Attack[TransferConfig]):
         """Label-only, the guided shrink is stuck for ``rows``: stop, or HopSkipJump from the
         last image the target showed in the target class."""
         if self.config.stuck == "stop":
-            self.stop(state, rows, "stalled", state.extra["t0"])
+            self.stop(state, rows, "stalled")
             return
         state.extra["tr_phase"][rows] = _INNER
         state.x[rows] = state.xq[rows]
@@ -215,7 +215,7 @@ class TransferAttack(Attack[TransferConfig]):
 
     @staticmethod
     def surrogates(state: AttackState) -> tuple[Any, ...]:
-        out: tuple[Any, ...] = state.extra["surrogates"]
+        out: tuple[Any, ...] = state.ctx.surrogates
         return out
 
     def craft(
@@ -280,12 +280,11 @@ class TransferAttack(Attack[TransferConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n = len(state.x)
         rows = np.arange(n)
-        t0 = state.extra["t0"]
         k = surrogate_classes(self.surrogates(state), state.x.shape[1:])
         targets = class_masks(oracle, state.target, k)  # before a query: a bad label is refused
         obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
         state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), t0)
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
         # What the surrogates raise (the target) or lower (the clean label, untargeted).
         clean = class_masks(oracle, np.where(state.targeted, -1, state.orig), k)
         shared = not isinstance(oracle.class_names, Vocabulary) and oracle.num_classes == k
@@ -349,7 +348,7 @@ class TransferAttack(Attack[TransferConfig]):
         obs = oracle.query(cand, state.ids[rows], QueryKind.TRANSFER)
         ex["tr_round"][rows] += 1
         self.record(obs, state, rows)
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows), ex["t0"])
+        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
         self.calibrate(state, rows, obs, cand)
         prog = np.asarray(self._progress(obs, state, rows), np.float64)
         better = prog > ex["tr_best"][rows]
@@ -374,7 +373,7 @@ class TransferAttack(Attack[TransferConfig]):
         name = ex["tr_handoff"]
         best = ex["tr_bestx"][rows]
         if name == "none":
-            self.stop(state, rows, "stalled", ex["t0"])
+            self.stop(state, rows, "stalled")
             return
         if name == "guided":
             self._guided().begin(state, rows)
