@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 import bbattack as bb
-from bbattack.attacks import SquareAttack, TransferAttack
+from bbattack.attacks.square import SquareAttack
+from bbattack.attacks.transfer import TransferAttack
 from bbattack.surrogates import load_surrogate
 from bbattack.tuning import measure_throughput
 

@@ -15,13 +15,7 @@ from bbattack import (
     ImageResult,
     Label,
     Labels,
-    LOAttack,
-    LOConfig,
     Oracle,
-    PIAttack,
-    PIConfig,
-    QLAttack,
-    QLConfig,
     Scores,
     StartImageError,
     StepInfo,
@@ -32,6 +26,8 @@ from bbattack import (
     View,
 )
 from bbattack.attacks import Attack
+from bbattack.attacks.partial import LOAttack, LOConfig, PIAttack, PIConfig
+from bbattack.attacks.ql import QLAttack, QLConfig
 from support import Task
 
 FloatArray = NDArray[np.float32]

@@ -31,13 +31,11 @@ from bbattack import (
     View,
 )
 from bbattack.attacks import registry
-from bbattack.baselines import (
-    ArtHopSkipJump,
-    ArtHopSkipJumpConfig,
+from bbattack.baselines import Baseline, BaselineConfig
+from bbattack.baselines.hsj import ArtHopSkipJump, ArtHopSkipJumpConfig
+from bbattack.baselines.square import (
     ArtSquare,
     ArtSquareConfig,
-    Baseline,
-    BaselineConfig,
     TorchattacksSquare,
     TorchattacksSquareConfig,
 )

@@ -13,17 +13,16 @@ from bbattack import (
     AttackResult,
     Classifier,
     Labels,
-    LOAttack,
     OnnxClassifier,
     Oracle,
-    PIAttack,
-    QLAttack,
     Scores,
     TopK,
     TorchClassifier,
     View,
 )
 from bbattack.attacks import Attack
+from bbattack.attacks.partial import LOAttack, PIAttack
+from bbattack.attacks.ql import QLAttack
 from support import Task
 
 Setup = tuple[Attack[Any], View, bool]  # attack, view, targeted

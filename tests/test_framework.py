@@ -16,9 +16,6 @@ from bbattack import (
     Label,
     Labels,
     Oracle,
-    PIAttack,
-    PIConfig,
-    QLAttack,
     QueryKind,
     Scores,
     TopK,
@@ -29,6 +26,8 @@ from bbattack import (
 from bbattack.attacks import AttackState, L2Ball, LinfBall, make_ball, registry
 from bbattack.attacks.finish import Ending, finish
 from bbattack.attacks.goals import Goal
+from bbattack.attacks.partial import PIAttack, PIConfig
+from bbattack.attacks.ql import QLAttack
 from bbattack.oracle import LabelsObservation, TopKObservation
 from bbattack.targets import LabelTarget
 from support import DIGITS_SHAPE, FloatArray, Task
@@ -279,8 +278,10 @@ def test_an_image_already_in_the_target_class_is_verified_not_lost(
     assert oracle.total_queries == 0
     oracle = Oracle(digits_torch, TopK(1), max_total_queries=6)
     r0, r1 = pi().run(oracle, x, target, start=task.start[:2]).images
-    assert r1.success
-    assert r1.stop_reason == "success"
+    # Verified (not lost), and no attack's success: it was already the target.
+    assert not r1.success
+    assert r1.stop_reason == "already"
+    assert r1.queries_by_kind["final"] == 1
     assert r1.queries == 2
     assert r0.stop_reason == "budget"
     assert r0.queries_by_kind["final"] == 1

@@ -10,16 +10,16 @@ from bbattack import (
     Label,
     OnnxClassifier,
     Oracle,
-    QLAttack,
-    RaySAttack,
     Scores,
-    SquareAttack,
     TorchClassifier,
     bundled_photos,
     imagenet_classes,
     load_image,
     load_model,
 )
+from bbattack.attacks.ql import QLAttack
+from bbattack.attacks.rays import RaySAttack
+from bbattack.attacks.square import SquareAttack
 
 pytestmark = pytest.mark.imagenet
 

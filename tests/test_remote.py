@@ -23,7 +23,8 @@ from fastapi import FastAPI
 from numpy.typing import NDArray
 from PIL import Image
 
-from bbattack import CallableClassifier, Oracle, PIAttack, imagenet_classes
+from bbattack import CallableClassifier, Oracle, imagenet_classes
+from bbattack.attacks.partial import PIAttack
 from bbattack.errors import OracleError, UserInputError
 from bbattack.oracle import TopK, TopKObservation
 from bbattack.remote import (

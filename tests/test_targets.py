@@ -12,10 +12,7 @@ from numpy.typing import NDArray
 from bbattack import (
     Labels,
     LabelsObservation,
-    LOAttack,
-    LOConfig,
     Oracle,
-    PIAttack,
     QueryKind,
     Scores,
     TopK,
@@ -26,6 +23,7 @@ from bbattack import (
 )
 from bbattack.attacks import registry
 from bbattack.attacks.goals import Within
+from bbattack.attacks.partial import LOAttack, LOConfig, PIAttack
 from bbattack.targets import LabelTarget, Vocabulary
 from support import Task
 

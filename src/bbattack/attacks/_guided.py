@@ -15,7 +15,8 @@ from ..errors import StartImageError
 from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
 from ._losses import visible_margin
 from ._start import check_start, find_start_images
-from .base import AttackState, IntArray
+from ._transfer_state import GuidedState, TransferState
+from .base import Attack, AttackState, IntArray
 
 __all__ = ["SHRINK", "START", "GuidedShrink"]
 
@@ -37,21 +38,30 @@ class GuidedShrink:
         self.attack = attack
         self.config = attack.config
 
-    def prepare(self, state: AttackState) -> None:
+    def prepare(self, state: AttackState) -> GuidedState:
+        """The shrink's state for every row (no queries)."""
         n = len(state.x)
         k_eps = np.floor(state.eps.astype(np.float64) * _LEVELS + 1e-6).astype(np.int64)
-        state.extra.update(
-            gs_level=np.full(n, _LEVELS, np.int64),  # the radius of the kept iterate
-            gs_k_eps=k_eps,
-            gs_delta=np.full(n, self.config.delta, np.int64),
-            gs_radius=np.zeros(n, np.int64),  # the next of start_radii to try
-            gs_margin=np.full(n, -np.inf),  # the kept iterate's visible margin (top-k views)
-            gs_miss=np.zeros(n, np.int64),  # misses in a row at a one-level step
+        return GuidedState(
+            level=np.full(n, _LEVELS, np.int64),
+            k_eps=k_eps,
+            delta=np.full(n, self.config.delta, np.int64),
+            radius=np.zeros(n, np.int64),
+            margin=np.full(n, -np.inf),
+            miss=np.zeros(n, np.int64),
         )
 
+    @staticmethod
+    def _states(state: AttackState) -> tuple[TransferState, GuidedState]:
+        tr = Attack.own(state, TransferState)
+        if tr.guided is None:
+            raise TypeError("the guided shrink runs on a transfer state that has none")
+        return tr, tr.guided
+
     def begin(self, state: AttackState, rows: IntArray) -> None:
-        state.extra["tr_phase"][rows] = START
-        state.extra["gs_radius"][rows] = 0
+        tr, gs = self._states(state)
+        tr.phase[rows] = START
+        gs.radius[rows] = 0
 
     def _radii(self) -> list[float]:
         return [r for r in self.config.start_radii if r > self.config.eps]
@@ -59,12 +69,12 @@ class GuidedShrink:
     # -- START: a larger ball where the target shows the target class
 
     def start_step(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
-        ex = state.extra
+        _, gs = self._states(state)
         radii = self._radii()
-        i = ex["gs_radius"][rows]
+        i = gs.radius[rows]
         crafted = rows[i < len(radii)]
         if len(crafted):
-            r = np.asarray(radii, np.float32)[ex["gs_radius"][crafted]]
+            r = np.asarray(radii, np.float32)[gs.radius[crafted]]
             # Steps stay ε-sized (craft): the larger ball gives room, not larger steps. More
             # iterations to cross it measured no better (1 vs 2 of 10 stalled LO photos).
             cand = self.attack.craft(state, crafted, state.x[crafted], r, self.config.iters)
@@ -72,9 +82,9 @@ class GuidedShrink:
             self.attack.record(obs, state, crafted)
             self.attack.calibrate(state, crafted, obs, cand)
             seen = obs.rank_of(state.target[crafted]) >= 0
-            ex["gs_radius"][crafted[~seen]] += 1
+            gs.radius[crafted[~seen]] += 1
             level = np.ceil(r.astype(np.float64) * _LEVELS - 1e-6).astype(np.int64)
-            ex["gs_margin"][crafted] = _margin(obs, state, crafted)
+            gs.margin[crafted] = _margin(obs, state, crafted)
             self._shrink_from(state, crafted[seen], cand[seen], level[seen])
         photo = rows[i >= len(radii)]
         if len(photo):
@@ -83,7 +93,8 @@ class GuidedShrink:
     def _start_image(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
         """No radius worked: the given start image, else a bundled photo, checked through the
         oracle (``init`` queries)."""
-        start = state.extra["tr_start"]
+        tr, _ = self._states(state)
+        start = tr.start
         try:
             found = (
                 find_start_images(self.attack, oracle, state, rows)
@@ -94,25 +105,25 @@ class GuidedShrink:
             self.attack.stop(state, rows, "no_start_image")
             return
         d = np.abs(found.astype(np.float64) - state.x0[rows]).reshape(len(rows), -1).max(1)
-        state.extra["tr_g"][rows] = 0.0  # the momentum belonged to another image
+        tr.g[rows] = 0.0  # the momentum belonged to another image
         state.x[rows] = found
         self._shrink_from(state, rows, found, np.ceil(d * _LEVELS - 1e-6).astype(np.int64))
 
     def _shrink_from(self, state: AttackState, rows: IntArray, x: Any, level: IntArray) -> None:
-        ex = state.extra
-        ex["tr_phase"][rows] = SHRINK
-        ex["gs_level"][rows] = level
-        ex["gs_delta"][rows] = self.config.delta
-        ex["gs_miss"][rows] = 0
+        tr, gs = self._states(state)
+        tr.phase[rows] = SHRINK
+        gs.level[rows] = level
+        gs.delta[rows] = self.config.delta
+        gs.miss[rows] = 0
         state.xq[rows] = x
         state.eps[rows] = level.astype(np.float32) / _LEVELS
 
     # -- SHRINK: re-craft inside a smaller ball, keep what the target still shows
 
     def shrink_step(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
-        ex = state.extra
-        k_eps = ex["gs_k_eps"][rows]
-        level = np.maximum(ex["gs_level"][rows] - ex["gs_delta"][rows], k_eps)
+        _, gs = self._states(state)
+        k_eps = gs.k_eps[rows]
+        level = np.maximum(gs.level[rows] - gs.delta[rows], k_eps)
         r = (level / _LEVELS).astype(np.float32)
         before = state.x[rows].copy()
         x = state.ball.project(before, state.x0[rows], r)
@@ -122,22 +133,22 @@ class GuidedShrink:
         self.attack.calibrate(state, rows, obs, cand)
         seen = obs.rank_of(state.target[rows]) >= 0
         keep, miss = rows[seen], rows[~seen]
-        ex["gs_level"][keep] = level[seen]
-        ex["gs_margin"][keep] = _margin(obs, state, rows)[seen]
-        ex["gs_miss"][keep] = 0
-        ex["gs_miss"][miss] += ex["gs_delta"][miss] == 1
+        gs.level[keep] = level[seen]
+        gs.margin[keep] = _margin(obs, state, rows)[seen]
+        gs.miss[keep] = 0
+        gs.miss[miss] += gs.delta[miss] == 1
         state.xq[keep] = cand[seen]
         state.eps[keep] = r[seen]
-        ex["gs_delta"][keep] = np.minimum(ex["gs_delta"][keep] * 2, self.config.max_delta)
-        ex["gs_delta"][miss] = np.maximum(ex["gs_delta"][miss] // 2, 1)
+        gs.delta[keep] = np.minimum(gs.delta[keep] * 2, self.config.max_delta)
+        gs.delta[miss] = np.maximum(gs.delta[miss] // 2, 1)
         state.x[miss] = before[~seen]
         hit = seen & (level <= k_eps) & self.attack.goal_hit(state, obs, rows)
         self.attack.mark_success(oracle, state, rows, hit)
-        miss = ex["gs_miss"][rows]
+        miss = gs.miss[rows]
         if oracle.view.reveals_scores and self.config.repair_after:
             stuck = rows[state.active[rows] & (miss >= self.config.repair_after)]
             if len(stuck):
-                self.attack.repair(state, stuck, ex["gs_level"][stuck], ex["gs_margin"][stuck])
+                self.attack.repair(state, stuck, gs.level[stuck], gs.margin[stuck])
         # Label-only: no score to repair with; stop paying for candidates that keep missing.
         stuck = rows[state.active[rows] & (miss >= self.config.give_up)]
         if len(stuck) and not oracle.view.reveals_scores:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
+from ._plain import PlainState
 from .base import AttackConfig, AttackState
 
 FloatArray = NDArray[np.float32]
@@ -107,34 +109,47 @@ def _nes_group(
     return g.reshape(m, *shape), mean
 
 
-def init_momentum_plateau(state: AttackState, plateau_length: int) -> None:
-    n = len(state.x)
-    state.extra["grad"] = np.zeros_like(state.x)
-    state.extra["hist"] = np.zeros((n, plateau_length), dtype=np.float64)
-    state.extra["hcount"] = np.zeros(n, dtype=np.int64)
+@dataclass
+class NESState(PlainState):
+    """Momentum and the plateau window of the NES attacks, per image (row i = image i)."""
 
+    grad: FloatArray  # momentum of the gradient estimate, (N, C, H, W)
+    hist: NDArray[np.float64]  # the last ``plateau_length`` losses, newest last
+    hcount: IntArray  # how many of them belong to the current learning rate
 
-def apply_momentum(state: AttackState, rows: IntArray, g: FloatArray, beta: float) -> FloatArray:
-    gm: FloatArray = state.extra["grad"]
-    gm[rows] = np.float32(beta) * gm[rows] + np.float32(1.0 - beta) * g
-    return gm[rows]
+    @classmethod
+    def zeros(cls, x: FloatArray, plateau_length: int) -> NESState:
+        n = len(x)
+        return cls(
+            grad=np.zeros_like(x),
+            hist=np.zeros((n, plateau_length), dtype=np.float64),
+            hcount=np.zeros(n, dtype=np.int64),
+        )
 
+    def momentum(self, rows: IntArray, g: FloatArray, beta: float) -> FloatArray:
+        gm = self.grad
+        gm[rows] = np.float32(beta) * gm[rows] + np.float32(1.0 - beta) * g
+        return gm[rows]
 
-def plateau_update(
-    state: AttackState, rows: IntArray, loss: NDArray[np.float64], drop: float, min_lr: float
-) -> None:
-    """Keep the last L losses per image; if the window is full and the loss rose, decay lr."""
-    hist: NDArray[np.float64] = state.extra["hist"]
-    hcount: IntArray = state.extra["hcount"]
-    length = hist.shape[1]
-    hist[rows] = np.roll(hist[rows], -1, axis=1)
-    hist[rows, -1] = loss
-    hcount[rows] = np.minimum(hcount[rows] + 1, length)
-    full = hcount[rows] == length
-    decay = rows[full & (hist[rows, -1] > hist[rows, length - hcount[rows]])]
-    state.lr[decay] = np.maximum(state.lr[decay] / drop, min_lr)
-    hcount[decay] = 0
+    def plateau(
+        self,
+        lr: FloatArray,
+        rows: IntArray,
+        loss: NDArray[np.float64],
+        drop: float,
+        min_lr: float,
+    ) -> None:
+        """Keep the last L losses per image; if the window is full and the loss rose, decay
+        ``lr`` (in place)."""
+        hist, hcount = self.hist, self.hcount
+        length = hist.shape[1]
+        hist[rows] = np.roll(hist[rows], -1, axis=1)
+        hist[rows, -1] = loss
+        hcount[rows] = np.minimum(hcount[rows] + 1, length)
+        full = hcount[rows] == length
+        decay = rows[full & (hist[rows, -1] > hist[rows, length - hcount[rows]])]
+        lr[decay] = np.maximum(lr[decay] / drop, min_lr)
+        hcount[decay] = 0
 
-
-def clear_plateau(state: AttackState, rows: IntArray) -> None:
-    state.extra["hcount"][rows] = 0
+    def clear_plateau(self, rows: IntArray) -> None:
+        self.hcount[rows] = 0

@@ -4,7 +4,7 @@ What it takes: None, bool, int, float (NaN and infinities too), str, bytes, nump
 (numeric, or of strings) and scalars, lists, tuples, dicts with string keys, torch generators
 (their state as bytes), counter-based noise streams (seeds' keys and counters) and an attack's
 own typed state (a :class:`PlainState` dataclass, named by its class, field by field). An array
-held in two places (``extra["counter"]`` is the stream's own counter) comes back as one array,
+held in two places (a stream's counter, also held as a field) comes back as one array,
 held in both places again. Anything else is refused with the path to it.
 """
 

@@ -199,7 +199,8 @@ def calibration(obs: Observation, logp: FloatArray, target: NDArray[np.int64]) -
             c = lab[ok, j]
             out[rows[ok], c] = np.log(np.maximum(obs.scores[ok, j], _TINY)) - logp[rows[ok], c]
         return out
-    assert isinstance(obs, LabelsObservation)
+    if not isinstance(obs, LabelsObservation):
+        raise TypeError(f"no calibration for a {type(obs).__name__}")
     c = obs.labels[:, 0]
     ok = (c >= 0) & (c != target)
     lead = np.where(np.arange(logp.shape[1])[None, :] == c[:, None], -np.inf, logp).max(axis=1)

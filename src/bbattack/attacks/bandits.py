@@ -3,6 +3,7 @@ priors, written from the paper."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,11 +12,12 @@ from pydantic import Field
 
 from ..oracle import Oracle, QueryKind, ScoresObservation
 from ._losses import Loss, score_loss
+from ._plain import PlainState
 from ._rand import Streams
 from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
 from .registry import Paper, register
 
-__all__ = ["BANDITS_2019", "BanditsAttack", "BanditsConfig"]
+__all__ = ["BANDITS_2019", "BanditsAttack", "BanditsConfig", "BanditsState"]
 
 BANDITS_2019 = Paper(
     title="Prior Convictions: Black-Box Adversarial Attacks with Bandits and Priors",
@@ -36,6 +38,14 @@ class BanditsConfig(AttackConfig):
     exploration: float = Field(1.0, gt=0.0, description="prior exploration radius δ")
     tile_size: int = Field(6, ge=1, description="data prior: pixels per prior cell")
     loss: Loss = Field("ce", description="loss on log-probabilities: ce (the paper) or margin")
+
+
+@dataclass
+class BanditsState(PlainState):
+    """Bandits' own state: the gradient prior and the exploration noise streams."""
+
+    prior: FloatArray  # (N, C, ⌈H/tile⌉, ⌈W/tile⌉)
+    rng: Streams
 
 
 @register(
@@ -65,16 +75,14 @@ class BanditsAttack(Attack[BanditsConfig]):
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n, (ch, h, w) = len(state.x), state.x.shape[1:]
-        rows = np.arange(n)
-        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        state.loss[:] = self._loss(obs, state, rows)
+        obs = self.scores(self.clean_query(oracle, state))
+        state.loss[:] = self._loss(obs, state, np.arange(n))
         t = self.config.tile_size
-        state.extra["prior"] = np.zeros((n, ch, -(-h // t), -(-w // t)), np.float32)
-        rng = Streams(state.seeds)
-        state.extra.update(rng=rng, counter=rng.counter)
+        state.own = BanditsState(
+            prior=np.zeros((n, ch, -(-h // t), -(-w // t)), np.float32),
+            rng=Streams(state.seeds),
+        )
         state.lr[:] = self.config.image_lr
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
 
     def _up(self, v: FloatArray, h: int, w: int) -> FloatArray:
         t = self.config.tile_size
@@ -86,8 +94,8 @@ class BanditsAttack(Attack[BanditsConfig]):
         if not len(rows):
             return
         m, (h, w) = len(rows), state.x.shape[2:]
-        rng: Streams = state.extra["rng"]
-        prior: FloatArray = state.extra["prior"]
+        own = self.own(state, BanditsState)
+        rng, prior = own.rng, own.prior
         v = prior[rows]
         # Exploration noise of expected norm δ: the paper divides N(0, I) by √dim, so that the
         # prior (entries in [-1, 1]) is not drowned and the bandit step stays on scale.

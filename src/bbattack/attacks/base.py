@@ -7,10 +7,9 @@ loop, the per-step trace, the 8-bit quantisation and the counted final verificat
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -21,18 +20,19 @@ from ..errors import TargetUnavailable
 from ..oracle import LabelsObservation, Observation, Oracle, QueryKind, ScoresObservation
 from ..results import AttackResult, StepRecord
 from ..surrogates import Surrogate
-from .balls import Ball, LinfBall, Norm, make_ball
+from .balls import Ball, Norm, make_ball
 from .checkpoint import Checkpointer, restore_state, run_fingerprint
 from .checks import check_budget, check_run, check_surrogates, run_inputs, with_overrides
 from .finish import finish_run, step_records
 from .goals import Goal, Within
 from .registry import AttackInfo
+from .state import AttackState as AttackState
+from .state import BoolArray as BoolArray
+from .state import FloatArray as FloatArray
+from .state import IntArray as IntArray
+from .state import RunContext
 
 __all__ = ["Attack", "AttackConfig", "AttackState", "StepInfo", "noise_generator"]
-
-FloatArray = NDArray[np.float32]
-IntArray = NDArray[np.int64]
-BoolArray = NDArray[np.bool_]
 
 
 class AttackConfig(BaseModel):
@@ -54,56 +54,6 @@ class AttackConfig(BaseModel):
 
     def ball(self) -> Ball:
         return make_ball(self.norm, self.eps)
-
-
-@dataclass
-class RunContext:
-    """What the runner owns for one run and never checkpoints: the clock (a resumed run's
-    clock starts where the checkpoint's stopped) and the surrogates handed to ``run``."""
-
-    t0: float = field(default_factory=time.perf_counter)
-    surrogates: tuple[Surrogate, ...] = ()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-
-@dataclass
-class AttackState:
-    """Per-image attack state as plain arrays (row i = image i), so it can be checkpointed.
-
-    What every attack has lives here; what one attack adds is its own typed state ``own``
-    (a :class:`~bbattack.attacks._plain.PlainState` dataclass of arrays and scalars), which the
-    attack builds in ``init`` and reads through :meth:`Attack.own`."""
-
-    ids: IntArray  # oracle example ids
-    x0: FloatArray  # originals (N, C, H, W)
-    x: FloatArray  # current iterates (continuous)
-    xq: FloatArray  # last checked 8-bit iterates: what is saved and verified
-    target: IntArray  # target class, -1 for untargeted
-    orig: IntArray  # clean top-1 label
-    seeds: IntArray
-    rngs: list[Any]  # one torch.Generator per image; get_state() is plain bytes
-    active: BoolArray
-    success: BoolArray
-    queries_at_success: IntArray  # -1 until the first success
-    steps: IntArray
-    stop_reason: NDArray[np.object_]
-    eps: FloatArray  # current radius (PI/LO shrink it)
-    lr: FloatArray  # current max learning rate
-    loss: FloatArray
-    target_prob: FloatArray  # NaN where unknown
-    target_rank: IntArray  # -1 where unknown
-    finished_at: NDArray[np.float64]  # seconds since the start, when the image stopped
-    goal: Goal = field(default_factory=Goal)
-    ball: Ball = field(default_factory=lambda: LinfBall(0.05))
-    own: Any = None
-    ctx: RunContext = field(default_factory=RunContext)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def targeted(self) -> BoolArray:
-        return np.asarray(self.target >= 0)
 
 
 @dataclass(frozen=True)
@@ -171,14 +121,18 @@ class Attack(ABC, Generic[C]):
         return state.own
 
     @staticmethod
-    def query_scores(
-        oracle: Oracle, x: FloatArray, ids: IntArray, kind: QueryKind
-    ) -> ScoresObservation:
-        """Query under a scores view (the registry let only such a view through)."""
-        obs = oracle.query(x, ids, kind)
+    def scores(obs: Observation) -> ScoresObservation:
+        """``obs`` as full scores (an attack the registry runs only under a scores view)."""
         if not isinstance(obs, ScoresObservation):
             raise TypeError(f"expected full scores from the oracle, got {type(obs).__name__}")
         return obs
+
+    @classmethod
+    def query_scores(
+        cls, oracle: Oracle, x: FloatArray, ids: IntArray, kind: QueryKind
+    ) -> ScoresObservation:
+        """Query under a scores view (the registry let only such a view through)."""
+        return cls.scores(oracle.query(x, ids, kind))
 
     def clean_query(self, oracle: Oracle, state: AttackState) -> Observation:
         """The one INIT query of every image's clean version: sets its clean label, records

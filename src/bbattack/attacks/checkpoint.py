@@ -32,10 +32,10 @@ from ..errors import BBAttackError, UserInputError
 from ..results import StepRecord
 from ._code_hash import code_digest
 from ._plain import PlainDataError, from_plain, to_plain, trace_columns, trace_records
+from .state import AttackState
 
 if TYPE_CHECKING:
     from ..oracle import Oracle
-    from .base import AttackState
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -283,7 +283,7 @@ def restore_state(state: AttackState, ck: Checkpoint) -> None:
     """Fill a fresh state (same images, targets and seeds) from a checkpoint."""
     saved = ck.state
     for f in fields(state):
-        if f.name in ("goal", "ball", "extra", "ctx"):
+        if f.name in ("goal", "ball", "ctx"):
             continue
         new, old = saved.get(f.name), getattr(state, f.name)
         if isinstance(old, np.ndarray) and (
@@ -291,7 +291,6 @@ def restore_state(state: AttackState, ck: Checkpoint) -> None:
         ):
             raise CheckpointError(f"checkpoint {ck.path.name}: state.{f.name} does not fit")
         setattr(state, f.name, new)
-    state.extra = dict(saved.get("extra", {}))
     state.ctx.t0 = time.perf_counter() - ck.elapsed_s
 
 
@@ -299,9 +298,8 @@ def _state_fields(state: AttackState) -> dict[str, Any]:
     out: dict[str, Any] = {
         f.name: getattr(state, f.name)
         for f in fields(state)
-        if f.name not in ("goal", "ball", "extra", "ctx")
+        if f.name not in ("goal", "ball", "ctx")
     }
-    out["extra"] = dict(state.extra)
     return out
 
 

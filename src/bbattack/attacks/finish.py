@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,9 +23,7 @@ from ..oracle import Observation, Oracle, QueryKind
 from ..results import AttackResult, ClassRef, ImageResult, StepRecord, TopKEntry
 from .balls import Ball
 from .goals import Goal
-
-if TYPE_CHECKING:
-    from .base import AttackState
+from .state import AttackState
 
 __all__ = ["Ending", "finish", "finish_run", "step_records"]
 

@@ -5,6 +5,7 @@ from the paper."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from .._threads import one_torch_thread
 from ..oracle import Oracle, QueryKind, ScoresObservation
 from ..surrogates import Surrogate
 from ._losses import Loss, goal_loss
+from ._plain import PlainState
 from ._rand import Streams
 from ._transfer import class_masks, surrogate_classes
 from .balls import Norm
@@ -40,6 +42,19 @@ class GFCSConfig(AttackConfig):
     norm: Norm = Field("l2", description="the ball: l2 (GFCS is an L2 attack)")
     step: float = Field(0.2, gt=0.0, le=1.0, description="step length, a fraction of ε (L2)")
     loss: Loss = Field("margin", description="the target's loss on log-probabilities")
+
+
+@dataclass
+class GFCSState(PlainState):
+    """GFCS's own state, one row per image."""
+
+    direction: FloatArray  # the direction being tried
+    side: IntArray  # _PLUS: try +direction next; _MINUS: −direction
+    tried: NDArray[np.bool_]  # (N, S): surrogates that failed at the current image
+    counter: IntArray  # the draws' stream counters
+    last: IntArray  # the surrogate of the direction (-1: ODS)
+    targets: NDArray[np.bool_]  # (N, K): the classes to raise
+    k: int  # the surrogates' class count
 
 
 @register(
@@ -70,28 +85,25 @@ class GFCSAttack(Attack[GFCSConfig]):
     config_class = GFCSConfig
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
-        n = len(state.x)
-        rows = np.arange(n)
-        sur = state.ctx.surrogates
-        k = surrogate_classes(sur, state.x.shape[1:])
-        classes = class_masks(oracle, state.target, k)
-        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        self.prepare(state, np.where(state.targeted[:, None], classes, False), k)
-        state.loss[:] = self.loss_of(obs, state, rows)
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
+        rows = np.arange(len(state.x))
+        k = surrogate_classes(state.ctx.surrogates, state.x.shape[1:])
+        classes = class_masks(oracle, state.target, k)  # before a query: a bad label is refused
+        obs = self.clean_query(oracle, state)
+        state.own = self.prepare(state, np.where(state.targeted[:, None], classes, False), k)
+        state.loss[:] = self.loss_of(self.scores(obs), state, rows)
 
-    def prepare(self, state: AttackState, targets: NDArray[np.bool_], k: int) -> None:
-        """GFCS's own state (no queries); ``targets`` (N, K): the classes to raise."""
+    def prepare(self, state: AttackState, targets: NDArray[np.bool_], k: int) -> GFCSState:
+        """GFCS's own state for every row (no queries); ``targets`` (N, K): the classes to
+        raise."""
         n, s = len(state.x), len(state.ctx.surrogates)
-        state.extra.update(
-            gf_dir=np.zeros_like(state.x),  # the direction being tried
-            gf_side=np.full(n, _PLUS, np.int64),
-            gf_tried=np.zeros((n, s), bool),  # surrogates that failed at the current image
-            gf_counter=np.zeros(n, np.int64),
-            gf_last=np.full(n, -1, np.int64),  # the surrogate of the direction (-1: ODS)
-            gf_targets=targets,
-            gf_k=k,
+        return GFCSState(
+            direction=np.zeros_like(state.x),
+            side=np.full(n, _PLUS, np.int64),
+            tried=np.zeros((n, s), bool),
+            counter=np.zeros(n, np.int64),
+            last=np.full(n, -1, np.int64),
+            targets=targets,
+            k=k,
         )
 
     def loss_of(
@@ -103,13 +115,13 @@ class GFCSAttack(Attack[GFCSConfig]):
         rows = self.affordable_rows(oracle, state, 1)
         if not len(rows):
             return
-        ex = state.extra
-        fresh = rows[ex["gf_side"][rows] == _PLUS]
+        own = self.own(state, GFCSState)
+        fresh = rows[own.side[rows] == _PLUS]
         if len(fresh):
-            ex["gf_dir"][fresh] = self._directions(state, fresh)
-        sign = np.where(ex["gf_side"][rows] == _PLUS, 1.0, -1.0).astype(np.float32)
+            own.direction[fresh] = self._directions(state, fresh)
+        sign = np.where(own.side[rows] == _PLUS, 1.0, -1.0).astype(np.float32)
         step = (self.config.step * state.eps[rows]).astype(np.float32)
-        cand = state.x[rows] + (sign * step)[:, None, None, None] * ex["gf_dir"][rows]
+        cand = state.x[rows] + (sign * step)[:, None, None, None] * own.direction[rows]
         cand = state.ball.project(cand, state.x0[rows], state.eps[rows])
         cand = self.quantized(state, rows, cand, state.eps[rows])
         obs = self.query_scores(oracle, cand, state.ids[rows], QueryKind.LINE_SEARCH)
@@ -118,31 +130,31 @@ class GFCSAttack(Attack[GFCSConfig]):
         b = rows[better]
         state.x[b] = state.xq[b] = cand[better]
         state.loss[b] = loss[better]
-        ex["gf_tried"][b] = False
+        own.tried[b] = False
         self.record(obs, state, rows)
         # A failed + tries −; a failed − gives the direction up (its surrogate is spent here).
-        plus = ex["gf_side"][rows] == _PLUS
-        ex["gf_side"][rows] = np.where(~better & plus, _MINUS, _PLUS)
+        plus = own.side[rows] == _PLUS
+        own.side[rows] = np.where(~better & plus, _MINUS, _PLUS)
         spent = rows[~better & ~plus]
-        last = ex["gf_last"][spent]
+        last = own.last[spent]
         ok = last >= 0
-        ex["gf_tried"][spent[ok], last[ok]] = True
+        own.tried[spent[ok], last[ok]] = True
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
 
     def _directions(self, state: AttackState, rows: IntArray) -> FloatArray:
         """Per row: the gradient of an untried surrogate (in a random order), else ODS."""
-        ex = state.extra
+        own = self.own(state, GFCSState)
         sur: Sequence[Surrogate] = state.ctx.surrogates
-        rng = Streams(state.seeds, ex["gf_counter"])
+        rng = Streams(state.seeds, own.counter)
         u = rng.uniform(rows, len(sur) + 1)
-        order = np.argsort(np.where(ex["gf_tried"][rows], 2.0, u[:, : len(sur)]), axis=1)
+        order = np.argsort(np.where(own.tried[rows], 2.0, u[:, : len(sur)]), axis=1)
         pick = order[:, 0]
-        ods = ex["gf_tried"][rows].all(axis=1)
+        ods = np.asarray(own.tried[rows].all(axis=1), dtype=bool)
         pick = np.where(ods, np.minimum((u[:, -1] * len(sur)).astype(np.int64), len(sur) - 1), pick)
-        ex["gf_last"][rows] = np.where(ods, -1, pick)
-        w = rng.uniform(rows, ex["gf_k"]) * 2.0 - 1.0
+        own.last[rows] = np.where(ods, -1, pick)
+        w = rng.uniform(rows, own.k) * 2.0 - 1.0
         return surrogate_directions(
-            sur, state.x[rows], pick, ods, w, ex["gf_targets"][rows], state.target[rows],
+            sur, state.x[rows], pick, ods, w, own.targets[rows], state.target[rows],
             state.orig[rows],
         )  # fmt: skip
 

@@ -4,6 +4,7 @@ along the decision boundary towards the source image, written from the paper."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,11 +12,12 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from ..oracle import Oracle, QueryKind
+from ._plain import PlainState
 from ._start import decision_starts
 from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
 from .registry import Paper, register
 
-__all__ = ["HSJ_2020", "HopSkipJumpAttack", "HopSkipJumpConfig"]
+__all__ = ["HSJ_2020", "HSJState", "HopSkipJumpAttack", "HopSkipJumpConfig"]
 
 HSJ_2020 = Paper(
     title="HopSkipJumpAttack: A Query-Efficient Decision-Based Attack",
@@ -41,6 +43,14 @@ class HopSkipJumpConfig(AttackConfig):
     noise_tries: int = Field(
         20, ge=1, le=1_000, description="untargeted: uniform-noise start images tried"
     )
+
+
+@dataclass
+class HSJState(PlainState):
+    """HopSkipJump's own state (row i = image i)."""
+
+    t: IntArray  # the iteration, from 1: sets the probe count, radius and step
+    dist: NDArray[np.float64]  # the boundary point's distance to x0 (inf: none yet)
 
 
 @register(
@@ -82,16 +92,27 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
         return c.gamma / (d**2 if c.norm == "linf" else d**1.5)
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
-        n = len(state.x)
-        rows = np.arange(n)
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
-        state.extra.update(hs_t=np.ones(n, np.int64), hs_dist=np.full(n, np.inf))
+        self.clean_query(oracle, state)
+        state.own = self.prepare(state)
         rows, found = decision_starts(self, oracle, state, start, self.config.noise_tries)
         if len(rows):
             state.x[rows] = found
             self._boundary(oracle, state, rows)
+
+    def prepare(self, state: AttackState) -> HSJState:
+        """HopSkipJump's own state for every row of ``state`` (no queries; ``state`` is left
+        as it is): the first iteration, no boundary point yet."""
+        n = len(state.x)
+        return HSJState(t=np.ones(n, np.int64), dist=np.full(n, np.inf))
+
+    def adopt(self, state: AttackState, rows: IntArray) -> None:
+        """HopSkipJump takes over ``rows`` (``state.own`` an :class:`HSJState`) from the
+        adversarial images in ``state.xq[rows]``: its next step estimates the boundary's
+        normal there as at a first iteration (probe radius 0.1, step dist/√1); no queries."""
+        own = self.own(state, HSJState)
+        state.x[rows] = state.xq[rows]
+        own.dist[rows] = state.ball.distance(state.xq[rows], state.x0[rows])
+        own.t[rows] = 1
 
     # -- the pieces of an iteration
 
@@ -105,7 +126,7 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
         end. Its first probe is the point at ε, on the 8-bit grid (``success_check``): where
         it keeps the goal the attack has succeeded; otherwise the search runs above ε. Rows
         that cannot pay a probe stop."""
-        ex = state.extra
+        own = self.own(state, HSJState)
         rows = rows[self._at_eps(oracle, state, rows)]
         if not len(rows):
             return
@@ -136,9 +157,9 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
             lo[j] = np.where(adv, lo[j], mid)
         xb = self._blend(x0, xa, hi)
         state.x[rows] = state.xq[rows] = xb
-        ex["hs_dist"][rows] = state.ball.distance(xb, x0)
+        own.dist[rows] = state.ball.distance(xb, x0)
         # The saved image of a run that ends here: the boundary point, within its own radius.
-        state.eps[rows] = ex["hs_dist"][rows] + 1e-6
+        state.eps[rows] = own.dist[rows] + 1e-6
 
     def _at_eps(self, oracle: Oracle, state: AttackState, rows: IntArray) -> BoolArray:
         """Query the point of the search path at ε, 8-bit and inside the ε-ball; mark the
@@ -175,12 +196,12 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
         """The mean of n_probes probes u_b weighted by (φ_b − mean φ) (Alg. 2, eq. 16)."""
         import torch
 
-        ex = state.extra
+        own = self.own(state, HSJState)
         d = int(np.prod(state.x.shape[1:]))
         theta = self._theta(d)
-        t = ex["hs_t"][rows]
+        t = own.t[rows]
         scale = d if self.config.norm == "linf" else math.sqrt(d)
-        delta = np.where(t == 1, 0.1, scale * theta * ex["hs_dist"][rows]).astype(np.float32)
+        delta = np.where(t == 1, 0.1, scale * theta * own.dist[rows]).astype(np.float32)
         xb = state.x[rows]
         acc = np.zeros_like(xb)
         mean_u = np.zeros_like(xb)
@@ -218,12 +239,12 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
     # -- step
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
-        ex = state.extra
+        own = self.own(state, HSJState)
         rows = np.flatnonzero(state.active)
         if not len(rows):
             return
         c = self.config
-        t = int(ex["hs_t"][rows].max())
+        t = int(own.t[rows].max())
         n_probes = min(int(c.init_evals * math.sqrt(t)), c.max_evals)
         # An iteration needs its probes, a step, a binary search and a check.
         ok = self.can_pay(oracle, state, rows, n_probes + 2)
@@ -238,11 +259,11 @@ class HopSkipJumpAttack(Attack[HopSkipJumpConfig]):
             v = g / np.maximum(np.sqrt((g.reshape(len(rows), -1) ** 2).sum(1)), 1e-12).reshape(
                 -1, 1, 1, 1
             )
-        xi = ex["hs_dist"][rows] / np.sqrt(ex["hs_t"][rows])
+        xi = own.dist[rows] / np.sqrt(own.t[rows])
         self._step_search(oracle, state, rows, v.astype(np.float32), xi)
         live = rows[state.active[rows]]
         self._boundary(oracle, state, live)
-        ex["hs_t"][live] += 1
+        own.t[live] += 1
 
     def _step_search(
         self,

@@ -3,6 +3,7 @@ optimisation over the vertices of the ball, written from the paper."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,18 @@ from pydantic import Field
 
 from ..oracle import Oracle, QueryKind, ScoresObservation
 from ._losses import Loss, goal_loss
+from ._plain import PlainState
 from ._rand import Streams
 from ._windows import window_mask
 from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
 from .registry import Paper, register
 
-__all__ = ["PARSIMONIOUS_2019", "ParsimoniousAttack", "ParsimoniousConfig"]
+__all__ = [
+    "PARSIMONIOUS_2019",
+    "ParsimoniousAttack",
+    "ParsimoniousConfig",
+    "ParsimoniousState",
+]
 
 PARSIMONIOUS_2019 = Paper(
     title="Parsimonious Black-Box Adversarial Attacks via Efficient Combinatorial Optimization",
@@ -38,6 +45,22 @@ class ParsimoniousConfig(AttackConfig):
     batch_size: int = Field(64, ge=1, description="blocks per lazy-greedy mini-batch")
     targeted_loss: Loss = Field("margin", description="targeted loss on log-probabilities")
     untargeted_loss: Loss = Field("margin", description="untargeted loss")
+
+
+@dataclass
+class ParsimoniousState(PlainState):
+    """Parsimonious' own state: the vertex each pixel sits at, and the block hierarchy."""
+
+    rng: Streams
+    hi: FloatArray  # x0 + ε and x0 − ε as 8-bit images: the two vertices of every pixel
+    lo: FloatArray
+    up: BoolArray  # True: the pixel sits at +ε
+    block: IntArray  # the current block side
+    order: NDArray[np.int32]  # this pass's block order
+    pos: IntArray  # next unread place in ``order``
+    batch: IntArray  # (N, batch_size): the mini-batch's blocks, -1 past the end
+    gain: NDArray[np.float64]  # their stale marginal gains (inf: unscored)
+    phase: IntArray  # _EVAL or _GREEDY
 
 
 @register(
@@ -76,21 +99,17 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n, (ch, h, w) = len(state.x), state.x.shape[1:]
         rows = np.arange(n)
-        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
+        self.clean_query(oracle, state)
         e = state.eps[:, None, None, None]
-        rng = Streams(state.seeds)
         b = self.config.batch_size
-        state.extra.update(
-            rng=rng,
-            counter=rng.counter,
+        own = state.own = ParsimoniousState(
+            rng=Streams(state.seeds),
             hi=self.quantized(state, rows, state.x0 + e, state.eps),
             lo=self.quantized(state, rows, state.x0 - e, state.eps),
-            up=np.zeros((n, ch, h, w), bool),  # True: the pixel sits at +ε
+            up=np.zeros((n, ch, h, w), bool),
             block=np.full(n, min(self.config.block_size, h, w), np.int64),
-            order=np.zeros((n, ch * h * w), np.int32),  # this pass's block order
-            pos=np.zeros(n, np.int64),  # next unread place in ``order``
+            order=np.zeros((n, ch * h * w), np.int32),
+            pos=np.zeros(n, np.int64),
             batch=np.full((n, b), -1, np.int64),
             gain=np.full((n, b), -np.inf),
             phase=np.full(n, _EVAL, np.int64),
@@ -100,7 +119,7 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         live = np.flatnonzero(state.active)
         if not len(live):
             return
-        x = state.extra["lo"][live]
+        x = own.lo[live]
         obs = self.query_scores(oracle, x, state.ids[live], QueryKind.INIT)
         state.x[live] = state.xq[live] = x
         state.loss[live] = self._loss(obs, state, live)
@@ -115,64 +134,65 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         return np.asarray(ch * (-(-h // bs)) * (-(-w // bs)), np.int64)
 
     def _new_pass(self, state: AttackState, rows: IntArray) -> None:
-        ex = state.extra
-        for bs in np.unique(ex["block"][rows]):  # at most log2(block_size) + 1 groups
-            g = rows[ex["block"][rows] == bs]
+        own = self.own(state, ParsimoniousState)
+        for bs in np.unique(own.block[rows]):  # at most log2(block_size) + 1 groups
+            g = rows[own.block[rows] == bs]
             nb = int(self._count(state, np.asarray([bs]))[0])
-            ex["order"][g, :nb] = ex["rng"].permutation(g, nb)
-            ex["pos"][g] = 0
+            own.order[g, :nb] = own.rng.permutation(g, nb)
+            own.pos[g] = 0
 
     def _next_batch(self, state: AttackState, rows: IntArray) -> None:
         """Load the next mini-batch; after the last one, halve the blocks and start a pass."""
-        ex = state.extra
-        done = ex["pos"][rows] >= self._count(state, ex["block"][rows])
+        own = self.own(state, ParsimoniousState)
+        done = own.pos[rows] >= self._count(state, own.block[rows])
         if done.any():
             d = rows[done]
-            ex["block"][d] = np.maximum(ex["block"][d] // 2, self.config.min_block_size)
+            own.block[d] = np.maximum(own.block[d] // 2, self.config.min_block_size)
             self._new_pass(state, d)
-        nb = self._count(state, ex["block"][rows])
+        nb = self._count(state, own.block[rows])
         b = self.config.batch_size
-        idx = ex["pos"][rows, None] + np.arange(b)[None, :]
+        idx = own.pos[rows, None] + np.arange(b)[None, :]
         valid = idx < nb[:, None]
-        take = np.take_along_axis(ex["order"][rows], np.minimum(idx, nb[:, None] - 1), axis=1)
-        ex["batch"][rows] = np.where(valid, take, -1)
-        ex["gain"][rows] = np.where(valid, np.inf, -np.inf)  # unscored
-        ex["pos"][rows] += b
-        ex["phase"][rows] = _EVAL
+        take = np.take_along_axis(own.order[rows], np.minimum(idx, nb[:, None] - 1), axis=1)
+        own.batch[rows] = np.where(valid, take, -1)
+        own.gain[rows] = np.where(valid, np.inf, -np.inf)  # unscored
+        own.pos[rows] += b
+        own.phase[rows] = _EVAL
 
     def _flip(self, state: AttackState, rows: IntArray, var: IntArray) -> BoolArray:
         """(m, C, H, W): the sign map of each row with its block ``var`` flipped."""
         ch, h, w = state.x.shape[1:]
-        bs = state.extra["block"][rows]
+        own = self.own(state, ParsimoniousState)
+        bs = own.block[rows]
         nbh, nbw = -(-h // bs), -(-w // bs)
         c, r, q = var // (nbh * nbw), (var // nbw) % nbh, var % nbw
         inside = window_mask(r * bs, q * bs, bs, h, w)
         chan = (np.arange(ch)[None, :] == c[:, None])[:, :, None, None]
-        up: BoolArray = state.extra["up"][rows]
+        up: BoolArray = own.up[rows]
         return np.asarray(up ^ (inside & chan))
 
     def _image(self, state: AttackState, rows: IntArray, up: BoolArray) -> FloatArray:
-        ex = state.extra
-        x: FloatArray = np.where(up, ex["hi"][rows], ex["lo"][rows]).astype(np.float32)
+        own = self.own(state, ParsimoniousState)
+        x: FloatArray = np.where(up, own.hi[rows], own.lo[rows]).astype(np.float32)
         return x
 
     # -- step
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
-        ex = state.extra
+        own = self.own(state, ParsimoniousState)
         rows = np.flatnonzero(state.active)
-        ev = rows[ex["phase"][rows] == _EVAL]
-        gr = rows[ex["phase"][rows] == _GREEDY]
-        sizes = (ex["batch"][ev] >= 0).sum(axis=1)
+        ev = rows[own.phase[rows] == _EVAL]
+        gr = rows[own.phase[rows] == _GREEDY]
+        sizes = (own.batch[ev] >= 0).sum(axis=1)
         for size in np.unique(sizes):  # only the last batch of a pass is shorter
             g = ev[sizes == size]
             self._score(oracle, state, self._payable(oracle, state, g, int(size)))
         self._greedy(oracle, state, self._payable(oracle, state, gr, 1))
         live = np.flatnonzero(state.active)
-        live = live[ex["phase"][live] == _GREEDY]
+        live = live[own.phase[live] == _GREEDY]
         # A mini-batch with no flip left to gain is over: the next one opens at once, so that
         # every step spends a query.
-        self._next_batch(state, live[(ex["gain"][live] <= 0).all(axis=1)])
+        self._next_batch(state, live[(own.gain[live] <= 0).all(axis=1)])
 
     def _payable(self, oracle: Oracle, state: AttackState, rows: IntArray, cost: int) -> IntArray:
         """The ``rows`` that can pay ``cost``; the rest stop (budget)."""
@@ -182,13 +202,13 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
 
     def _score(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
         """One query per block of the mini-batch: the marginal gain of flipping it."""
-        ex = state.extra
+        own = self.own(state, ParsimoniousState)
         per = max(1, _CHUNK // self.config.batch_size)
         for k in range(0, len(rows), per):  # memory chunks; each is vectorised
             g = rows[k : k + per]
-            valid = ex["batch"][g] >= 0
+            valid = own.batch[g] >= 0
             r, j = np.nonzero(valid)
-            up = self._flip(state, g[r], ex["batch"][g][r, j])
+            up = self._flip(state, g[r], own.batch[g][r, j])
             obs = self.query_scores(
                 oracle, self._image(state, g[r], up), state.ids[g[r]], QueryKind.LINE_SEARCH
             )
@@ -203,8 +223,8 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
             at[r, j] = np.arange(len(r))
             first = at[np.flatnonzero(won), hits[won].argmax(axis=1)]
             self._accept(state, g[won], up[first], loss[first], obs, first)
-            ex["gain"][g] = gain
-            ex["phase"][g] = _GREEDY
+            own.gain[g] = gain
+            own.phase[g] = _GREEDY
             self.mark_success(oracle, state, g, won)
 
     def _greedy(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
@@ -212,10 +232,10 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         every other stale gain (gains only shrink as blocks are flipped, so it is the best)."""
         if not len(rows):
             return
-        ex = state.extra
-        gain = ex["gain"][rows]
+        own = self.own(state, ParsimoniousState)
+        gain = own.gain[rows]
         j = gain.argmax(axis=1)
-        var = ex["batch"][rows, j]
+        var = own.batch[rows, j]
         up = self._flip(state, rows, var)
         obs = self.query_scores(
             oracle, self._image(state, rows, up), state.ids[rows], QueryKind.LINE_SEARCH
@@ -227,7 +247,7 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         hit = self.goal_hit(state, obs, rows)
         take = hit | ((new > 0) & (new >= others.max(axis=1)))
         # A taken block leaves the batch; an untaken one keeps its fresh gain.
-        ex["gain"][rows, j] = np.where(take, -np.inf, new)
+        own.gain[rows, j] = np.where(take, -np.inf, new)
         self._accept(state, rows[take], up[take], loss[take], obs, np.flatnonzero(take))
         self.mark_success(oracle, state, rows, hit)
 
@@ -240,7 +260,7 @@ class ParsimoniousAttack(Attack[ParsimoniousConfig]):
         obs: ScoresObservation,
         at: IntArray,
     ) -> None:
-        state.extra["up"][rows] = up
+        self.own(state, ParsimoniousState).up[rows] = up
         state.x[rows] = state.xq[rows] = self._image(state, rows, up)
         state.loss[rows] = loss
         self.record(ScoresObservation(obs.probs[at]), state, rows)

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from pydantic import Field
 
 from ..oracle import Oracle, QueryKind
-from ._nes import (
-    NESConfig,
-    apply_momentum,
-    clear_plateau,
-    init_momentum_plateau,
-    nes_gradient,
-    plateau_update,
-)
+from ._nes import NESConfig, NESState, nes_gradient
+from ._plain import PlainState
 from ._start import check_start, find_start_images
 from .base import Attack, AttackState, FloatArray, IntArray
 from .ql import ILYAS_2018
 from .registry import register
 
-__all__ = ["LOAttack", "LOConfig", "PIAttack", "PIConfig"]
+__all__ = ["LOAttack", "LOConfig", "PIAttack", "PIConfig", "ShrinkState"]
 
 
 class ShrinkConfig(NESConfig):
@@ -52,7 +49,19 @@ class LOConfig(ShrinkConfig):
     points_per_chunk: int = Field(2, ge=1, description="NES points evaluated per oracle batch")
 
 
-class _Shrinking(Attack[ShrinkConfig]):
+@dataclass
+class ShrinkState(PlainState):
+    """PI's and LO's own state: NES momentum and plateau, and the ε-shrinking schedule."""
+
+    nes: NESState
+    delta_eps: NDArray[np.float64]  # the ε decrement the next shrink proposes
+    stalls: IntArray  # steps whose line search found neither a smaller ε nor a step
+
+
+SC = TypeVar("SC", bound=ShrinkConfig)
+
+
+class _Shrinking(Attack[SC], Generic[SC]):
     """Start inside the target class, then alternate ε-shrinking and target maximisation."""
 
     def init_queries(self, start_given: bool) -> int:
@@ -66,12 +75,18 @@ class _Shrinking(Attack[ShrinkConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         cfg = self.config
         n = len(state.x)
-        rows = np.arange(n)
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        already = self.goal_hit(state, obs, rows)
-        need = rows[~already]
+        state.own = ShrinkState(
+            nes=NESState.zeros(state.x, cfg.plateau_length),
+            delta_eps=np.full(n, cfg.starting_delta_eps, dtype=np.float64),
+            stalls=np.zeros(n, dtype=np.int64),
+        )
+        self.clean_query(oracle, state)
+        already = state.success.copy()  # the clean image already holds the goal
+        need = np.flatnonzero(~already)
         if len(need):
+            # The iterate becomes the start image: the clean image's rank is not its rank.
+            state.target_rank[need] = -1
+            state.target_prob[need] = np.nan
             starts = (
                 find_start_images(self, oracle, state, need)
                 if start is None
@@ -82,10 +97,6 @@ class _Shrinking(Attack[ShrinkConfig]):
             state.xq[need] = self.quantized(state, need, state.x[need], box)
         state.eps[:] = np.where(already, cfg.eps, cfg.starting_eps)
         state.lr[:] = cfg.max_lr
-        state.extra["delta_eps"] = np.full(n, cfg.starting_delta_eps, dtype=np.float64)
-        state.extra["stalls"] = np.zeros(n, dtype=np.int64)
-        init_momentum_plateau(state, cfg.plateau_length)
-        self.mark_success(oracle, state, rows, already)
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
         cfg = self.config
@@ -93,17 +104,19 @@ class _Shrinking(Attack[ShrinkConfig]):
         if not len(rows):
             return
 
+        own = self.own(state, ShrinkState)
+
         def sample_loss(pts: FloatArray, prow: IntArray) -> tuple[np.ndarray, np.ndarray]:
             return self.sample_loss(oracle, state, pts, prow)
 
         g, loss = nes_gradient(
             state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds, cfg.max_rows
         )
-        g = apply_momentum(state, rows, g, cfg.momentum)
+        g = own.nes.momentum(rows, g, cfg.momentum)
         state.loss[rows] = np.where(np.isfinite(loss), loss, np.nan)
-        plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
+        own.nes.plateau(state.lr, rows, loss, cfg.plateau_drop, cfg.min_lr)
         goal = cfg.eps
-        delta_eps: NDArray[np.float64] = state.extra["delta_eps"]
+        delta_eps = own.delta_eps
         prop = np.where((loss < cfg.adv_thresh) & (state.eps[rows] > goal), delta_eps[rows], 0.0)
         lr = state.lr[rows].astype(np.float64)
         sign = np.sign(g)
@@ -137,7 +150,7 @@ class _Shrinking(Attack[ShrinkConfig]):
                 state.xq[ra] = cq[ok]
                 shrunk = prop[acc] > 0
                 delta_eps[ra[shrunk]] = np.maximum(prop[acc][shrunk], cfg.min_delta_eps)
-                clear_plateau(state, ra[shrunk])
+                own.nes.clear_plateau(ra[shrunk])
                 state.eps[ra] = np.maximum(state.eps[ra] - prop[acc] / cfg.conservative, goal)
                 self.record(obs, state, r, ok)
                 searching[acc] = False
@@ -154,7 +167,7 @@ class _Shrinking(Attack[ShrinkConfig]):
                 lr[shrink] = state.lr[rows[shrink]]
                 # No ε to give back and no step small enough: keep the iterate, try new noise.
                 stalled = back[~has_prop]
-                state.extra["stalls"][rows[stalled]] += 1
+                own.stalls[rows[stalled]] += 1
                 searching[stalled] = False
 
     def gradient_cost(self) -> int:
@@ -171,7 +184,7 @@ class _Shrinking(Attack[ShrinkConfig]):
     needs_start=True,
     budget=100_000,
 )
-class PIAttack(_Shrinking):
+class PIAttack(_Shrinking[PIConfig]):
     """Partial-information attack: top-k labels with scores.
 
     Paper: Ilyas, Engstrom, Athalye, Lin, ICML 2018 (arXiv:1804.08598), §2.2 / Alg. 2.
@@ -206,7 +219,7 @@ class PIAttack(_Shrinking):
     budget=1_000_000,
     default_for=("lo",),
 )
-class LOAttack(_Shrinking):
+class LOAttack(_Shrinking[LOConfig]):
     """Label-only attack: top-k labels, ranked, no scores.
 
     Paper: Ilyas, Engstrom, Athalye, Lin, ICML 2018 (arXiv:1804.08598), §2.3.
@@ -222,14 +235,12 @@ class LOAttack(_Shrinking):
 
     def gradient_cost(self) -> int:
         cfg = self.config
-        assert isinstance(cfg, LOConfig)
         return cfg.samples * cfg.noise_samples
 
     def sample_loss(
         self, oracle: Oracle, state: AttackState, pts: FloatArray, prow: IntArray
     ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         cfg = self.config
-        assert isinstance(cfg, LOConfig)
         k = oracle.view.k or oracle.num_classes
         m = cfg.noise_samples
         per = cfg.samples

@@ -3,12 +3,15 @@ the L∞ ball around the source) with Square Attack's random search inside it in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
 from ..oracle import Oracle, QueryKind
 from ._losses import visible_margin
+from ._plain import PlainState
 from ._rand import Streams
 from ._start import check_start, find_start_images
 from ._windows import paper_p, positions, side, window_mask
@@ -35,6 +38,24 @@ class PISquareConfig(AttackConfig):
     shrink_margin: float = Field(
         0.0, description="try a shrink at once when log p(target) - log p(best other) exceeds this"
     )
+
+
+@dataclass
+class PISquareState(PlainState):
+    """PI-Square's own state, one row per image (radii in 1/255 levels)."""
+
+    rng: Streams
+    phase: IntArray  # _START: the radius search; _RUN: repairs and shrinks
+    level: IntArray  # the iterate's radius
+    k_eps: IntArray  # ε
+    lo: IntArray  # the start search's bounds
+    hi: IntArray
+    delta: IntArray  # the next shrink's size
+    since: IntArray  # repairs since the last shrink try
+    margin: NDArray[np.float64]  # the iterate's visible margin
+    repairs: IntArray  # the window schedule's clock
+    start: FloatArray  # each image's start image
+    n_iters: IntArray  # the window schedule's length
 
 
 @register(
@@ -78,13 +99,9 @@ class PISquareAttack(Attack[PISquareConfig]):
         return 2 if start_given else 1
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
-        rows = np.arange(len(state.x))
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        already = self.goal_hit(state, obs, rows)
-        self.prepare(oracle, state)
-        self.mark_success(oracle, state, rows, already)
-        need = rows[~already]
+        self.clean_query(oracle, state)
+        state.own = self.prepare(oracle, state)
+        need = np.flatnonzero(state.active)
         if not len(need):
             return
         starts = (
@@ -94,22 +111,23 @@ class PISquareAttack(Attack[PISquareConfig]):
         )
         self.begin(state, need, starts)
 
-    def prepare(self, oracle: Oracle, state: AttackState) -> None:
-        """PI-Square's own state (no queries). An attack that hands off to PI-Square calls
-        it, then :meth:`begin` with start images the oracle has shown in the target class."""
+    def prepare(self, oracle: Oracle, state: AttackState) -> PISquareState:
+        """PI-Square's own state for every row (no queries). An attack that hands rows over
+        to PI-Square holds this state for them, then calls :meth:`begin` with start images
+        the oracle has shown in the target class (or :meth:`adopt`)."""
         n = len(state.x)
         k_eps = np.floor(state.eps.astype(np.float64) * _LEVELS + 1e-6).astype(np.int64)
-        state.extra.update(
+        return PISquareState(
             rng=Streams(state.seeds),
             phase=np.full(n, _START, np.int64),
-            level=np.full(n, _LEVELS, np.int64),  # the iterate's radius
+            level=np.full(n, _LEVELS, np.int64),
             k_eps=k_eps,
             lo=k_eps - 1,  # the start search: below ε nothing more is needed
             hi=np.full(n, _LEVELS, np.int64),
             delta=np.full(n, self.config.delta, np.int64),
-            since=np.zeros(n, np.int64),  # repairs since the last shrink try
+            since=np.zeros(n, np.int64),
             margin=np.full(n, -np.inf),
-            repairs=np.zeros(n, np.int64),  # the window schedule's clock
+            repairs=np.zeros(n, np.int64),
             start=np.zeros_like(state.x),
             n_iters=np.full(n, oracle.max_queries or self.config.max_steps or 20_000, np.int64),
         )
@@ -117,24 +135,24 @@ class PISquareAttack(Attack[PISquareConfig]):
     def begin(self, state: AttackState, need: IntArray, starts: FloatArray) -> None:
         """Start ``need`` from ``starts`` (seen in the target class): the radius search runs
         between ε and the start's distance from the source."""
-        ex = state.extra
-        ex["start"][need] = starts
+        own = self.own(state, PISquareState)
+        own.start[need] = starts
         dist = np.abs(starts.astype(np.float64) - state.x0[need]).reshape(len(need), -1).max(1)
-        ex["hi"][need] = ex["level"][need] = np.ceil(dist * _LEVELS - 1e-6).astype(np.int64)
-        state.x[need] = state.xq[need] = self._inside(state, need, starts, ex["level"][need])
-        state.eps[need] = ex["level"][need] / _LEVELS
+        own.hi[need] = own.level[need] = np.ceil(dist * _LEVELS - 1e-6).astype(np.int64)
+        state.x[need] = state.xq[need] = self._inside(state, need, starts, own.level[need])
+        state.eps[need] = own.level[need] / _LEVELS
         # A start already inside ε needs no search (its repairs then seek the top-1).
-        ex["phase"][need] = np.where(ex["hi"][need] - ex["lo"][need] <= 1, _RUN, _START)
+        own.phase[need] = np.where(own.hi[need] - own.lo[need] <= 1, _RUN, _START)
 
     def adopt(
         self, state: AttackState, rows: IntArray, level: IntArray, margin: NDArray[np.float64]
     ) -> None:
         """Go on from the current 8-bit iterates of ``rows``, which the oracle showed in the
         target class at radius ``level`` with ``margin``: no radius search; repairs first."""
-        ex = state.extra
-        ex["phase"][rows] = _RUN
-        ex["hi"][rows] = level
-        ex["since"][rows] = 0
+        own = self.own(state, PISquareState)
+        own.phase[rows] = _RUN
+        own.hi[rows] = level
+        own.since[rows] = 0
         _keep(state, rows, state.xq[rows], level, margin)
 
     def _inside(
@@ -150,25 +168,25 @@ class PISquareAttack(Attack[PISquareConfig]):
         rows = self.affordable_rows(oracle, state, 1)
         if not len(rows):
             return
-        ex = state.extra
-        start = ex["phase"][rows] == _START
-        m = ex["margin"][rows]
+        own = self.own(state, PISquareState)
+        start = own.phase[rows] == _START
+        m = own.margin[rows]
         shrink = ~start & (
-            (ex["since"][rows] >= self.config.patience) | (m > self.config.shrink_margin)
+            (own.since[rows] >= self.config.patience) | (m > self.config.shrink_margin)
         )
-        shrink &= ex["level"][rows] > ex["k_eps"][rows]
+        shrink &= own.level[rows] > own.k_eps[rows]
         repair = ~start & ~shrink
-        level = ex["level"][rows].copy()
+        level = own.level[rows].copy()
         cand = np.empty_like(state.x[rows])
         if start.any():  # a radius probe on the projected start image
             j = np.flatnonzero(start)
             r = rows[j]
-            level[j] = (ex["lo"][r] + ex["hi"][r]) // 2
-            cand[j] = self._inside(state, r, ex["start"][r], level[j])
+            level[j] = (own.lo[r] + own.hi[r]) // 2
+            cand[j] = self._inside(state, r, own.start[r], level[j])
         if shrink.any():
             j = np.flatnonzero(shrink)
             r = rows[j]
-            level[j] = np.maximum(ex["level"][r] - ex["delta"][r], ex["k_eps"][r])
+            level[j] = np.maximum(own.level[r] - own.delta[r], own.k_eps[r])
             cand[j] = self._inside(state, r, state.x[r], level[j])
         if repair.any():
             j = np.flatnonzero(repair)
@@ -185,13 +203,13 @@ class PISquareAttack(Attack[PISquareConfig]):
         better = repair & seen & (obs_margin > m)
         b = rows[better]
         state.x[b] = state.xq[b] = cand[better]
-        ex["margin"][b] = obs_margin[better]
-        ex["since"][rows[repair]] += 1
-        ex["repairs"][rows[repair]] += 1
-        state.loss[rows] = -ex["margin"][rows]
+        own.margin[b] = obs_margin[better]
+        own.since[rows[repair]] += 1
+        own.repairs[rows[repair]] += 1
+        state.loss[rows] = -own.margin[rows]
         # Success: the goal held on a candidate inside ε. Probes and shrinks that showed the
         # target were kept above; a repair window that won is kept whatever its margin.
-        won = hit & (level <= ex["k_eps"][rows])
+        won = hit & (level <= own.k_eps[rows])
         w = won & repair & ~better
         state.x[rows[w]] = state.xq[rows[w]] = cand[w]
         self.mark_success(oracle, state, rows, won)
@@ -228,13 +246,13 @@ class PISquareAttack(Attack[PISquareConfig]):
         cand: FloatArray,
         margin: NDArray[np.float64],
     ) -> None:
-        ex = state.extra
-        ex["hi"][rows] = np.where(seen, level, ex["hi"][rows])
-        ex["lo"][rows] = np.where(seen, ex["lo"][rows], level)
+        own = self.own(state, PISquareState)
+        own.hi[rows] = np.where(seen, level, own.hi[rows])
+        own.lo[rows] = np.where(seen, own.lo[rows], level)
         _keep(state, rows[seen], cand[seen], level[seen], margin[seen])
-        ended = rows[ex["hi"][rows] - ex["lo"][rows] <= 1]
-        ex["phase"][ended] = _RUN
-        ex["since"][ended] = 0
+        ended = rows[own.hi[rows] - own.lo[rows] <= 1]
+        own.phase[ended] = _RUN
+        own.since[ended] = 0
 
     def _after_shrink(
         self,
@@ -245,29 +263,29 @@ class PISquareAttack(Attack[PISquareConfig]):
         cand: FloatArray,
         margin: NDArray[np.float64],
     ) -> None:
-        ex = state.extra
+        own = self.own(state, PISquareState)
         keep, fail = rows[seen], rows[~seen]
         _keep(state, keep, cand[seen], level[seen], margin[seen])
-        ex["delta"][keep] = np.minimum(ex["delta"][keep] * 2, self.config.max_delta)
-        ex["delta"][fail] = np.maximum(ex["delta"][fail] // 2, 1)
-        ex["since"][rows] = 0
+        own.delta[keep] = np.minimum(own.delta[keep] * 2, self.config.max_delta)
+        own.delta[fail] = np.maximum(own.delta[fail] // 2, 1)
+        own.since[rows] = 0
 
     def _window(self, state: AttackState, rows: IntArray) -> FloatArray:
         """One Square window per row, every channel at a random vertex of the current ball."""
-        ex = state.extra
-        rng: Streams = ex["rng"]
+        own = self.own(state, PISquareState)
+        rng = own.rng
         ch, h, w = state.x.shape[1:]
-        p = paper_p(self.config.p_init, ex["repairs"][rows], ex["n_iters"][rows])
+        p = paper_p(self.config.p_init, own.repairs[rows], own.n_iters[rows])
         s = side(p, h, w)
         rc = positions(rng, rows, s, h, w)
         up = rng.signs(rows, ch) > 0
         b, _, i, j = np.nonzero(window_mask(rc[:, 0], rc[:, 1], s, h, w))
-        r = ex["level"][rows].astype(np.float32) / _LEVELS
+        r = own.level[rows].astype(np.float32) / _LEVELS
         x0 = state.x0[rows]
         vertex = np.where(up[b], x0[b, :, i, j] + r[b, None], x0[b, :, i, j] - r[b, None])
         cand = state.x[rows]
         cand[b, :, i, j] = vertex
-        return self._inside(state, rows, cand, ex["level"][rows])
+        return self._inside(state, rows, cand, own.level[rows])
 
 
 def _keep(
@@ -278,7 +296,8 @@ def _keep(
     margin: NDArray[np.float64],
 ) -> None:
     """Make ``x`` (seen at radius ``level``, with ``margin``) the iterate of ``rows``."""
+    own = Attack.own(state, PISquareState)
     state.x[rows] = state.xq[rows] = x
-    state.extra["level"][rows] = level
-    state.extra["margin"][rows] = margin
+    own.level[rows] = level
+    own.margin[rows] = margin
     state.eps[rows] = level / _LEVELS

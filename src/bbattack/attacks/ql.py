@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
 from ..oracle import Oracle, QueryKind, ScoresObservation
 from ._losses import Loss, score_loss
-from ._nes import NESConfig, apply_momentum, init_momentum_plateau, nes_gradient, plateau_update
+from ._nes import NESConfig, NESState, nes_gradient
+from ._plain import PlainState
 from .base import Attack, AttackState, FloatArray, IntArray
 from .registry import Paper, register
 
-__all__ = ["QLAttack", "QLConfig"]
+__all__ = ["QLAttack", "QLConfig", "QLState"]
 
 
 class QLConfig(NESConfig):
@@ -21,6 +24,13 @@ class QLConfig(NESConfig):
     loss: Loss = Field(
         "ce", description="loss on log-probabilities: ce (the paper's) or margin (CW logit margin)"
     )
+
+
+@dataclass
+class QLState(PlainState):
+    """QL's own state: the NES momentum and plateau window."""
+
+    nes: NESState
 
 
 ILYAS_2018 = Paper(
@@ -59,17 +69,10 @@ class QLAttack(Attack[QLConfig]):
         return score_loss(obs, state.target[rows], state.orig[rows], self.config.loss)
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
-        rows = np.arange(len(state.x))
-        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        state.loss[:] = self._loss(obs, state, rows)
-        state.target_prob[:] = np.where(
-            state.targeted, obs.score_of(np.maximum(state.target, 0)), np.nan
-        )
+        obs = self.scores(self.clean_query(oracle, state))
+        state.loss[:] = self._loss(obs, state, np.arange(len(state.x)))
         state.lr[:] = self.config.max_lr
-        init_momentum_plateau(state, self.config.plateau_length)
-        done = state.targeted & (state.orig == state.target)
-        self.mark_success(oracle, state, rows, done)
+        state.own = QLState(NESState.zeros(state.x, self.config.plateau_length))
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
         cfg = self.config
@@ -77,6 +80,7 @@ class QLAttack(Attack[QLConfig]):
         if not len(rows):
             return
         ids = state.ids
+        nes = self.own(state, QLState).nes
 
         def sample_loss(pts: FloatArray, prow: IntArray) -> tuple[np.ndarray, np.ndarray]:
             obs = self.query_scores(oracle, pts, ids[prow], QueryKind.GRADIENT)
@@ -85,18 +89,17 @@ class QLAttack(Attack[QLConfig]):
         g, _ = nes_gradient(
             state, rows, cfg.sigma, cfg.samples, sample_loss, oracle.bounds, cfg.max_rows
         )
-        g = apply_momentum(state, rows, g, cfg.momentum)
+        g = nes.momentum(rows, g, cfg.momentum)
         step = state.lr[rows].reshape(-1, 1, 1, 1) * np.sign(g)
         state.x[rows] = state.ball.project(
             state.x[rows] - step, state.x0[rows], state.eps[rows], oracle.bounds
         )
         # Check the 8-bit image: a success that rounding would undo is no success.
         xq = self.quantized(state, rows, state.x[rows], state.eps[rows])
-        obs = oracle.query(xq, ids[rows], QueryKind.SUCCESS_CHECK)
+        obs = self.query_scores(oracle, xq, ids[rows], QueryKind.SUCCESS_CHECK)
         state.xq[rows] = xq
-        assert isinstance(obs, ScoresObservation)
         loss = self._loss(obs, state, rows)
         state.loss[rows] = loss
         self.record(obs, state, rows)
-        plateau_update(state, rows, loss, cfg.plateau_drop, cfg.min_lr)
+        nes.plateau(state.lr, rows, loss, cfg.plateau_drop, cfg.min_lr)
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))

@@ -4,6 +4,7 @@ sign of a directional derivative, written from the paper."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,11 +12,12 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from ..oracle import Oracle, QueryKind
+from ._plain import PlainState
 from ._start import decision_starts
 from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
 from .registry import Paper, register
 
-__all__ = ["SIGNOPT_2020", "SignOPTAttack", "SignOPTConfig"]
+__all__ = ["SIGNOPT_2020", "SignOPTAttack", "SignOPTConfig", "SignOPTState"]
 
 SIGNOPT_2020 = Paper(
     title="Sign-OPT: A Query-Efficient Hard-label Adversarial Attack",
@@ -46,6 +48,16 @@ class SignOPTConfig(AttackConfig):
     noise_tries: int = Field(
         20, ge=1, le=1_000, description="untargeted: uniform-noise start images tried"
     )
+
+
+@dataclass
+class SignOPTState(PlainState):
+    """Sign-OPT's own state (row i = image i)."""
+
+    theta: NDArray[np.float32]  # the search direction, unit L2 norm (N, dim)
+    g: _F64  # the boundary's distance along it, in the ball's norm (inf: none yet)
+    eta: _F64  # the next step's size
+    beta: _F64  # the probe size
 
 
 @register(
@@ -86,32 +98,27 @@ class SignOPTAttack(Attack[SignOPTConfig]):
         return 2
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
-        n, c = len(state.x), self.config
-        rows = np.arange(n)
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
-        self.prepare(state)
-        rows, found = decision_starts(self, oracle, state, start, c.noise_tries)
+        self.clean_query(oracle, state)
+        own = state.own = self.prepare(state)
+        rows, found = decision_starts(self, oracle, state, start, self.config.noise_tries)
         if not len(rows):
             return
         v = (found.astype(np.float64) - state.x0[rows]).reshape(len(rows), -1)
         g = self._len(v)
-        state.extra["so_theta"][rows] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(
-            np.float32
-        )
+        own.theta[rows] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
         state.x[rows] = found
         state.eps[rows] = g + 1e-6
         self._search(oracle, state, rows, g)
 
-    def prepare(self, state: AttackState) -> None:
-        """Sign-OPT's own state (no queries)."""
+    def prepare(self, state: AttackState) -> SignOPTState:
+        """Sign-OPT's own state for every row of ``state`` (no queries; ``state`` is left as
+        it is): no direction yet, the configured probe size and step."""
         n, dim = len(state.x), int(np.prod(state.x.shape[1:]))
-        state.extra.update(
-            so_theta=np.zeros((n, dim), np.float32),  # unit L2 norm
-            so_g=np.full(n, np.inf),  # the boundary's distance along it
-            so_eta=np.full(n, self.config.step),
-            so_beta=np.full(n, self.config.beta),
+        return SignOPTState(
+            theta=np.zeros((n, dim), np.float32),
+            g=np.full(n, np.inf),
+            eta=np.full(n, self.config.step),
+            beta=np.full(n, self.config.beta),
         )
 
     # -- g(θ): the boundary along a direction
@@ -138,13 +145,13 @@ class SignOPTAttack(Attack[SignOPTConfig]):
         """For ``rows`` whose point at ``hi`` along their direction is adversarial: query the
         8-bit point at ε (success), else binary-search g in (0.9ε, hi] to ``tol``·hi. The
         adversarial end becomes ``state.x`` and the run's fallback image."""
-        ex, eps = state.extra, self.config.eps
+        own, eps = self.own(state, SignOPTState), self.config.eps
         pay = self.can_pay(oracle, state, rows, 1)
         self.stop(state, rows[~pay], "budget")
         rows, hi = rows[pay], hi[pay].copy()
         if not len(rows):
             return
-        theta = ex["so_theta"][rows]
+        theta = own.theta[rows]
         # The adversarial end projected into the ε-ball: under L2 the point at ε along θ;
         # under L∞ the clipped point, nearer the vertices where L∞ adversaries lie.
         end = self._point(state, rows, theta, hi)
@@ -174,7 +181,7 @@ class SignOPTAttack(Attack[SignOPTConfig]):
             hi[j] = np.where(adv, mid, hi[j])
             lo[j] = np.where(adv, lo[j], mid)
         r = rows[~hit]
-        ex["so_g"][r] = hi[~hit]
+        own.g[r] = hi[~hit]
         state.x[r] = state.xq[r] = self._point(state, r, theta[~hit], hi[~hit])
         state.eps[r] = hi[~hit] + 1e-6
 
@@ -184,9 +191,9 @@ class SignOPTAttack(Attack[SignOPTConfig]):
         """The sign estimate (1/K) Σ_q sign(g(θ + βu_q) − g(θ))·u_q, u_q unit Gaussians."""
         import torch
 
-        ex, k = state.extra, self.config.probes
-        theta, g = ex["so_theta"][rows], ex["so_g"][rows]
-        beta = ex["so_beta"][rows].astype(np.float32)
+        own, k = self.own(state, SignOPTState), self.config.probes
+        theta, g = own.theta[rows], own.g[rows]
+        beta = own.beta[rows].astype(np.float32)
         acc = np.zeros_like(theta)
         for k0 in range(0, k, _PER):
             m = min(_PER, k - k0)
@@ -206,7 +213,7 @@ class SignOPTAttack(Attack[SignOPTConfig]):
         return np.asarray(acc / k, np.float32)
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
-        ex, c = state.extra, self.config
+        own, c = self.own(state, SignOPTState), self.config
         # An iteration needs its probes, a step and the point at ε.
         rows = self.affordable_rows(oracle, state, c.probes + 2)
         if not len(rows):
@@ -222,21 +229,21 @@ class SignOPTAttack(Attack[SignOPTConfig]):
             if not len(left):
                 break
             r = rows[left]
-            cand = ex["so_theta"][r] - ex["so_eta"][r, None].astype(np.float32) * grad[left]
+            cand = own.theta[r] - own.eta[r, None].astype(np.float32) * grad[left]
             cand /= np.maximum(np.linalg.norm(cand, axis=1, keepdims=True), 1e-12)
             adv: BoolArray = self._adv(
-                oracle, state, r, self._point(state, r, cand, ex["so_g"][r]), QueryKind.LINE_SEARCH
+                oracle, state, r, self._point(state, r, cand, own.g[r]), QueryKind.LINE_SEARCH
             )
             new[left[adv]] = cand[adv]
             kept[left[adv]] = True
-            ex["so_eta"][r] = np.where(adv, ex["so_eta"][r] * 2.0, ex["so_eta"][r] / 4.0)
+            own.eta[r] = np.where(adv, own.eta[r] * 2.0, own.eta[r] / 4.0)
             left = left[~adv]
             if not len(left):
                 break
         # No step was kept: probe finer and start the step over (the paper's reset).
         miss = rows[~kept & state.active[rows]]
-        ex["so_beta"][miss] = np.maximum(ex["so_beta"][miss] * 0.1, 1e-8)
-        ex["so_eta"][miss] = c.step
+        own.beta[miss] = np.maximum(own.beta[miss] * 0.1, 1e-8)
+        own.eta[miss] = c.step
         good = rows[kept & state.active[rows]]
-        ex["so_theta"][good] = new[kept & state.active[rows]]
-        self._search(oracle, state, good, ex["so_g"][good])
+        own.theta[good] = new[kept & state.active[rows]]
+        self._search(oracle, state, good, own.g[good])

@@ -3,6 +3,7 @@ low-frequency DCT direction per step, written from the paper."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,13 @@ from pydantic import Field
 
 from ..oracle import Oracle, QueryKind, ScoresObservation
 from ._losses import Loss, score_loss
+from ._plain import PlainState
 from ._rand import Streams
 from .balls import Norm
 from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
 from .registry import Paper, register
 
-__all__ = ["SIMBA_2019", "SimBAAttack", "SimBAConfig"]
+__all__ = ["SIMBA_2019", "SimBAAttack", "SimBAConfig", "SimBAState"]
 
 SIMBA_2019 = Paper(
     title="Simple Black-box Adversarial Attacks",
@@ -43,6 +45,19 @@ def _dct_basis(n: int) -> NDArray[np.float64]:
     b[0] /= np.sqrt(2.0)
     out: NDArray[np.float64] = b
     return out
+
+
+@dataclass
+class SimBAState(PlainState):
+    """SimBA's own state: each image's order of the low-frequency DCT directions."""
+
+    rng: Streams
+    order: IntArray  # (N, C·fh·fw): this round's order of the directions
+    pos: IntArray  # the next unread place in ``order``
+    fh: int  # the low-frequency block: fh × fw frequencies per channel
+    fw: int
+    bh: NDArray[np.float64]  # (H, H) DCT basis of the rows
+    bw: NDArray[np.float64]  # (W, W) DCT basis of the columns
 
 
 @register(
@@ -74,36 +89,34 @@ class SimBAAttack(Attack[SimBAConfig]):
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n, (ch, h, w) = len(state.x), state.x.shape[1:]
         rows = np.arange(n)
-        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
+        obs = self.scores(self.clean_query(oracle, state))
         state.loss[:] = self._loss(obs, state, rows)
         fh = max(1, round(h * self.config.freq_ratio))
         fw = max(1, round(w * self.config.freq_ratio))
         rng = Streams(state.seeds)
-        state.extra.update(
+        state.own = SimBAState(
             rng=rng,
-            counter=rng.counter,
             order=rng.permutation(rows, ch * fh * fw),
             pos=np.zeros(n, np.int64),
-            block=(ch, fh, fw),
+            fh=fh,
+            fw=fw,
             bh=_dct_basis(h),
             bw=_dct_basis(w),
         )
         state.lr[:] = self.config.step
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
 
     def _directions(self, state: AttackState, rows: IntArray) -> FloatArray:
         """Each row's next DCT direction (unit L2 norm), as an image."""
-        _, fh, fw = state.extra["block"]
-        order, pos = state.extra["order"], state.extra["pos"]
+        own = self.own(state, SimBAState)
+        fh, fw, order, pos = own.fh, own.fw, own.order, own.pos
         used = rows[pos[rows] >= order.shape[1]]
         if len(used):  # block exhausted: a fresh random order
-            order[used] = state.extra["rng"].permutation(used, order.shape[1])
+            order[used] = own.rng.permutation(used, order.shape[1])
             pos[used] = 0
         k = order[rows, pos[rows]]
         pos[rows] += 1
         c, u, v = k // (fh * fw), (k // fw) % fh, k % fw
-        img = state.extra["bh"][u][:, :, None] * state.extra["bw"][v][:, None, :]
+        img = own.bh[u][:, :, None] * own.bw[v][:, None, :]
         out = np.zeros((len(rows), *state.x.shape[1:]), np.float32)
         out[np.arange(len(rows)), c] = img
         return out
@@ -129,6 +142,8 @@ class SimBAAttack(Attack[SimBAConfig]):
             keep = todo[better]
             state.x[rows[keep]] = cand[better]
             state.loss[rows[keep]] = loss[better]
+            # The target's rank and score follow the kept iterate, as its loss does.
+            self.record(obs, state, r, better)
             improved[keep] = True
             hit[keep] = self.goal_hit(state, obs, r)[better]
         moved = rows[improved]

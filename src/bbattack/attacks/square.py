@@ -3,6 +3,7 @@ square windows, L∞ and L2, written from the paper."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -11,12 +12,13 @@ from pydantic import Field, model_validator
 
 from ..oracle import Oracle, QueryKind, ScoresObservation
 from ._losses import Loss, goal_loss
+from ._plain import PlainState
 from ._rand import Streams
 from ._windows import bumps, paper_p, positions, side, window_mask
 from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
 from .registry import Paper, register
 
-__all__ = ["SQUARE_2020", "SquareAttack", "SquareConfig"]
+__all__ = ["SQUARE_2020", "SquareAttack", "SquareConfig", "SquareState"]
 
 SQUARE_2020 = Paper(
     title="Square Attack: a query-efficient black-box adversarial attack via random search",
@@ -106,6 +108,19 @@ class SquareConfig(AttackConfig):
         return np.where(targeted, self.p_init or t, self.p_init_untargeted or u)
 
 
+@dataclass
+class SquareState(PlainState):
+    """Square's own state, one row per image."""
+
+    rng: Streams  # the window, position and sign draws
+    n_iters: IntArray  # the p schedule's length (queries it is spread over)
+    halvings: IntArray  # adaptive schedule: p = p_init / 2^halvings
+    since: IntArray  # steps since the last kept window
+    last_rc: IntArray  # (N, 2) reuse: the kept window's corner, -1 where none
+    hi: FloatArray | None  # L∞: the ball's upper vertices on the 8-bit grid (None under L2)
+    lo: FloatArray | None  # L∞: the lower vertices
+
+
 @register(
     "square",
     rank=30,
@@ -147,18 +162,16 @@ class SquareAttack(Attack[SquareConfig]):
     # -- init
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
-        n, (ch, h, w) = len(state.x), state.x.shape[1:]
-        rows = np.arange(n)
-        obs = self.query_scores(oracle, state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
-        rng = self.prepare(oracle, state)
+        ch, h, w = state.x.shape[1:]
+        self.clean_query(oracle, state)
+        own = state.own = self.prepare(oracle, state)
+        rng = own.rng
         live = np.flatnonzero(state.active)
         if not len(live):
             return
-        if self.config.norm == "linf":
+        if own.hi is not None and own.lo is not None:  # L∞
             stripes = rng.signs(live, ch * w).reshape(-1, ch, 1, w)
-            x = np.where(stripes > 0, state.extra["hi"][live], state.extra["lo"][live])
+            x = np.where(stripes > 0, own.hi[live], own.lo[live])
         else:
             x = self._l2_start(state, live, rng, ch, h, w)
         obs, loss = self._observe(oracle, state, live, x.astype(np.float32), QueryKind.INIT)
@@ -168,29 +181,29 @@ class SquareAttack(Attack[SquareConfig]):
         self.record(obs, state, live)
         self.mark_success(oracle, state, live, self.goal_hit(state, obs, live))
 
-    def prepare(self, oracle: Oracle, state: AttackState) -> Streams:
-        """Square's own state (no queries): the noise streams, the p schedule's length and,
-        for L∞, the ball's vertices on the 8-bit grid. An attack that hands off to Square
-        calls it, then sets the iterate and its ``state.loss``."""
+    def prepare(self, oracle: Oracle, state: AttackState) -> SquareState:
+        """Square's own state for every row (no queries): the noise streams, the p
+        schedule's length and, for L∞, the ball's vertices on the 8-bit grid. An attack that
+        hands rows over to Square holds this state for them, then sets each row's iterate
+        and its ``state.loss``."""
         n = len(state.x)
-        rng = Streams(state.seeds)
         c = self.config
         budget = c.schedule_queries or max(_per_image_budget(oracle, c.max_steps), c.min_schedule)
-        state.extra.update(
-            rng=rng,
-            counter=rng.counter,
-            n_iters=np.full(n, budget, np.int64),
-            halvings=np.zeros(n, np.int64),  # adaptive schedule: p = p_init / 2^halvings
-            since=np.zeros(n, np.int64),  # steps since the last kept window
-            last_rc=np.full((n, 2), -1, np.int64),  # reuse: the kept window's corner
-        )
-        if self.config.norm == "linf":
-            # Every L∞ candidate is made of these vertices.
+        hi = lo = None
+        if self.config.norm == "linf":  # every L∞ candidate is made of these vertices
             rows = np.arange(n)
             e = state.eps[:, None, None, None]
-            state.extra["hi"] = self.quantized(state, rows, state.x0 + e, state.eps)
-            state.extra["lo"] = self.quantized(state, rows, state.x0 - e, state.eps)
-        return rng
+            hi = self.quantized(state, rows, state.x0 + e, state.eps)
+            lo = self.quantized(state, rows, state.x0 - e, state.eps)
+        return SquareState(
+            rng=Streams(state.seeds),
+            n_iters=np.full(n, budget, np.int64),
+            halvings=np.zeros(n, np.int64),
+            since=np.zeros(n, np.int64),
+            last_rc=np.full((n, 2), -1, np.int64),
+            hi=hi,
+            lo=lo,
+        )
 
     def loss_of(
         self, obs: ScoresObservation, state: AttackState, rows: IntArray
@@ -224,7 +237,8 @@ class SquareAttack(Attack[SquareConfig]):
         if not len(rows):
             return
         _, h, w = state.x.shape[1:]
-        rng: Streams = state.extra["rng"]
+        own = self.own(state, SquareState)
+        rng = own.rng
         s = side(self._p(state, rows), h, w, least=1 if self.config.norm == "linf" else 3)
         if self.config.norm == "linf":
             cand = self._linf_candidates(state, rows, rng, s, h, w)
@@ -235,9 +249,8 @@ class SquareAttack(Attack[SquareConfig]):
         # Keep what lowers the loss, and a candidate that reaches the goal whatever its loss.
         keep = (loss < state.loss[rows]) | hit
         k = rows[keep]
-        ex = state.extra
-        ex["since"][rows] = np.where(keep, 0, ex["since"][rows] + 1)
-        ex["last_rc"][rows[~keep]] = -1
+        own.since[rows] = np.where(keep, 0, own.since[rows] + 1)
+        own.last_rc[rows[~keep]] = -1
         state.x[k] = cand[keep]
         state.xq[k] = cand[keep]
         state.loss[k] = loss[keep]
@@ -246,13 +259,13 @@ class SquareAttack(Attack[SquareConfig]):
 
     def _p(self, state: AttackState, rows: IntArray) -> NDArray[np.float64]:
         """Each row's window fraction for this step."""
-        ex, p_init = state.extra, self.config.initial_p(state.targeted[rows])
+        own, p_init = self.own(state, SquareState), self.config.initial_p(state.targeted[rows])
         if self.config.schedule == "paper":
-            return paper_p(p_init, state.steps[rows], ex["n_iters"][rows])
-        stalled = rows[ex["since"][rows] >= self.config.stall_steps]
-        ex["halvings"][stalled] = np.minimum(ex["halvings"][stalled] + 1, _MAX_HALVINGS)
-        ex["since"][stalled] = 0
-        return np.asarray(p_init / 2.0 ** ex["halvings"][rows].astype(np.float64))
+            return paper_p(p_init, state.steps[rows], own.n_iters[rows])
+        stalled = rows[own.since[rows] >= self.config.stall_steps]
+        own.halvings[stalled] = np.minimum(own.halvings[stalled] + 1, _MAX_HALVINGS)
+        own.since[stalled] = 0
+        return np.asarray(p_init / 2.0 ** own.halvings[rows].astype(np.float64))
 
     def _positions(
         self, state: AttackState, rows: IntArray, rng: Streams, s: IntArray, h: int, w: int
@@ -261,10 +274,11 @@ class SquareAttack(Attack[SquareConfig]):
         The draw is made either way, so the streams do not depend on the option."""
         rc = positions(rng, rows, s, h, w)
         if self.config.reuse:
-            last = state.extra["last_rc"][rows]
+            own = self.own(state, SquareState)
+            last = own.last_rc[rows]
             fits = (last[:, 0] >= 0) & (last[:, 0] + s <= h) & (last[:, 1] + s <= w)
             rc = np.where(fits[:, None], last, rc)
-            state.extra["last_rc"][rows] = rc
+            own.last_rc[rows] = rc
         return rc
 
     def _linf_candidates(
@@ -276,7 +290,10 @@ class SquareAttack(Attack[SquareConfig]):
         # Only the window's pixels change: index them rather than rewrite whole images.
         b, _, i, j = np.nonzero(window_mask(rc[:, 0], rc[:, 1], s, h, w))
         img, up_px = rows[b], up[b]
-        hi, lo = state.extra["hi"][img, :, i, j], state.extra["lo"][img, :, i, j]
+        own = self.own(state, SquareState)
+        if own.hi is None or own.lo is None:
+            raise TypeError("L∞ candidates are made of the ball's vertices; this state has none")
+        hi, lo = own.hi[img, :, i, j], own.lo[img, :, i, j]
         cand = state.x[rows]
         old = cand[b, :, i, j]
         new = np.where(up_px, hi, lo)

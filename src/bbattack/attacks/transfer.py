@@ -3,6 +3,8 @@ with the ensemble calibrated to every answer; then a query attack continues from
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -14,6 +16,7 @@ from ..targets import Vocabulary
 from ._bases import judge_weights, propose_weights, weight_state
 from ._guided import SHRINK, START, GuidedShrink
 from ._losses import visible_margin
+from ._plain import PlainState
 from ._rand import Streams
 from ._transfer import (
     DRAWS,
@@ -25,6 +28,7 @@ from ._transfer import (
     ensemble_logp,
     surrogate_classes,
 )
+from ._transfer_state import TransferState
 from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
 from .gfcs import GFCSAttack
 from .hsj import HopSkipJumpAttack
@@ -181,7 +185,7 @@ class TransferAttack(Attack[TransferConfig]):
 
     def _scorer(self, state: AttackState) -> SquareAttack | GFCSAttack | None:
         """The score-based hand-off, whose loss the rounds track; None under other views."""
-        name = state.extra["tr_handoff"]
+        name = self.own(state, TransferState).handoff
         return self._square() if name == "square" else self._gfcs() if name == "gfcs" else None
 
     def _rays(self) -> RaySAttack:
@@ -197,8 +201,9 @@ class TransferAttack(Attack[TransferConfig]):
         self, state: AttackState, rows: IntArray, level: IntArray, margin: NDArray[np.float64]
     ) -> None:
         """The guided shrink is stuck for ``rows``: PI-Square's repairs go on from there."""
-        state.extra["tr_phase"][rows] = _INNER
-        self._pi_square().adopt(state, rows, level, margin)
+        self.own(state, TransferState).phase[rows] = _INNER
+        with self._inner(state):
+            self._pi_square().adopt(state, rows, level, margin)
 
     def stuck(self, state: AttackState, rows: IntArray) -> None:
         """Label-only, the guided shrink is stuck for ``rows``: stop, or HopSkipJump from the
@@ -206,12 +211,22 @@ class TransferAttack(Attack[TransferConfig]):
         if self.config.stuck == "stop":
             self.stop(state, rows, "stalled")
             return
-        state.extra["tr_phase"][rows] = _INNER
-        state.x[rows] = state.xq[rows]
-        state.extra["hs_dist"][rows] = state.ball.distance(state.xq[rows], state.x0[rows])
+        self.own(state, TransferState).phase[rows] = _INNER
+        with self._inner(state):
+            self._hsj().adopt(state, rows)
 
     def _hsj(self) -> HopSkipJumpAttack:
         return HopSkipJumpAttack(eps=self.config.eps)
+
+    @contextmanager
+    def _inner(self, state: AttackState) -> Iterator[None]:
+        """The hand-off attack sees its own state as the run's while it works on rows."""
+        tr = self.own(state, TransferState)
+        state.own = tr.inner
+        try:
+            yield
+        finally:
+            state.own = tr
 
     @staticmethod
     def surrogates(state: AttackState) -> tuple[Any, ...]:
@@ -228,18 +243,18 @@ class TransferAttack(Attack[TransferConfig]):
     ) -> FloatArray:
         """``iters`` surrogate iterations from ``x`` inside ``radius``, momentum carried over;
         returns the 8-bit candidate (the float iterate goes to ``state.x``)."""
-        ex = state.extra
+        tr = self.own(state, TransferState)
         sur = self.surrogates(state)
-        draws = Streams(state.seeds, ex["tr_counter"]).uniform(rows, iters * DRAWS)
-        weights = ex["tr_wtry"][rows]
-        bias = ex["tr_bias"][rows] if ex["tr_bias"] is not None else None
+        draws = Streams(state.seeds, tr.counter).uniform(rows, iters * DRAWS)
+        weights = tr.weights.trying[rows]
+        bias = tr.bias[rows] if tr.bias is not None else None
         out, g = craft(
             sur,
             weights,
             state.x0[rows],
             x,
-            ex["tr_g"][rows],
-            ex["tr_classes"][rows],
+            tr.g[rows],
+            tr.classes[rows],
             state.targeted[rows],
             radius,
             state.ball,
@@ -248,7 +263,7 @@ class TransferAttack(Attack[TransferConfig]):
             bias,
             np.minimum(radius, self.config.eps),  # ε-sized steps in a larger ball too
         )
-        ex["tr_g"][rows] = g
+        tr.g[rows] = g
         state.x[rows] = out
         return self.quantized(state, rows, out, radius)
 
@@ -256,12 +271,12 @@ class TransferAttack(Attack[TransferConfig]):
         self, state: AttackState, rows: IntArray, obs: Observation, x: FloatArray
     ) -> None:
         """Calibrate the ensemble to ``obs``, the target's answer at ``x``."""
-        ex = state.extra
-        if ex["tr_bias"] is None:
+        tr = self.own(state, TransferState)
+        if tr.bias is None:
             return
         sur = self.surrogates(state)
-        lp = ensemble_logp(sur, ex["tr_wtry"][rows], x)
-        ex["tr_bias"][rows] = calibration(obs, lp, state.target[rows])
+        lp = ensemble_logp(sur, tr.weights.trying[rows], x)
+        tr.bias[rows] = calibration(obs, lp, state.target[rows])
 
     def _progress(self, obs: Observation, state: AttackState, rows: IntArray) -> Any:
         """Higher is better: what the view shows of the goal (−inf: nothing)."""
@@ -279,55 +294,64 @@ class TransferAttack(Attack[TransferConfig]):
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         n = len(state.x)
-        rows = np.arange(n)
         k = surrogate_classes(self.surrogates(state), state.x.shape[1:])
         targets = class_masks(oracle, state.target, k)  # before a query: a bad label is refused
-        obs = oracle.query(state.x0, state.ids, QueryKind.INIT)
-        state.orig[:] = obs.top1()
-        self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
+        self.clean_query(oracle, state)
         # What the surrogates raise (the target) or lower (the clean label, untargeted).
         clean = class_masks(oracle, np.where(state.targeted, -1, state.orig), k)
         shared = not isinstance(oracle.class_names, Vocabulary) and oracle.num_classes == k
         handoff = self._handoff(oracle, state)
-        state.extra.update(
-            tr_handoff=handoff,
-            tr_classes=np.where(state.targeted[:, None], targets, clean),
-            tr_phase=np.full(n, _ROUNDS, np.int64),
-            tr_round=np.zeros(n, np.int64),
-            tr_since=np.zeros(n, np.int64),
-            tr_best=np.full(n, -np.inf),
-            tr_bestx=state.x0.copy(),
-            tr_g=np.zeros_like(state.x),
-            tr_counter=np.zeros(n, np.int64),
-            tr_bias=np.zeros((n, k), np.float32) if shared else None,
-            **weight_state(n, len(self.surrogates(state))),
-            tr_start=start,
+        guided = self._guided().prepare(state) if handoff == "guided" else None
+        state.own = TransferState(
+            handoff=handoff,
+            classes=np.where(state.targeted[:, None], targets, clean),
+            phase=np.full(n, _ROUNDS, np.int64),
+            round=np.zeros(n, np.int64),
+            since=np.zeros(n, np.int64),
+            best=np.full(n, -np.inf),
+            bestx=state.x0.copy(),
+            g=np.zeros_like(state.x),
+            counter=np.zeros(n, np.int64),
+            bias=np.zeros((n, k), np.float32) if shared else None,
+            weights=weight_state(n, len(self.surrogates(state))),
+            start=start,
+            guided=guided,
+            inner=self._prepare_inner(oracle, state, handoff, targets, k),
         )
-        if handoff == "square":
-            self._square().prepare(oracle, state)
-        elif handoff == "gfcs":
-            self._gfcs().prepare(state, np.where(state.targeted[:, None], targets, False), k)
-        elif handoff == "rays":
-            self._rays().prepare(state)
+        if handoff == "rays":
             state.eps[:] = self.config.eps  # RayS's radius starts at its hand-off
-        elif handoff == "guided":
-            self._guided().prepare(state)
-            if oracle.view.reveals_scores:
-                self._pi_square().prepare(oracle, state)
-            else:
-                state.extra.update(hs_t=np.ones(n, np.int64), hs_dist=np.full(n, np.inf))
         live = np.flatnonzero(state.active)
         if len(live):
             self._round(oracle, state, live, self.config.iters)
 
+    def _prepare_inner(
+        self,
+        oracle: Oracle,
+        state: AttackState,
+        handoff: str,
+        targets: NDArray[np.bool_],
+        k: int,
+    ) -> PlainState | None:
+        """The hand-off attack's own state for every row, built before any row is handed."""
+        if handoff == "square":
+            return self._square().prepare(oracle, state)
+        if handoff == "gfcs":
+            return self._gfcs().prepare(state, np.where(state.targeted[:, None], targets, False), k)
+        if handoff == "rays":
+            return self._rays().prepare(state)
+        if handoff == "guided":
+            if oracle.view.reveals_scores:
+                return self._pi_square().prepare(oracle, state)
+            return self._hsj().prepare(state)
+        return None
+
     # -- step
 
     def step(self, oracle: Oracle, state: AttackState) -> None:
-        ex = state.extra
         rows = self.affordable_rows(oracle, state, 1)
         if not len(rows):
             return
-        phase = ex["tr_phase"][rows]
+        phase = self.own(state, TransferState).phase[rows]
         inner = rows[phase == _INNER]  # before this step's hand-offs: one query per step
         mine = rows[phase == _ROUNDS]
         if len(mine):
@@ -341,62 +365,61 @@ class TransferAttack(Attack[TransferConfig]):
             self._inner_step(oracle, state, inner)
 
     def _round(self, oracle: Oracle, state: AttackState, rows: IntArray, iters: int) -> None:
-        ex = state.extra
+        tr = self.own(state, TransferState)
         eps = np.full(len(rows), self.config.eps, np.float32)
-        propose_weights(state, rows, self.config.weight_step)
+        propose_weights(tr.weights, rows, self.config.weight_step)
         cand = self.craft(state, rows, state.x[rows], eps, iters)
         obs = oracle.query(cand, state.ids[rows], QueryKind.TRANSFER)
-        ex["tr_round"][rows] += 1
+        tr.round[rows] += 1
         self.record(obs, state, rows)
         self.mark_success(oracle, state, rows, self.goal_hit(state, obs, rows))
         self.calibrate(state, rows, obs, cand)
         prog = np.asarray(self._progress(obs, state, rows), np.float64)
-        better = prog > ex["tr_best"][rows]
+        better = prog > tr.best[rows]
         b = rows[better]
-        ex["tr_best"][b] = prog[better]
-        ex["tr_bestx"][b] = state.xq[b] = cand[better]
-        ex["tr_since"][b] = 0
-        ex["tr_since"][rows[~better]] += 1
-        judge_weights(state, rows, better)
+        tr.best[b] = prog[better]
+        tr.bestx[b] = state.xq[b] = cand[better]
+        tr.since[b] = 0
+        tr.since[rows[~better]] += 1
+        judge_weights(tr.weights, rows, better)
         if self._scorer(state) is not None:
             state.loss[b] = -prog[better]
-        over = (ex["tr_round"][rows] >= self.config.rounds) | (
-            ex["tr_since"][rows] >= self.config.patience
-        )
+        over = (tr.round[rows] >= self.config.rounds) | (tr.since[rows] >= self.config.patience)
         done = rows[over & state.active[rows]]
         if len(done):
             self._hand_off(oracle, state, done)
 
     def _hand_off(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
         """The rounds are over for ``rows``: the best point goes on with the hand-off."""
-        ex = state.extra
-        name = ex["tr_handoff"]
-        best = ex["tr_bestx"][rows]
+        tr = self.own(state, TransferState)
+        name = tr.handoff
+        best = tr.bestx[rows]
         if name == "none":
             self.stop(state, rows, "stalled")
             return
         if name == "guided":
             self._guided().begin(state, rows)
             return
-        ex["tr_phase"][rows] = _INNER
+        tr.phase[rows] = _INNER
         state.x[rows] = state.xq[rows] = best
         if name == "rays":
-            ex["d"][rows] = np.where(best >= state.x0[rows], 1, -1).reshape(len(rows), -1)
-            state.eps[rows] = 1.0
+            with self._inner(state):
+                self._rays().adopt(state, rows)
 
     def _inner_step(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
         """One step of the hand-off attack for ``rows`` alone: the others are hidden from it."""
+        name = self.own(state, TransferState).handoff
+        inner: Attack[Any] = self._scorer(state) or (
+            self._rays()
+            if name == "rays"
+            else self._pi_square()
+            if oracle.view.reveals_scores
+            else self._hsj()
+        )
         hide = np.setdiff1d(np.flatnonzero(state.active), rows)
         state.active[hide] = False
         try:
-            name = state.extra["tr_handoff"]
-            inner: Attack[Any] = self._scorer(state) or (
-                self._rays()
-                if name == "rays"
-                else self._pi_square()
-                if oracle.view.reveals_scores
-                else self._hsj()
-            )
-            inner.step(oracle, state)
+            with self._inner(state):
+                inner.step(oracle, state)
         finally:
             state.active[hide] = True
