@@ -6,17 +6,20 @@ trust")."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 import torch
 
-from bbattack import Oracle, Scores, load_image
+from bbattack import AttackResult, Oracle, Scores, load_image
 from bbattack.attacks import registry
+from bbattack.attacks.checkpoint import Checkpointer, Every
 from bbattack.attacks.gfcs import surrogate_directions
 from bbattack.images import bundled_photos
 from bbattack.models import builtin_classifier, load_model
+from bbattack.oracle.journal import Journal
 from bbattack.surrogates import load_surrogate
 
 pytestmark = pytest.mark.imagenet
@@ -78,3 +81,47 @@ def test_a_transfer_run_is_the_same_under_one_and_two_threads(photos: np.ndarray
         return res.x_adv.tobytes(), res.images[0].queries
 
     assert _under(2, run) == _under(1, run)
+
+
+class _Killed(Exception):  # noqa: N818 - a stand-in for SIGKILL
+    pass
+
+
+def test_a_run_killed_under_two_threads_resumes_under_one(
+    photos: np.ndarray, tmp_path: Path
+) -> None:
+    """The journal checks every re-asked query against what was paid: before, the resumed run
+    asked another image at query 4 ("differs from the journal") and stopped."""
+    target = load_model()
+    surrogates = [load_surrogate("lite1")]
+
+    def attempt(d: Path, kill: int | None, resume: bool) -> AttackResult | None:
+        journal = Journal(d / "journal.sqlite")
+        journal.resume_run(1) if resume else journal.new_run()
+        oracle = Oracle(target, Scores(), max_queries=6, journal=journal)
+        attack = registry.build("transfer", eps=0.05, round_iters=5)
+
+        def on_step(info: Any) -> None:
+            if info.step == kill:
+                raise _Killed
+
+        go = attack.resume if resume else attack.run
+        try:
+            return go(
+                oracle, photos[:1], 3, seed=0, surrogates=surrogates, on_step=on_step,
+                checkpoints=Checkpointer(d / "ckpt", Every(steps=1)),
+            )  # fmt: skip
+        except _Killed:
+            return None
+        finally:
+            journal.close()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = _under(1, lambda: attempt(tmp_path / "a", None, False))
+    assert _under(2, lambda: attempt(tmp_path / "b", 2, False)) is None
+    resumed = _under(1, lambda: attempt(tmp_path / "b", None, True))
+    assert whole is not None
+    assert resumed is not None
+    assert resumed.x_adv.tobytes() == whole.x_adv.tobytes()
+    assert resumed.images[0].queries == whole.images[0].queries
