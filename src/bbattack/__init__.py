@@ -49,6 +49,7 @@ from .oracle import (
     View,
     view_from_name,
 )
+from .remote import errors as _remote_errors  # noqa: F401 - registers the API stop reasons
 from .results import AttackResult, ImageResult, StepRecord
 from .surrogates import Surrogate, resolve_surrogates
 from .targets import LabelSource, LabelTarget, Vocabulary

@@ -86,10 +86,12 @@ class TargetUnavailable(OracleError):  # noqa: N818 - reads as a state, like Bud
 
     stop_reason: ClassVar[str] = "target_unavailable"
 
+    def __init_subclass__(cls, **kw: object) -> None:
+        super().__init_subclass__(**kw)
+        TARGET_DOWN_REASONS.add(cls.stop_reason)
 
-# The stop reasons of TargetUnavailable and its subclasses (bbattack.remote's): ``quota`` (the
-# key's quota is spent), ``remote_unavailable`` (the API stayed down through every retry),
-# ``remote_error`` (it refused a query), ``remote_auth`` (it refused the key mid-run).
-TARGET_DOWN_REASONS = frozenset(
-    {"target_unavailable", "quota", "remote_unavailable", "remote_error", "remote_auth"}
-)
+
+# The stop reasons of TargetUnavailable and of every subclass defined (bbattack.remote's
+# ``quota``, ``remote_unavailable``, ``remote_error``, ``remote_auth``; a defence's refusal),
+# read from the classes as they are defined: a new one needs no edit here.
+TARGET_DOWN_REASONS: set[str] = {TargetUnavailable.stop_reason}

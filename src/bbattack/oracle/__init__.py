@@ -3,6 +3,7 @@ the query journal behind it."""
 
 from .core import KINDS, NO_LIMIT, Oracle, QueryEvent, QueryKind
 from .journal import Journal, JournalError
+from .middleware import Forward, Middleware, Query
 from .targets import ClassifierTarget, NameIndex, Target, as_target, target_identity
 from .views import (
     Label,
@@ -22,14 +23,17 @@ __all__ = [
     "KINDS",
     "NO_LIMIT",
     "ClassifierTarget",
+    "Forward",
     "Journal",
     "JournalError",
     "Label",
     "Labels",
     "LabelsObservation",
+    "Middleware",
     "NameIndex",
     "Observation",
     "Oracle",
+    "Query",
     "QueryEvent",
     "QueryKind",
     "Scores",

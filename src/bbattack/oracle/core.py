@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from ..errors import BudgetExhausted, UserInputError, ViewRefused
 from ..models import Classifier
 from .journal import Journal, JournalError, target_identity
+from .middleware import Forward, Middleware, Query
 from .targets import NameIndex, Target, as_target
 from .views import Observation, Scores, View
 
@@ -80,6 +81,10 @@ class Oracle:
             a new run in that SQLite file). Every query is written there before its answer
             is used; queries it already holds are answered from it, unpaid, and still
             counted here as in the run that paid them. The attack never sees it.
+        middleware: layers above the journal, outermost first (defences in front of the
+            target; see :mod:`bbattack.oracle.middleware`). They see every query, repeats
+            included, and their state is part of :meth:`snapshot`.
+        key: the caller's account, as middleware sees it (an API key's name; ``local``).
     """
 
     def __init__(
@@ -91,6 +96,8 @@ class Oracle:
         hooks: list[Callable[[QueryEvent], None]] | None = None,
         bounds: tuple[float, float] = (0.0, 1.0),
         journal: Journal | str | os.PathLike[str] | None = None,
+        middleware: list[Middleware] | None = None,
+        key: str = "local",
     ) -> None:
         for name, v in (("max_queries", max_queries), ("max_total_queries", max_total_queries)):
             if v is not None and v < 1:
@@ -109,6 +116,8 @@ class Oracle:
         self._journal = journal if isinstance(journal, Journal | None) else Journal(journal)
         if self._journal is not None:
             self._journal.attach(self._target, self.view)
+        self.middleware: tuple[Middleware, ...] = tuple(middleware or ())
+        self._key = key
 
     def __repr__(self) -> str:
         return (
@@ -248,10 +257,7 @@ class Oracle:
         self._counts[:, _KIND_INDEX[kind]] += add
         xf = np.asarray(x, dtype=np.float32)
         try:
-            if self._journal is None:
-                obs = self._target.observe(xf, self.view)
-            else:
-                obs = self._journal.answer(xf, ids, kind.value, self.view, self._observe)
+            obs = self._through(Query(xf, ids, kind.value, self.view, self._key))
         except BaseException:
             self._lost += add
             raise
@@ -263,6 +269,19 @@ class Oracle:
     def _observe(self, x: NDArray[np.float32]) -> Observation:
         return self._target.observe(x, self.view)
 
+    def _through(self, q: Query) -> Observation:
+        """Down the stack: each middleware, then the journal, then the target."""
+
+        def bottom(x: NDArray[np.float32]) -> Observation:
+            if self._journal is None:
+                return self._observe(x)
+            return self._journal.answer(x, q.ids, q.kind, q.view, self._observe)
+
+        forward: Forward = bottom
+        for m in reversed(self.middleware):
+            forward = _bind(m, q, forward)
+        return forward(q.x)
+
     # -- checkpoints
 
     def snapshot(self) -> dict[str, Any]:
@@ -273,6 +292,7 @@ class Oracle:
             "lost": self._lost.copy(),
             "journal_run": None if j is None else j.run,
             "journal_position": None if j is None else j.position,
+            "middleware": [m.snapshot() for m in self.middleware],
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -288,4 +308,17 @@ class Oracle:
             if snap.get("journal_run") is None:
                 raise JournalError("the checkpoint was made without a journal: nothing to resume")
             self._journal.seek(int(snap["journal_run"]), int(snap["journal_position"]))
+        layers = snap.get("middleware", [])
+        if len(layers) != len(self.middleware):
+            raise ValueError(
+                f"the checkpoint holds {len(layers)} middleware state(s), this oracle has "
+                f"{len(self.middleware)} layer(s)"
+            )
+        for m, s in zip(self.middleware, layers, strict=True):
+            m.restore(s)
         self._counts, self._lost = counts.copy(), lost.copy()
+
+
+def _bind(m: Middleware, q: Query, below: Forward) -> Forward:
+    """``m`` over ``below``, for the batch ``q`` (whose images a layer above may change)."""
+    return lambda x: m.handle(Query(x, q.ids, q.kind, q.view, q.key), below)
