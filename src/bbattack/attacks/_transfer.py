@@ -17,10 +17,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._threads import one_torch_thread
+from ..classes import imagenet_classes
 from ..errors import UserInputError
 from ..oracle import LabelsObservation, Observation, Oracle, ScoresObservation, TopKObservation
 from ..surrogates import Surrogate
 from ..targets import Vocabulary
+from ..targets.labels import LabelIndex
 from .balls import Ball
 
 __all__ = [
@@ -256,9 +258,6 @@ def class_masks(oracle: Oracle, ids: NDArray[np.int64], k: int) -> NDArray[np.bo
 @functools.cache
 def _imagenet_labels(k: int) -> dict[str, NDArray[np.bool_]]:
     """Label description (casefolded) -> the ImageNet classes it covers."""
-    from ..classes import imagenet_classes
-    from ..service.labels import LabelIndex
-
     if k != 1000:
         raise UserInputError("a label API target needs ImageNet surrogates (1,000 classes)")
     index = LabelIndex.from_class_names(imagenet_classes())

@@ -11,10 +11,10 @@ import numpy as np
 
 from ..errors import ImageLoadError
 from ..models import Classifier
+from ..targets.labels import DEFAULT_MAX_RESULTS, LabelIndex
 from .decode import decode_base64, decode_image
 from .errors import SERVICE, ApiError
 from .gateway import KeyLedger
-from .labels import DEFAULT_MAX_RESULTS, LabelIndex
 from .schema import (
     AnnotateImageResponse,
     BatchAnnotateImagesRequest,

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserInputError
 from ..models import Backend, Classifier
+from ..targets.labels import DEFAULT_THRESHOLD, label_index
 from .annotate import Annotator
 from .errors import ApiError, validation_error
 from .gateway import (
@@ -52,7 +53,6 @@ from .gateway import (
     RequestInfo,
     access_log,
 )
-from .labels import DEFAULT_THRESHOLD, label_index
 from .schema import (
     BatchAnnotateImagesRequest,
     BatchAnnotateImagesResponse,

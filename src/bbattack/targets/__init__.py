@@ -15,8 +15,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ThreatModelError, UserInputError
-from .oracle import LabelsObservation, Observation, TopKObservation, View, frozen_array
+from ..errors import ThreatModelError, UserInputError
+from ..oracle import LabelsObservation, Observation, TopKObservation, View, frozen_array
 
 __all__ = ["LabelSource", "LabelTarget", "Vocabulary"]
 
