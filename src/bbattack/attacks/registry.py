@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from ..errors import UserInputError
 from ..oracle import Oracle, View
+from ..oracle.views import THREAT_VIEWS
 
 if TYPE_CHECKING:
     from ..results import AttackResult
@@ -47,8 +48,6 @@ __all__ = [
 
 ViewKind = Literal["scores", "topk", "labels"]
 VIEW_KINDS: tuple[ViewKind, ...] = ("scores", "topk", "labels")
-# The paper's threat models and the view each one attacks through.
-THREAT_VIEWS: dict[str, ViewKind] = {"ql": "scores", "pi": "topk", "lo": "labels"}
 # Packages whose modules are imported to register attacks (baselines import their libraries
 # lazily, so importing them costs nothing), and the entry-point group of plug-in attacks.
 _PACKAGES = ("bbattack.attacks", "bbattack.baselines")

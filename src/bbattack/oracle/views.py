@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from ..errors import ThreatModelError, UserInputError
 
 __all__ = [
+    "THREAT_VIEWS",
     "Label",
     "Labels",
     "LabelsObservation",
@@ -21,6 +22,7 @@ __all__ = [
     "TopKObservation",
     "View",
     "frozen_array",
+    "threat_view",
     "view_from_name",
 ]
 
@@ -196,6 +198,20 @@ class Label(Labels):
     def __post_init__(self) -> None:
         if self.k != 1:
             raise UserInputError("the label view reveals exactly one label (k=1)")
+
+
+# The paper's threat models and the view each one attacks through.
+THREAT_VIEWS: dict[str, str] = {"ql": "scores", "pi": "topk", "lo": "labels"}
+
+
+def threat_view(threat: str, k: int = 1) -> View:
+    """The view of a threat model: ``ql`` full scores, ``pi`` the top-k with scores, ``lo``
+    the top-k labels alone (k >= 1; ``ql`` ignores it)."""
+    if threat not in THREAT_VIEWS:
+        raise UserInputError(f"unknown threat model {threat!r}; choose ql, pi or lo")
+    if k < 1:
+        raise UserInputError(f"--k must be >= 1, got {k}")
+    return view_from_name(THREAT_VIEWS[threat], k)
 
 
 def view_from_name(name: str, k: int = 1) -> View:
