@@ -447,3 +447,143 @@ def _progress(*a: Any, log_every_s: float, **k: Any) -> Any:
 
     k["log_every_s"] = log_every_s
     return progress_run(*a, **k)
+
+
+# ------------------------------------------------------------------ honest verdicts (issue 5)
+
+
+def test_a_target_the_clean_image_already_has_is_no_success_in_result_json(
+    tmp_path: Path, grey: str, capsys: pytest.CaptureFixture[str], fake_model: Any
+) -> None:
+    out = tmp_path / "o"
+    argv = ["attack", grey, "--target", str(GOLDEN), "--max-queries", "200", "--attack", "ql"]
+    assert main([*argv, "--param", "samples=10", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    doc = json.loads((out / "result.json").read_text())
+    for d in (doc, printed):
+        assert d["success"] is False
+        assert d["stop_reason"] == "already"
+        assert d["queries_at_success"] is None
+
+
+@pytest.mark.parametrize("name", ["ql", "square", "pi", "lo"])
+def test_the_api_calls_an_image_already_in_the_target_class_already(name: str) -> None:
+    from bbattack import Labels, Oracle, Scores, TopK
+    from bbattack.attacks import registry
+
+    x = np.full((1, 3, 224, 224), 130 / 255, np.float32)
+    x[:, 1:] = 128 / 255  # golden retriever (see the grey fixture)
+    view = {"pi": TopK(1), "lo": Labels(1)}.get(name, Scores())
+    oracle = Oracle(colour_model(), view, max_queries=300)
+    start = x if name in ("pi", "lo") else None
+    result = registry.build(name).run(oracle, x, GOLDEN, start=start)
+    r = result.images[0]
+    assert (r.success, r.stop_reason, r.queries_at_success) == (False, "already", None)
+    assert result.success_rate == 0.0
+
+
+def test_an_untargeted_answer_that_changes_unattacked_is_no_success() -> None:
+    """The untargeted analogue: a target whose answer for the same clean image changes
+    between the clean query and the final check made no attack succeed."""
+    from bbattack import Oracle, Scores
+    from bbattack.attacks import registry
+
+    calls = [0]
+
+    def fickle(x: NDArray[np.float32]) -> NDArray[np.float32]:
+        calls[0] += 1
+        z = np.zeros((len(x), 1000), np.float32)
+        z[:, GOLDEN if calls[0] == 1 else TABBY] = 10.0
+        return z
+
+    model = CallableClassifier(fickle, (3, 224, 224), 1000, class_names=imagenet_classes())
+    oracle = Oracle(model, Scores(), max_queries=2)  # the clean query and the final check
+    x = np.full((1, 3, 224, 224), 128 / 255, np.float32)
+    r = registry.build("ql").run(oracle, x, None).images[0]
+    assert (r.success, r.stop_reason, r.linf) == (False, "already", 0.0)
+
+
+def test_an_older_result_json_of_an_already_target_reads_as_no_success() -> None:
+    from bbattack import ImageResult
+
+    old = {
+        **{"index": 0, "success": True, "queries": 2, "queries_at_success": 1},
+        **{"queries_by_kind": {"init": 1, "final": 1}, "linf": 0.0, "l2": 0.0, "eps": 0.05},
+        **{"original": {"id": GOLDEN}, "target": {"id": GOLDEN}, "final_topk": []},
+        **{"steps": 0, "stop_reason": "success", "wall_time_s": 0.1, "seed": 0},
+    }
+    r = ImageResult.model_validate(old)
+    assert (r.success, r.stop_reason, r.queries_at_success) == (False, "already", None)
+    real = {**old, "target": {"id": TABBY}, "linf": 0.03, "l2": 1.0}
+    assert ImageResult.model_validate(real).success is True
+
+
+@pytest.mark.usefixtures("fast_retries")
+def test_resume_after_a_spent_quota_goes_on_and_pays_only_what_the_journal_lacks(
+    tmp_path: Path, served: tuple[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, app = served
+    out = tmp_path / "out"
+    argv = _remote_argv(url, out, tmp_path)
+    assert main(argv) == 3
+    assert "--resume" in the_error(capsys.readouterr().err)  # the way on
+    app.state.ledger.quota = None  # the key's quota is renewed
+    assert main([*argv[:-2], "--resume", str(out)]) == 0
+    assert "stopped early (quota)" in capsys.readouterr().err
+    doc = json.loads((out / "result.json").read_text())
+    # The same run, unbroken, against a service without a quota.
+    fresh = create_app(colour_model(), api_keys=[KEY])
+    with serve_in_thread(fresh) as url2:
+        assert main(_remote_argv(url2, tmp_path / "whole", tmp_path)) == 0
+    whole = json.loads((tmp_path / "whole" / "result.json").read_text())
+    assert doc["stop_reason"] == whole["stop_reason"] != "quota"
+    for key in ("success", "queries", "queries_at_success", "final_topk", "linf"):
+        assert doc[key] == whole[key], key
+    billed = int(app.state.usage[KEY])
+    assert billed == int(fresh.state.usage[KEY])  # no query paid twice
+    assert doc["remote"]["paid_queries"] == billed
+
+
+@pytest.mark.usefixtures("fake_model")
+def test_resume_of_a_finished_result_offers_the_way_on(
+    tmp_path: Path, grey: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    assert main(["attack", grey, *QUICK, "--out", str(out)]) == 0
+    before = (out / "result.json").read_text()
+    capsys.readouterr()
+    assert main(["attack", grey, *QUICK, "--resume", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "nothing to resume" in said
+    assert f"--out {out} --force" in said
+    assert "journal" in said
+    assert (out / "result.json").read_text() == before
+
+
+def test_k_beyond_the_classes_is_refused_before_any_query(
+    tmp_path: Path, grey: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = [0]
+
+    def counted(x: NDArray[np.float32]) -> NDArray[np.float32]:
+        calls[0] += 1
+        return colour_logits(x)
+
+    model = CallableClassifier(counted, (3, 224, 224), 1000, class_names=imagenet_classes())
+    monkeypatch.setattr(cli_attack, "load_model", lambda name="", backend="auto": model)
+    out = tmp_path / "o"
+    argv = ["attack", grey, "--threat", "pi", "--target", str(TABBY), "--k", "100000"]
+    assert main([*argv, "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--k 100000" in line
+    assert "1000 classes" in line
+    assert calls[0] == 0
+    assert not out.exists()
+
+
+@pytest.mark.usefixtures("fake_model")
+def test_checkpoint_every_off_is_accepted_by_attack_as_by_bench(tmp_path: Path, grey: str) -> None:
+    out = tmp_path / "o"
+    argv = ["attack", grey, *QUICK, "--checkpoint-every", "off"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == OUTPUTS | RUN_FILES

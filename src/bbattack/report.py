@@ -125,6 +125,7 @@ def write_outputs(
         goal = label(r.target) if r.target else "any other class"
         src = label(r.original) if r.original else "?"
         verdict = "success" if r.success else "no success"
+        verdict = "already there" if r.stop_reason == "already" else verdict
         title = f"{result.attack.upper()} attack: {src} → {goal} ({verdict}, {r.queries:,} queries)"
         points = getattr(curve, "points", None)
         save_trace_plot(trace, stage / "trace.png", title, original=points)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 __all__ = [
     "AttackResult",
@@ -20,6 +20,7 @@ __all__ = [
     "StepRecord",
     "TopKEntry",
     "default_mode",
+    "unattacked_success",
     "write_atomic",
 ]
 
@@ -58,6 +59,30 @@ class ImageResult(BaseModel):
     wall_time_s: float
     seed: int
     lost_queries: int = 0  # charged (maybe billed) but never answered: a failed remote call
+
+    @model_validator(mode="before")
+    @classmethod
+    def _already(cls, data: Any) -> Any:
+        # A record written before ``already`` existed read as it is written now.
+        if isinstance(data, dict) and unattacked_success(data):
+            return {**data, "success": False, "stop_reason": "already", "queries_at_success": None}
+        return data
+
+
+def _class_id(ref: Any) -> int | None:
+    value = ref.get("id") if isinstance(ref, dict) else getattr(ref, "id", None)
+    return value if isinstance(value, int) else None
+
+
+def unattacked_success(d: dict[str, Any]) -> bool:
+    """Whether a result record (result.json, or an older bbattack's) claims a success that no
+    attack made: the clean image was already of the target class, or nothing was perturbed.
+    Such records are written ``success: false, stop_reason: "already"`` now."""
+    if d.get("success") is not True:
+        return False
+    target = _class_id(d.get("target"))
+    unmoved = d.get("linf") == 0 and d.get("l2") == 0
+    return unmoved or (target is not None and target == _class_id(d.get("original")))
 
 
 @dataclass(frozen=True)

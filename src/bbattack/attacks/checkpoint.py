@@ -201,9 +201,14 @@ class Checkpointer:
             "fingerprint": self.fingerprint,
             "tree": tree,
         }
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"ckpt-{step:08d}.npz"
-        _write(path, meta, arrays)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _write(path, meta, arrays)
+        except OSError as e:
+            # write() and fsync() name no file: say which checkpoint could not be written.
+            # The previous checkpoint stays whole; the half-written one is gone.
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         self._last_step, self._last_time = step, time.monotonic()
         self.saved += 1
         for old in self.files()[self.keep :]:

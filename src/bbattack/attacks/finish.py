@@ -1,10 +1,12 @@
 """The one finish path, shared by our attacks and the baselines: quantise into the ball, verify
 with one counted FINAL query, and build the per-image results.
 
-Stop reasons say what happened: ``success``, ``budget``, ``max_steps``, ``stalled`` (a step
-spent nothing and stopped nothing), ``no_final_query`` (the budget left nothing to verify
-with), ``lost_in_quantisation`` (the attack had a success, the verified 8-bit image missed), or
-an attack's own reason (``finished`` for a library that returned).
+Stop reasons say what happened: ``success``, ``already`` (the goal held without a perturbation:
+the clean image is already of the target class, or the saved image is the clean one; not an
+attack's success, so ``success`` is false), ``budget``, ``max_steps``, ``stalled`` (a step spent
+nothing and stopped nothing), ``no_final_query`` (the budget left nothing to verify with),
+``lost_in_quantisation`` (the attack had a success, the verified 8-bit image missed), or an
+attack's own reason (``finished`` for a library that returned).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def finish(
         else:
             verified[rows] = True
             hit[rows] = goal.hit(obs, end.target[rows], end.orig[rows])
-    ok = hit & ball.contains(xq, end.x0)
+    already = hit & _unattacked(ball, end, xq)
+    ok = hit & ~already & ball.contains(xq, end.x0)
     linf = np.abs((xq - end.x0).reshape(n, -1).astype(np.float64)).max(axis=1)
     l2 = np.sqrt(((xq - end.x0).reshape(n, -1).astype(np.float64) ** 2).sum(axis=1))
     names = oracle.class_names
@@ -100,6 +103,7 @@ def finish(
         if ok[i]:
             qs = int(end.queries_at_success[i]) if end.claimed[i] else int(q_all[i])
         reason = _reason(str(end.stop_reason[i]), bool(verified[i]), bool(end.claimed[i]), ok[i])
+        reason = "already" if already[i] else reason
         ex = int(end.ids[i])
         images.append(
             ImageResult(
@@ -123,6 +127,15 @@ def finish(
             )
         )
     return xq, images
+
+
+def _unattacked(ball: Ball, end: Ending, xq: FloatArray) -> NDArray[np.bool_]:
+    """Rows where a goal that holds owes nothing to the attack: the clean image is of the
+    target class, or the saved image is the clean image as saved (no pixel moved)."""
+    n = len(xq)
+    clean = ball.quantize_inside(np.asarray(end.x0, np.float32), end.x0, end.radius)
+    same = (xq == clean).reshape(n, -1).all(axis=1)
+    return np.asarray(same | ((end.target >= 0) & (end.target == end.orig)))
 
 
 def _reason(reason: str, verified: bool, claimed: bool, ok: bool) -> str:

@@ -302,7 +302,7 @@ class BenchDB:
             marks = ", ".join("?" for _ in _CASE_KEYS)
             c.executemany(
                 f"INSERT INTO cases ({cols}, status) VALUES ({marks}, 'pending')",
-                [tuple(getattr(r, k) for k in _CASE_KEYS) for r in cases],
+                (tuple(getattr(r, k) for k in _CASE_KEYS) for r in cases),  # streamed
             )
 
     # -- running
@@ -315,9 +315,10 @@ class BenchDB:
         return [CaseRow(**dict(r)) for r in rows]
 
     def counts(self) -> tuple[int, int, int]:
-        """(done, total, succeeded)."""
+        """(done, total, succeeded); a success that moved no pixel (an older bbattack's
+        ``already``) is none."""
         r = self.conn.execute(
-            "SELECT SUM(status = 'done'), COUNT(*), SUM(COALESCE(success, 0)) FROM cases"
+            "SELECT SUM(status = 'done'), COUNT(*), SUM(success = 1 AND linf != 0) FROM cases"
         ).fetchone()
         return int(r[0] or 0), int(r[1] or 0), int(r[2] or 0)
 
@@ -393,6 +394,8 @@ class BenchDB:
                 if d.get(key) is not None:
                     d[key] = json.loads(d[key])
             d["success"] = None if d["success"] is None else bool(d["success"])
+            if d["success"] and d["linf"] == 0:  # an older bbattack's success that moved nothing
+                d.update(success=False, stop_reason="already", queries_at_success=None)
             out.append(d)
         return out
 

@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ from ..models import Classifier, TorchClassifier, load_model, to_backend
 from .config import BenchConfig, ModelSpec
 from .db import CaseRow
 
-__all__ = ["SourceImage", "build_cases", "collect_images", "draw_targets", "open_model"]
+__all__ = [
+    "SourceImage",
+    "build_cases",
+    "collect_images",
+    "draw_targets",
+    "iter_cases",
+    "open_model",
+]
 
 
 @dataclass(frozen=True)
@@ -149,12 +157,36 @@ def build_cases(
     num_classes: int,
     class_name: Any,
 ) -> list[CaseRow]:
-    """The whole grid, in a stable order: attack, threat, k, norm, ε, budget, goal, image,
-    target, seed."""
+    """The whole grid as a list (see :func:`iter_cases`); a case listed twice is refused."""
+    rows = list(iter_cases(cfg, images, clean, num_classes, class_name))
+    if len({r.id for r in rows}) != len(rows):
+        raise UserInputError("attacks: the grid lists the same case twice (duplicate values?)")
+    return rows
+
+
+def iter_cases(
+    cfg: BenchConfig,
+    images: list[SourceImage],
+    clean: dict[str, int],
+    num_classes: int,
+    class_name: Any,
+) -> Iterator[CaseRow]:
+    """The grid's cases one at a time, in a stable order: attack, threat, k, norm, ε, budget,
+    goal, image, target, seed. Nothing holds the grid: a database takes them as they come (and
+    refuses a repeated id). The targets are drawn first, so their errors come before any."""
     targets = draw_targets(cfg, images, clean, num_classes)
+    return _cases(cfg, images, targets, class_name)
+
+
+def _cases(
+    cfg: BenchConfig,
+    images: list[SourceImage],
+    targets: dict[str, list[tuple[int, str | None]]],
+    class_name: Any,
+) -> Iterator[CaseRow]:
     digest = {im.name: im.digest for im in images}
     model = cfg.model.model_dump(mode="json")
-    rows: list[CaseRow] = []
+    idx = itertools.count()
     for spec in cfg.attacks:
         params = spec.case_params(cfg.model.name)
         seeds = spec.seeds if spec.seeds is not None else cfg.seeds
@@ -182,25 +214,19 @@ def build_cases(
                     "seed": seed,
                     "model": model,
                 }
-                rows.append(
-                    CaseRow(
-                        id=case_id(fields),
-                        idx=len(rows),
-                        attack=spec.name,
-                        threat=threat,
-                        k=k,
-                        norm=norm,
-                        eps=eps,
-                        budget=budget,
-                        image=im.name,
-                        target_id=target,
-                        target_name=None if target < 0 else class_name(target),
-                        start_image=start,
-                        seed=seed,
-                        params=params,
-                    )
+                yield CaseRow(
+                    id=case_id(fields),
+                    idx=next(idx),
+                    attack=spec.name,
+                    threat=threat,
+                    k=k,
+                    norm=norm,
+                    eps=eps,
+                    budget=budget,
+                    image=im.name,
+                    target_id=target,
+                    target_name=None if target < 0 else class_name(target),
+                    start_image=start,
+                    seed=seed,
+                    params=params,
                 )
-    ids = [r.id for r in rows]
-    if len(set(ids)) != len(ids):
-        raise UserInputError("attacks: the grid lists the same case twice (duplicate values?)")
-    return rows

@@ -13,7 +13,6 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,14 @@ from ..errors import StartImageError, UserInputError
 from ..images import encode_png
 from ..models import Classifier
 from ..oracle import Oracle
-from ..provenance import packages
 from ..surrogates import Surrogate, resolve_surrogates
 from ._executors import processes, ray_executor, serial
+from ._prepare import Confirm, prepare
+from ._prepare import _locked as _locked  # where it was: a test locks a database with it
 from ._work import TaskWork, case_provenance, remove_work, task_key
-from .config import ModelSpec, load_config, make_view
+from .config import ModelSpec, make_view
 from .db import BenchDB, CaseOutcome, CaseRow
-from .grid import build_cases, collect_images, open_model
-from .machine import describe
+from .grid import open_model
 
 __all__ = ["BATCH", "BenchSummary", "Task", "prepare", "run_bench", "run_case", "run_task"]
 
@@ -175,107 +174,6 @@ def run_case(task: Task) -> CaseOutcome:
     return run_task(one)[0]
 
 
-def prepare(config_path: Path, db_path: Path, only: Sequence[str] = ()) -> BenchDB:
-    """Validate the config, then open the database: create it for a new grid (atomically),
-    or check that an existing one holds this same grid. Nothing is written on bad input."""
-    cfg, text = load_config(config_path)
-    grid = {a.name for a in cfg.attacks}
-    if unknown := sorted(set(only) - grid):
-        has = ", ".join(sorted(grid))
-        raise UserInputError(f"--only: {', '.join(unknown)} not in this grid; it has {has}")
-    if db_path.is_dir():
-        raise UserInputError(f"--db {db_path}: is a directory")
-    if db_path.exists():
-        with BenchDB.open(db_path, create=False, read_only=True) as ro:  # refuse untouched
-            meta = ro.meta()
-        if meta.get("config_hash") != cfg.digest():
-            raise UserInputError(
-                f"{db_path} holds another grid ({meta.get('name')!r}, config hash "
-                f"{meta.get('config_hash')}; this config is {cfg.digest()}): use another --db"
-            )
-        return _locked(BenchDB.open(db_path, create=False))
-    model = open_model(cfg.model)
-    images = collect_images(cfg, config_path.parent, model.input_shape[1:])
-    x = np.stack([im.array() for im in images])
-    clean = dict(zip([im.name for im in images], model(x).argmax(axis=1).tolist(), strict=True))
-    names = model.class_names
-
-    def class_name(c: int) -> str | None:
-        return names.name(c) if names is not None else None
-
-    cases = build_cases(cfg, images, clean, model.num_classes, class_name)
-    meta = {
-        "name": cfg.name,
-        "config_toml": text,
-        "config_json": json.dumps(cfg.model_dump(mode="json")),
-        "config_hash": cfg.digest(),
-        "versions": json.dumps(packages()),
-        "model": cfg.model.describe(),
-        "backend": getattr(model, "backend", type(model).__name__),
-        "machine": describe(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    # Built under a temporary name, then linked into place (which fails if the name exists,
-    # unlike a rename): a crash leaves no database behind, and of two runs creating the same
-    # --db at once, one wins and the other stops.
-    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
-    sides = [tmp.with_name(tmp.name + side) for side in ("-wal", "-shm", "-journal")]
-    try:
-        for leftover in (tmp, *sides):
-            leftover.unlink(missing_ok=True)
-        db = BenchDB.open(tmp, create=True)
-        try:
-            db.initialise(
-                meta,
-                [
-                    (
-                        im.name,
-                        im.path,
-                        im.digest,
-                        clean[im.name],
-                        class_name(clean[im.name]),
-                        im.png,
-                    )
-                    for im in images
-                ],
-                cases,
-            )
-            db.finish()
-        finally:
-            db.close()
-        try:
-            os.link(tmp, db_path)
-        except FileExistsError:
-            raise UserInputError(
-                f"--db {db_path}: another `bbattack bench` created it meanwhile"
-            ) from None
-        finally:
-            for f in (tmp, *sides):
-                f.unlink(missing_ok=True)
-    except OSError as e:
-        raise UserInputError(f"--db {db_path}: cannot write ({e.strerror})") from None
-    return _locked(BenchDB.open(db_path, create=False))
-
-
-def _locked(db: BenchDB) -> BenchDB:
-    """One `bbattack bench` per database at a time (two would redo the same pending cases).
-    flock on the file itself: independent of SQLite's own POSIX locks, released with the
-    process even on SIGKILL."""
-    import fcntl
-
-    fd = os.open(db.path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        db.close()
-        raise UserInputError(
-            f"another `bbattack bench` is running on {db.path}; wait for it or stop it"
-        ) from None
-    db.lock_fd = fd
-    return db
-
-
 def _tasks(
     db: BenchDB, cases: list[CaseRow], work: Path | None = None, every: str = "60s"
 ) -> list[Task]:
@@ -329,12 +227,14 @@ def run_bench(
     on_start: Callable[[BenchSummary], None] | None = None,
     only: Sequence[str] = (),
     checkpoint_every: str | None = "60s",
+    confirm: Confirm | None = None,
 ) -> BenchSummary:
     """Run (or resume) the grid in ``config_path``, storing every case in ``db_path``.
     ``only``: run just these attacks' pending cases (the rest stay pending for a later run).
     ``checkpoint_every``: each task keeps a journal and checkpoints in ``<db>.work/`` (steps
     such as ``50``, or a time such as ``30s``), so a task killed mid-run resumes from its last
-    checkpoint; None: neither, a killed task starts over."""
+    checkpoint; None: neither, a killed task starts over. ``confirm`` hears the grid's size
+    before anything is built, and may refuse it (see :mod:`.size`)."""
     if checkpoint_every is not None:
         Every.parse(checkpoint_every)  # a bad value is refused before anything runs
     if workers < 1:
@@ -342,7 +242,7 @@ def run_bench(
     db_p = Path(db_path)
     if not db_p.parent.is_dir():
         raise UserInputError(f"--db: {db_p.parent} is not a directory")
-    with prepare(Path(config_path), db_p, only) as db:
+    with prepare(Path(config_path), db_p, only, confirm) as db:
         pending = db.pending()
         if only:
             pending = [c for c in pending if c.attack in set(only)]

@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
@@ -15,6 +15,9 @@ from rich.text import Text
 
 from ..errors import BBAttackError, UserInputError
 
+if TYPE_CHECKING:
+    from ..attacks.checkpoint import Every
+
 __all__ = [
     "ARGV",
     "CLICK_ERROR",
@@ -22,6 +25,7 @@ __all__ = [
     "BackendOpt",
     "Threat",
     "app",
+    "checkpoint_every",
     "err",
     "fail",
     "finite",
@@ -43,6 +47,21 @@ out = Console()
 
 # typer vendors click in recent releases; find its exception base without a private import.
 CLICK_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def checkpoint_every(text: str) -> Every | None:
+    """``--checkpoint-every``: an ``Every`` for steps (50) or a time (30s, 5m), None for
+    ``off``; anything else one line, before any query. The same for `attack` and `bench`."""
+    from ..attacks.checkpoint import Every
+
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return Every.parse(text)
+    except UserInputError:
+        raise UserInputError(
+            f"--checkpoint-every: expected steps (50), a time (30s, 5m) or off, got {text!r}"
+        ) from None
 
 
 # The command line main() was given (a resume command is made from it).

@@ -137,13 +137,15 @@ def summary(result: AttackResult, paths: dict[str, Path], ids: bool = True) -> N
     verdict = "[bold green]SUCCESS[/]" if r.success else "[bold red]FAILED[/]"
     tgt = show(r.target) if r.target else "any other class (untargeted)"
     orig = show(r.original) if r.original else "?"
-    if r.target is not None and r.original is not None and r.target.id == r.original.id:
+    if r.stop_reason == "already":
         # Not an attack's success: the clean image already is what was asked for.
         verdict = "[bold yellow]ALREADY[/]"
-        out.print(
-            f"{verdict}  the clean image is already classified as {tgt}: nothing to attack",
-            highlight=False,
+        what = (
+            f"the clean image is already classified as {tgt}: nothing to attack"
+            if r.target
+            else f"the unperturbed image is no longer classified as {orig}: no attack's doing"
         )
+        out.print(f"{verdict}  {what}", highlight=False)
     else:
         out.print(f"{verdict}  {result.attack.upper()} attack: {orig} → {tgt}", highlight=False)
     qs = f"{r.queries_at_success:,}" if r.queries_at_success is not None else "-"

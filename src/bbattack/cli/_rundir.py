@@ -21,20 +21,27 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import UserInputError
+from ..errors import TARGET_DOWN_REASONS, UserInputError
 from ..provenance import config_hash
 from ..results import write_atomic
 from ._outdir import JOURNAL_NAME
 
 __all__ = [
+    "RESUMABLE_STOPS",
     "RUN_FORMAT",
     "RunRecord",
     "discard",
+    "finished_stop",
     "first_difference",
     "image_digest",
     "job_config",
     "remove_checkpoints",
+    "resumable_record",
 ]
+
+# Stops that a later run can go past: the target was down or the key's quota spent (exit 3).
+# A resume replays the run from its journal (paid queries answered free) and goes on.
+RESUMABLE_STOPS = TARGET_DOWN_REASONS
 
 RUN_FORMAT = 1
 FloatArray = NDArray[np.float32]
@@ -166,6 +173,29 @@ class RunRecord:
         if doc.get("config_hash") != rec.config_hash:
             raise UserInputError(f"{out}/run.json: its config does not match its hash (edited?)")
         return rec, x, start
+
+
+def resumable_record(out: Path, record: RunRecord) -> RunRecord:
+    """The run.json of ``out``, refused (UserInputError) if made with another config."""
+    old, _, _ = RunRecord.read(out)
+    if old.config_hash != record.config_hash:
+        where = first_difference(old.config, record.config)
+        raise UserInputError(
+            f"--resume {out}: that run was made with another config ({where} "
+            f"differs; config hash {old.config_hash}, this command {record.config_hash})"
+        )
+    return old
+
+
+def finished_stop(out: Path) -> str | None:
+    """The stop reason of the result in ``out``; None where there is no result yet."""
+    try:
+        doc = json.loads((out / "result.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "unreadable result.json"
+    return str(doc.get("stop_reason")) if isinstance(doc, dict) else "unreadable result.json"
 
 
 def remove_checkpoints(out: Path) -> None:

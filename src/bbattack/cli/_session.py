@@ -34,7 +34,14 @@ from ._remote import EXIT_REMOTE, open_client, preflight
 from ._rundir import RunRecord
 from ._watch import OriginalCurve, RetryNotes, Watched
 
-__all__ = ["EXIT_INTERRUPTED", "Plan", "execute", "result_blocks", "resume_command"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "Plan",
+    "execute",
+    "rerun_command",
+    "result_blocks",
+    "resume_command",
+]
 
 EXIT_INTERRUPTED = 130
 FloatArray = NDArray[np.float32]
@@ -159,8 +166,9 @@ def result_blocks(
         extra["remote"] = {
             "endpoint": r["endpoint"],
             "paid_queries": stats.paid,
+            "lost_billed": stats.lost_billed,  # sent, never answered: billed all the same
             "cached_queries": stats.journal,
-            "cost_usd": stats.paid * r["price_per_1000"] / 1000.0,
+            "cost_usd": (stats.paid + stats.lost_billed) * r["price_per_1000"] / 1000.0,
             "price_per_1000": r["price_per_1000"],
             **(transport or {"http_calls": 0, "retries": 0}),
         }
@@ -248,6 +256,16 @@ def _ctrl_c(checkpoints: Checkpointer) -> Iterator[None]:
 
 def resume_command(out: Path) -> str:
     """The command line that resumes this run: the one given, with --resume DIR for --out."""
+    return shlex.join(["bbattack", *_given(), "--resume", str(out)])
+
+
+def rerun_command(out: Path) -> str:
+    """The command line that runs this one again from the start, in the same directory."""
+    return shlex.join(["bbattack", *_given(), "--out", str(out), "--force"])
+
+
+def _given() -> list[str]:
+    """The command given, without where it writes and whether it resumes or starts over."""
     argv = list(_common.ARGV or ["attack", "..."])
     kept: list[str] = []
     skip = False
@@ -261,4 +279,4 @@ def resume_command(out: Path) -> str:
         if a.startswith(("--out=", "--resume=")) or a in ("--force", "--overwrite"):
             continue
         kept.append(a)
-    return shlex.join(["bbattack", *kept, "--resume", str(out)])
+    return kept

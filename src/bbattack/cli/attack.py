@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 from numpy.typing import NDArray
-from pydantic import ValidationError
 
-from .. import zoo
-from ..attacks import registry
-from ..attacks.balls import make_ball
 from ..attacks.checkpoint import Every, Interrupted
-from ..attacks.checks import check_surrogates
-from ..attacks.goals import Within
 from ..errors import TARGET_DOWN_REASONS, UserInputError
 from ..images import load_image
 from ..models import Classifier, load_model
-from ..oracle import Labels, Scores, TopK, View
 from ..remote.spend import usd
 from ..report import write_outputs
+from ..results import AttackResult
 from ..surrogates import resolve_surrogates
 from . import _common
 from ._common import (
@@ -40,13 +34,21 @@ from ._common import (
     out,
     parse_params,
     print_error,
-    validation_message,
 )
+from ._job import AttackJob, check_job, make_attack, make_view
 from ._outdir import OutDir, fresh_default
 from ._progress import summary
 from ._remote import EXIT_REMOTE, RemoteOptions, dry_run
-from ._rundir import RunRecord, discard, first_difference, job_config, remove_checkpoints
-from ._session import EXIT_INTERRUPTED, Plan, execute, resume_command
+from ._rundir import (
+    RESUMABLE_STOPS,
+    RunRecord,
+    discard,
+    finished_stop,
+    job_config,
+    remove_checkpoints,
+    resumable_record,
+)
+from ._session import EXIT_INTERRUPTED, Plan, execute, rerun_command, resume_command
 
 FloatArray = NDArray[np.float32]
 
@@ -60,125 +62,16 @@ __all__ = [
 ]
 
 
-def make_view(threat: Threat, k: int) -> View:
-    """The view a local model is attacked through."""
-    if k < 1:
-        raise UserInputError(f"--k must be >= 1, got {k}")
-    if threat is Threat.ql:
-        return Scores()
-    return TopK(k) if threat is Threat.pi else Labels(k)
-
-
-def make_attack(
-    info: registry.AttackInfo, norm: str, eps: float, params: dict[str, Any]
-) -> registry.Runnable:
-    for axis in ("eps", "norm"):
-        if axis in params:
-            raise UserInputError(f"give --{axis}, not --param {axis}=...")
-    try:
-        return registry.build(info.name, norm=norm, eps=eps, **params)
-    except ValidationError as e:
-        raise UserInputError(validation_message(e)) from None
-    except TypeError as e:
-        raise UserInputError(str(e)) from None
-
-
-@dataclass(frozen=True)
-class AttackJob:
-    """Everything ``bbattack attack`` was asked to do."""
-
-    image: Path
-    target: str | None
-    threat: Threat = Threat.ql
-    k: int | None = None
-    eps: float = 0.05
-    max_queries: int | None = None
-    start_image: Path | None = None
-    untargeted: bool = False
-    seed: int = 0
-    out_dir: Path | None = None  # None: a fresh timestamped directory under bbattack-out/
-    as_json: bool = False
-    backend: BackendOpt = BackendOpt.auto
-    params: tuple[str, ...] = ()
-    success: str = "top1"
-    remote: RemoteOptions | None = None
-    attack: str | None = None  # None: the threat model's default attack
-    norm: str = "linf"
-    overwrite: bool = False  # --force: start over in a non-empty out_dir (the journal stays)
-    model: str | None = None  # a built-in target (None: lite0); not with a label API
-    surrogates: tuple[str, ...] = ()  # built-in names, module:function, or "all"
-    resume: bool = False  # go on with the run in out_dir, from its latest checkpoint
-    checkpoint_every: str = "60s"  # steps (50) or a time (30s, 5m)
-
-    @property
-    def goal(self) -> Within:
-        return "topk" if self.success == "topk" else "top1"  # validated by _check_job
-
-
-def _check_job(job: AttackJob) -> registry.AttackInfo:
-    """Every check that needs no file and no query; returns the attack to run."""
-    info = (
-        registry.get(job.attack)
-        if job.attack
-        else registry.default_attack(
-            job.threat.value, job.untargeted, bool(job.surrogates), job.norm
-        )
-    )
-    check_surrogates(info, job.surrogates)
-    if job.model is not None:
-        if job.remote is not None:
-            raise UserInputError("--model names a local target; a label API is its own model")
-        zoo.canonical(job.model)
-    try:
-        make_ball(job.norm, job.eps)
-    except UserInputError as e:
-        raise UserInputError(f"--eps: {e}") from None
-    why = registry.view_refusal(info, make_view(job.threat, job.k or 1), job.norm)
-    if why is not None:
-        raise UserInputError(why)
-    if job.k is not None and job.k < 1:
-        raise UserInputError(f"--k must be >= 1, got {job.k}")
-    if job.max_queries is not None and job.max_queries < 1:
-        raise UserInputError(f"--max-queries must be >= 1, got {job.max_queries}")
-    if job.untargeted and job.target is not None:
-        raise UserInputError("--untargeted and --target are mutually exclusive")
-    if not job.untargeted and job.target is None:
-        raise UserInputError("give --target NAME|ID, or --untargeted")
-    if job.untargeted and not info.untargeted:
-        threat_of = {v: t for t, v in registry.THREAT_VIEWS.items()}
-        can = [
-            f"{i.name} (--threat {threat_of[i.views[0]]})"
-            for i in registry.all_attacks().values()
-            if i.untargeted
-        ]
-        raise UserInputError(
-            f"{info.name} is a targeted attack; --untargeted needs one of: {', '.join(can)}"
-        )
-    # A surrogate-guided PI attack falls back to the start image where no transfer shows.
-    if job.start_image is not None and not (info.needs_start or info.uses_surrogate):
-        raise UserInputError(
-            f"--start-image applies to attacks that start in the target class; {info.name} does not"
-        )
-    if job.success not in ("top1", "topk"):
-        raise UserInputError(f"--success must be top1 or topk, got {job.success!r}")
-    if job.success == "topk" and job.threat is Threat.ql:
-        raise UserInputError("--success topk applies to --threat pi or lo")
-    if job.remote is not None and job.threat is Threat.ql:
-        raise UserInputError(
-            "a label API reveals labels (and scores), not a score vector: use --threat pi or lo"
-        )
-    return info
-
-
 def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
     """Validate, claim the output directory, attack one image (or resume the run there),
     write the outputs, print a summary (or JSON). Everything a user can get wrong is refused
     before the first query."""
-    info = _check_job(job)
+    info = check_job(job)
     params = parse_params(list(job.params))
     attack = make_attack(info, job.norm, job.eps, params)
     budget = job.max_queries or info.budget
-    every = Every.parse(job.checkpoint_every)
+    # off: a checkpoint only on Ctrl-C; a resume replays the run from its journal.
+    every = _common.checkpoint_every(job.checkpoint_every) or Every(seconds=math.inf)
     if job.resume and job.overwrite:
         raise UserInputError("--resume continues a run, --force starts over: give one")
     if job.resume and info.baseline:
@@ -199,27 +92,19 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
         command=list(_common.ARGV or []),
         journal=RunRecord.journal_name(out_path, job.remote.journal if job.remote else None),
     )
-    with OutDir(out_path, overwrite=job.overwrite, resume=job.resume) as claimed:
+    # inputs: a resume writes a damaged inputs.npz again from the command's own images.
+    with OutDir(out_path, overwrite=job.overwrite, resume=job.resume, inputs=(x, start)) as claimed:
         if job.resume:
-            old, _, _ = RunRecord.read(out_path)
-            if old.config_hash != record.config_hash:
-                where = first_difference(old.config, record.config)
-                raise UserInputError(
-                    f"--resume {out_path}: that run was made with another config ({where} "
-                    f"differs; config hash {old.config_hash}, this command {record.config_hash})"
-                )
-            if (out_path / "result.json").exists():
+            resumed = _resume_from(out_path, record)
+            if resumed is None:
                 claimed.keep()
-                out.print(
-                    f"{out_path} holds a finished result: nothing to resume",
-                    markup=False,
-                    soft_wrap=True,
-                )
                 return
-            record = old
+            record = resumed
         if job.remote is None:
             name = job.model or "efficientnet-lite0"
             model = model or load_model(name, backend=job.backend.value)
+            if job.k is not None and job.k > model.num_classes:
+                raise UserInputError(f"--k {job.k}: the model has only {model.num_classes} classes")
         # A bad surrogate (or the target itself) is refused before the first query.
         surrogates = resolve_surrogates(job.surrogates, model) if job.surrogates else []
         if job.out_dir is None:
@@ -244,6 +129,38 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
         paths = write_outputs(result, x, out_path, extra=extra, curve=failure[1])
         remove_checkpoints(out_path)
         claimed.keep()
+    _tell(job, result, extra, paths, failure[0], out_path)
+
+
+def _resume_from(out_path: Path, record: RunRecord) -> RunRecord | None:
+    """The run to go on with in ``out_path`` (refused if made with another config); None,
+    said on stdout, where its result is final."""
+    old = resumable_record(out_path, record)
+    stop = finished_stop(out_path)
+    if stop is not None and stop not in RESUMABLE_STOPS:
+        out.print(
+            f"{out_path} holds a finished result (stop: {stop}): nothing to resume; to run it "
+            f"again: {rerun_command(out_path)} (its journal answers the queries already paid, "
+            "free)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return None
+    if stop is not None:  # stopped by its target (exit 3): go on past that stop
+        what = f"resuming {out_path}, stopped early ({stop}): the journal answers"
+        err.print(f"{what} what was paid for", markup=False, highlight=False, soft_wrap=True)
+    return old
+
+
+def _tell(
+    job: AttackJob,
+    result: AttackResult,
+    extra: dict[str, Any],
+    paths: dict[str, Path],
+    failure: str | None,
+    out_path: Path,
+) -> None:
+    """The summary (or result.json on stdout); exit 3 where the target stopped the run."""
     r = result.images[0]
     if job.as_json:
         sys.stdout.write(json.dumps({**result.image_json(0), **extra}, indent=2) + "\n")
@@ -259,8 +176,9 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
             )
     if r.stop_reason in TARGET_DOWN_REASONS:
         print_error(
-            f"the attack stopped early ({r.stop_reason}): {failure[0] or 'the target stopped'}; "
-            f"the best result so far is in {out_path}"
+            f"the attack stopped early ({r.stop_reason}): {failure or 'the target stopped'}; "
+            f"the best result so far is in {out_path}; to go on once it answers: "
+            f"{resume_command(out_path)}"
         )
         raise typer.Exit(EXIT_REMOTE)
 
@@ -311,12 +229,16 @@ def attack(
     resume: Annotated[
         Path | None,
         typer.Option(
-            help="go on with the run in DIR (killed, interrupted) from its latest checkpoint; "
-            "give the same command"
+            help="go on with the run in DIR (killed, interrupted, or stopped by its target: "
+            "exit 3) from its latest checkpoint and journal; give the same command"
         ),
     ] = None,
     checkpoint_every: Annotated[
-        str, typer.Option(help="checkpoint every N steps (50) or every so long (30s, 5m)")
+        str,
+        typer.Option(
+            help="checkpoint every N steps (50) or every so long (30s, 5m); off: only on "
+            "Ctrl-C (a resume replays the run from its journal)"
+        ),
     ] = "60s",
     as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import UserInputError
 from ._common import app, err, guard, out
+from ._common import checkpoint_every as checkpoint_every_opt
 
 __all__ = ["ReportFormat", "bench", "report"]
 
@@ -68,26 +69,18 @@ def bench(
             "neither, a killed task starts over"
         ),
     ] = "60s",
+    yes: Annotated[
+        bool, typer.Option("--yes", help="run a grid of more than 100,000 cases (else refused)")
+    ] = False,
 ) -> None:
-    """Run (or resume) a benchmark grid: attacks x threat models x eps x budgets x images."""
+    """Run (or resume) a benchmark grid: attacks x threat models x eps x budgets x images.
+    Says how big the grid is (cases, queries at most, a rough time) before it starts."""
 
     def go() -> None:
-        from rich.progress import MofNCompleteColumn, TimeRemainingColumn
-
         from ..bench import run_bench
 
-        progress = Progress(
-            TextColumn("[bold]cases"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("{task.fields[ok]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err,
-            disable=quiet,
-        )
+        every = checkpoint_every_opt(checkpoint_every)  # refused before the config is read
+        progress = _bar(quiet)
         task = progress.add_task("bench", total=None, rate="", ok="")
 
         def fields(s: Any) -> dict[str, Any]:
@@ -95,7 +88,10 @@ def bench(
             ok = f"success {s.succeeded}/{s.done}" if s.done else "success -"
             return {"completed": s.done, "total": s.total, "rate": rate, "ok": ok}
 
+        size = _Size(yes, workers)
+
         def on_start(s: Any) -> None:
+            size.say()  # every check has passed: never a line beside an error
             progress.update(task, **fields(s))
             if s.done:
                 err.print(f"resuming: {s.done}/{s.total} cases already done", highlight=False)
@@ -129,7 +125,8 @@ def bench(
                 on_start=on_start,
                 on_case=on_case,
                 only=tuple(only or ()),
-                checkpoint_every=None if checkpoint_every == "off" else checkpoint_every,
+                checkpoint_every=None if every is None else checkpoint_every.strip(),
+                confirm=size.confirm,
             )
         except KeyboardInterrupt:
             progress.stop()
@@ -151,6 +148,52 @@ def bench(
         )
 
     guard(go)
+
+
+def _bar(quiet: bool) -> Progress:
+    from rich.progress import MofNCompleteColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]cases"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[ok]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+    )
+
+
+class _Size:
+    """The grid's size: refused above MAX_CASES without --yes, before anything is built; said
+    once the grid is ready (or at once before a long build of a huge one)."""
+
+    def __init__(self, yes: bool, workers: int) -> None:
+        self.yes, self.workers = yes, workers
+        self.size: Any = None
+        self.said = False
+
+    def confirm(self, size: Any) -> None:
+        from ..bench.size import MAX_CASES
+
+        if size.cases > MAX_CASES and not self.yes:
+            raise UserInputError(
+                f"the grid has {size.cases:,} cases (more than {MAX_CASES:,}), at most "
+                f"{size.queries:,} queries: pass --yes to run it, or make it smaller"
+            )
+        self.size = size
+        if size.cases > MAX_CASES:  # a long build ahead: say so now
+            self.say()
+
+    def say(self) -> None:
+        if self.size is not None and not self.said:
+            err.print(
+                self.size.describe(self.workers), markup=False, highlight=False, soft_wrap=True
+            )
+            self.said = True
 
 
 class ReportFormat(StrEnum):

@@ -12,7 +12,8 @@ queries   one row per query of a run, in order: ``seq`` (1, 2, ...), the example
           answer was recorded yet), the error of a lost query, and ``chain``: a hash over the
           previous row's chain and this row, so an edited row is found.
 lost      answers lost in flight (a kill, an interrupt, a failure): moved here from
-          ``queries`` when a run is resumed, and asked again.
+          ``queries`` when a run is resumed, and asked again. A row moved as 'sent' was sent to
+          a billed target and never answered on record: it stays counted (``lost_billed``).
 labels    a label API's vocabulary (label string <-> id), shared by the runs of the file.
 sessions  each start or resume of a run, and how many queries it took from the journal by
           sequence number.
@@ -20,14 +21,26 @@ sessions  each start or resume of a run, and how many queries it took from the j
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import TARGET_DOWN_REASONS, TargetUnavailable, UserInputError
+from ..errors import TARGET_DOWN_REASONS, BBAttackError, TargetUnavailable, UserInputError
 from ._rows import Answer
 
-__all__ = ["JOURNAL_FORMAT", "SCHEMA", "JournalError", "JournalStats", "Transaction"]
+__all__ = [
+    "JOURNAL_FORMAT",
+    "SCHEMA",
+    "JournalBehindError",
+    "JournalError",
+    "JournalStats",
+    "JournalWriteError",
+    "Transaction",
+    "environment_error",
+]
 
 JOURNAL_FORMAT = 2  # 1 was the HTTP client's content-keyed cache (bbattack.remote.journal)
 
@@ -77,30 +90,99 @@ class JournalError(UserInputError):
     past its end in a replay, an edited row, another target. One line; CLI exit 2."""
 
 
+class JournalBehindError(JournalError):
+    """The journal holds less of a run than the run's other files say (a damaged, truncated or
+    replaced file): the run is not in it (``behind`` False), or it ends before the checkpoint
+    that a resume starts from (``behind`` True)."""
+
+    def __init__(self, message: str, *, behind: bool) -> None:
+        super().__init__(message)
+        self.behind = behind
+
+
+class JournalWriteError(OSError):
+    """The journal file could not be written: a full disk, a read-only folder, an I/O error.
+    An OSError (errno ENOSPC, EROFS, EIO or EACCES) naming the file. What was committed before
+    stays whole; the transaction that failed is rolled back."""
+
+
+# SQLite's primary result codes that say the file cannot be written, as errno values.
+_SQLITE_ERRNO = {13: errno.ENOSPC, 8: errno.EROFS, 10: errno.EIO, 14: errno.EACCES, 3: errno.EACCES}
+_MESSAGE_ERRNO = (
+    ("disk is full", errno.ENOSPC),
+    ("readonly database", errno.EROFS),
+    ("disk i/o error", errno.EIO),
+    ("unable to open database", errno.EACCES),
+)
+
+
+def environment_error(e: sqlite3.Error, path: str | None) -> JournalWriteError | None:
+    """The OSError that a write failure of the machine (not of the journal's content) stands
+    for; None for any other SQLite error. An error raised by hand carries no code: its message
+    decides then."""
+    code = getattr(e, "sqlite_errorcode", None)
+    number = None if code is None else _SQLITE_ERRNO.get(int(code) & 0xFF)
+    text = str(e).lower()
+    number = number or next((n for m, n in _MESSAGE_ERRNO if m in text), None)
+    if number is None:
+        return None
+    return JournalWriteError(number, str(e) or os.strerror(number), path or ":memory:")
+
+
 @dataclass(frozen=True)
 class JournalStats:
-    """One run's rows by status ('lost' counts answers lost in flight too), its last seq."""
+    """One run's rows by status, and its last seq. ``lost`` counts every answer lost (those
+    in the run's ``lost`` table too, asked again since); ``lost_billed`` those of them that a
+    billed target was sent and never answered on record: billed, as far as anyone can tell.
+    The target billed ``paid + lost_billed`` images."""
 
     paid: int
     journal: int
     lost: int
     last_seq: int
+    lost_billed: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"paid": self.paid, "journal": self.journal, "lost": self.lost}
+        return {
+            "paid": self.paid,
+            "journal": self.journal,
+            "lost": self.lost,
+            "lost_billed": self.lost_billed,
+        }
 
 
 class Transaction:
-    """``with Transaction(conn):`` BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception)."""
+    """``with Transaction(conn, path):`` BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an
+    exception). A full disk or a read-only file, at any point of it, is rolled back and raised
+    as a :class:`JournalWriteError`."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection, path: str | None = None) -> None:
+        self.conn, self.path = conn, path
 
     def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise environment_error(e, self.path) or e from None
 
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self._commit()
+                return
+            except sqlite3.Error as e:
+                exc = e
+        with contextlib.suppress(sqlite3.Error):  # SQLite rolls back itself on some errors
+            self.conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            failed = environment_error(exc, self.path)
+            if failed is not None:
+                raise failed from None
+            if exc_type is None:
+                raise exc
+
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")  # one place: tests make it fail as a full disk would
 
 
 def grows(names: Any) -> bool:
@@ -123,11 +205,31 @@ def describe_error(e: BaseException) -> str:
     return f"{reason or type(e).__name__}: {text}"
 
 
+def billed_rows(error: BaseException | None, sent: list[int], billed: bool) -> set[int]:
+    """The rows of a failed call to a billed target that may have been billed: all ``sent``
+    where it failed for a reason the target did not give (an interrupt, a crash); where the
+    target's own error says which images it billed (``billed_rows``: positions among those
+    sent, e.g. the answered calls of a batch that then hit the quota), those."""
+    if error is None or not billed:
+        return set()
+    if not isinstance(error, BBAttackError):
+        return set(sent)
+    return {sent[i] for i in getattr(error, "billed_rows", ()) if 0 <= i < len(sent)}
+
+
+def row_status(answered: bool, paid_here: bool, billed: bool) -> str:
+    """A new row's status: answered (paid here, or by an earlier row), else billed and never
+    answered on record ('sent': it counts as lost_billed), else lost."""
+    if answered:
+        return "paid" if paid_here else "journal"
+    return "sent" if billed else "lost"
+
+
 def lost_again(seq: int, status: str, error: str | None) -> BaseException:
     """A lost answer met again in a replay: the same failure where the target said why (the
     run stopped there), else an error: the journal ends there."""
     reason, _, message = (error or "").partition(": ")
-    if status == "lost" and reason in TARGET_DOWN_REASONS:
+    if status in ("lost", "sent") and reason in TARGET_DOWN_REASONS:
         cls = type("ReplayedUnavailable", (TargetUnavailable,), {"stop_reason": reason})
         err: BaseException = cls(message)
         return err

@@ -8,7 +8,7 @@ import os
 import sqlite3
 from typing import Any
 
-from ._journal_db import JournalStats
+from ._journal_db import JournalBehindError, JournalError, JournalStats
 
 __all__ = ["JournalReading", "open_read_only"]
 
@@ -17,6 +17,8 @@ class JournalReading:
     """What a journal reads back; the writer holds the connection, the run and the chain."""
 
     _conn: sqlite3.Connection
+    path: str | None
+    read_only: bool
     run: int | None
     _chain: str
 
@@ -27,10 +29,26 @@ class JournalReading:
                 "SELECT status, COUNT(*) FROM queries WHERE run = ? GROUP BY status", (r,)
             ).fetchall()
         )
-        lost = int(counts.get("lost", 0)) + int(counts.get("sent", 0))
-        return JournalStats(
-            int(counts.get("paid", 0)), int(counts.get("journal", 0)), lost, self._last_seq(r)
+        moved = dict(
+            self._conn.execute(
+                "SELECT status, COUNT(*) FROM lost WHERE run = ? GROUP BY status", (r,)
+            ).fetchall()
         )
+        sent = int(counts.get("sent", 0)) + int(moved.get("sent", 0))
+        lost = int(counts.get("lost", 0)) + int(moved.get("lost", 0)) + sent
+        paid, journal = int(counts.get("paid", 0)), int(counts.get("journal", 0))
+        return JournalStats(paid, journal, lost, self._last_seq(r), lost_billed=sent)
+
+    def lost_billed(self, run: int | None = None) -> int:
+        """Rows of the run sent to a billed target and never answered on record, before or
+        after a resume moved them to ``lost``: billed as far as anyone can tell."""
+        r = self.run if run is None else run
+        row = self._conn.execute(
+            "SELECT (SELECT COUNT(*) FROM queries WHERE run = ?1 AND status = 'sent') + "
+            "(SELECT COUNT(*) FROM lost WHERE run = ?1 AND status = 'sent')",
+            (r,),
+        ).fetchone()
+        return int(row[0])
 
     def chain_head(self) -> str:
         """The chain link of the last query asked: it commits to everything before it."""
@@ -52,6 +70,23 @@ class JournalReading:
 
     def labels(self) -> list[str]:
         return [str(r[0]) for r in self._conn.execute("SELECT name FROM labels ORDER BY id")]
+
+    def _billed_up_to(self, position: int) -> int:
+        """Paid rows of the run up to ``position``, and every call billed and never answered:
+        it was paid for, whatever comes after it."""
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM queries WHERE run = ? AND seq <= ? AND status = 'paid'",
+            (self.run, position),
+        ).fetchone()
+        return int(row[0]) + self.lost_billed()
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise JournalError(f"{self.path}: opened read-only")
+
+    def _check_run(self, run: int) -> None:
+        if self._conn.execute("SELECT 1 FROM runs WHERE run = ?", (run,)).fetchone() is None:
+            raise JournalBehindError(f"{self.path}: no run {run} in this journal", behind=False)
 
     def _last_seq(self, run: int | None) -> int:
         r = self._conn.execute("SELECT MAX(seq) FROM queries WHERE run = ?", (run,)).fetchone()

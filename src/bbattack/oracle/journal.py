@@ -24,17 +24,22 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import BBAttackError
 from ._journal_db import (
     JOURNAL_FORMAT,
     SCHEMA,
+    JournalBehindError,
     JournalError,
     JournalStats,
     Transaction,
+    billed_rows,
     describe_error,
+    environment_error,
     grows,
     lookup,
     lost_again,
     name_list,
+    row_status,
 )
 from ._journal_read import JournalReading, open_read_only
 from ._rows import Answer, assemble, chain_next, digests, split
@@ -71,7 +76,7 @@ class Journal(JournalReading):
         self._chain = _ZERO
         self._tape_end = 0  # resume/replay: the run's rows up to here answer by number
         self._session: int | None = None
-        self._run_paid = 0  # paid rows of the run up to ``position``
+        self._run_paid = 0  # paid rows of the run up to ``position``, and its lost_billed
         self._session_paid = 0  # paid by this process: the target's own count
         self._names: Any = None
         self._names_stored = 0
@@ -100,8 +105,9 @@ class Journal(JournalReading):
             if not read_only:
                 self._conn.executescript(SCHEMA)
                 self._conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
-        except sqlite3.Error as e:
-            raise JournalError(f"cannot open the journal {self.path}: {e}") from None
+        except sqlite3.Error as e:  # a full disk or a read-only folder: an OSError
+            failed = environment_error(e, self.path)
+            raise failed or JournalError(f"cannot open the journal {self.path}: {e}") from None
 
     # -- runs
 
@@ -134,7 +140,7 @@ class Journal(JournalReading):
     def resume_run(self, run: int) -> None:
         """Continue ``run``: its recorded queries answer by number, from the start or from a
         checkpoint's position (:meth:`seek`); answers lost in flight are moved to ``lost``
-        and asked again."""
+        and asked again (those sent to a billed target stay counted: ``lost_billed``)."""
         self._writable()
         self._check_run(run)
         with self._tx():
@@ -161,9 +167,10 @@ class Journal(JournalReading):
                 f"{self.path}: the checkpoint is of run {run}; the journal is on run {self.run}"
             )
         if position > self._tape_end:
-            raise JournalError(
+            raise JournalBehindError(
                 f"{self.path}: run {run} ends at query {self._tape_end}, the checkpoint is at "
-                f"query {position}"
+                f"query {position}",
+                behind=True,
             )
         self._at(position)
 
@@ -191,20 +198,7 @@ class Journal(JournalReading):
             "SELECT chain FROM queries WHERE run = ? AND seq = ?", (self.run, position)
         ).fetchone()
         self._chain = _ZERO if row is None else str(row[0])
-        self._run_paid = int(
-            self._conn.execute(
-                "SELECT COUNT(*) FROM queries WHERE run = ? AND seq <= ? AND status = 'paid'",
-                (self.run, position),
-            ).fetchone()[0]
-        )
-
-    def _check_run(self, run: int) -> None:
-        if self._conn.execute("SELECT 1 FROM runs WHERE run = ?", (run,)).fetchone() is None:
-            raise JournalError(f"{self.path}: no run {run} in this journal")
-
-    def _writable(self) -> None:
-        if self.read_only:
-            raise JournalError(f"{self.path}: opened read-only")
+        self._run_paid = self._billed_up_to(position)
 
     # -- the oracle's side
 
@@ -258,7 +252,7 @@ class Journal(JournalReading):
 
     def query_limit(self, target_limit: int | None) -> int | None:
         """The target's own limit (a spend cap) as the whole run sees it: the target counts
-        what this process paid, the run also paid before it was resumed."""
+        what this process paid, the run also paid before it was resumed (answered or not)."""
         if target_limit is None:
             return None
         return target_limit + self._session_paid - self._run_paid
@@ -308,17 +302,19 @@ class Journal(JournalReading):
             error = e
         rows = []
         now = time.time()
+        billed = billed_rows(error, list(pay.values()), bool(self._info.get("billed")))
+        counted = isinstance(error, BBAttackError)  # the target's own error: it counted those
         for j in new:
             a = None if error is not None else known[dig[j]]
-            status = "lost" if a is None else "paid" if pay.get(dig[j]) == j else "journal"
+            status = row_status(a is not None, pay.get(dig[j]) == j, j in billed)
             err = None if error is None else describe_error(error)
             seq, ex = first + j, int(ids[j])
             self._chain = chain_next(self._chain, seq, ex, kind, dig[j], status, a, err)
             lab, sc = (None, None) if a is None else (a.labels, a.scores)
             rows.append((self.run, seq, ex, kind, dig[j], lab, sc, now, status, err, self._chain))
             got[j] = a
-            self._run_paid += status == "paid"
-            self._session_paid += status == "paid"
+            self._run_paid += status in ("paid", "sent")  # sent: billed, never answered
+            self._session_paid += status == "paid" or (status == "sent" and counted)
         self._write(rows, taped)
         self.position += n
         if error is not None:
@@ -346,15 +342,15 @@ class Journal(JournalReading):
                     f"query {seq} differs from the journal: asked {dig[j]} (example "
                     f"{int(ids[j])}, {kind}), journal {d} (example {ex}, {k})"
                 )
-            if status == "sent":  # a replay of a run killed mid-call
+            if status == "sent" and not err:  # a replay of a run killed mid-call
                 raise lost_again(int(seq), "sent", err)
-            a = None if status == "lost" else Answer(lab, sc)
+            a = None if status in ("lost", "sent") else Answer(lab, sc)
             link = chain_next(self._chain, int(seq), int(ex), str(k), str(d), str(status), a, err)
             if link != chain:
                 raise JournalError(f"journal row {seq} was altered: its hash chain does not hold")
             self._chain = link
             if a is None:  # the whole batch was lost: the run stopped here
-                lost = lost or lost_again(int(seq), "lost", err)
+                lost = lost or lost_again(int(seq), str(status), err)
                 continue
             got[j] = a
             self._run_paid += status == "paid"
@@ -399,4 +395,4 @@ class Journal(JournalReading):
         self.close()
 
     def _tx(self) -> Transaction:
-        return Transaction(self._conn)
+        return Transaction(self._conn, self.path)

@@ -256,9 +256,14 @@ class HttpLabelTarget:
         self._reserve(len(todo))
         try:
             answers.update(self._fetch(list(todo.values())))
-        except QuotaExhausted as e:
+        except RemoteError as e:
             # Raised once every call in flight has come back: the count is what was billed.
-            raise QuotaExhausted(f"{e}; {self.spend_cap.spent(self.paid_queries)}") from None
+            if isinstance(e, QuotaExhausted):
+                e = QuotaExhausted(f"{e}; {self.spend_cap.spent(self.paid_queries)}")
+            # The batch failed, but the calls it answered were billed: name their images.
+            billed = self._journal.lookup(sorted(todo))
+            e.billed_rows = tuple(i for i, k in enumerate(keys) if k in billed)
+            raise e from None
         finally:
             with self._lock:
                 self._reserved -= len(todo)

@@ -20,9 +20,14 @@ __all__ = [
 
 class RemoteError(TargetUnavailable):
     """The label API refused a call, answered an image with an error, or kept failing. An
-    attack that meets one stops with its ``stop_reason`` and keeps its result."""
+    attack that meets one stops with its ``stop_reason`` and keeps its result.
+
+    ``billed_rows``: the images of the failed ``annotate()`` call that were billed all the
+    same (positions in its input: the other calls of its batch that were answered, the images
+    of a call answered beside one with an error), so that the query journal reports them."""
 
     stop_reason: ClassVar[str] = "remote_error"
+    billed_rows: tuple[int, ...] = ()
 
 
 class RemoteUnavailable(RemoteError):  # noqa: N818 - a state, like BudgetExhausted
