@@ -91,7 +91,7 @@ def test_bad_surrogates_are_refused_naming_the_field(attack: dict[str, Any], mes
 def test_all_means_every_builtin_model_but_the_target() -> None:
     cfg = _grid({"name": "transfer", "budget": [50], "surrogates": ["all"]}, model="lite1")
     assert cfg.model.name == "efficientnet-lite1"
-    assert cfg.attacks[0].surrogate_names(cfg.model.name) == ["lite0", "lite2"]
+    assert cfg.attacks[0].surrogate_names(cfg.model.name) == ["lite0", "lite2", "squeezenet"]
 
 
 def test_report_rows_say_when_a_surrogate_shares_the_targets_family() -> None:

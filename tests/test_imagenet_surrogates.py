@@ -33,11 +33,11 @@ def test_lite1_and_lite2_see_espresso_at_224(name: str) -> None:
     assert int(p.argmax()) == ESPRESSO
 
 
-def test_all_surrogates_of_lite0_are_lite1_and_lite2() -> None:
+def test_all_surrogates_of_lite0_are_lite1_lite2_and_squeezenet() -> None:
     target = load_model("lite0")
     sur = resolve_surrogates(["all"], target)
-    assert [s.name for s in sur] == ["lite1", "lite2"]
-    assert len({s.weights_id for s in sur} | {target.weights_id}) == 3
+    assert [s.name for s in sur] == ["lite1", "lite2", "squeezenet"]
+    assert len({s.weights_id for s in sur} | {target.weights_id}) == 4
 
 
 def test_a_surrogate_guided_attack_fools_lite0_in_a_few_queries(
@@ -55,7 +55,7 @@ def test_a_surrogate_guided_attack_fools_lite0_in_a_few_queries(
     assert doc["queries"] <= 10
     assert doc["queries_by_kind"]["transfer"] == doc["queries"] - 2  # the clean and final queries
     assert doc["surrogates"]["same_family"] is True
-    assert [s["name"] for s in doc["surrogates"]["surrogates"]] == ["lite1", "lite2"]
+    assert [s["name"] for s in doc["surrogates"]["surrogates"]] == ["lite1", "lite2", "squeezenet"]
     adv = load_image(out / "adv.png")
     assert int(load_model("lite0")(adv[None])[0].argmax()) == 285
     assert np.abs(adv - load_image(photo("camera"))).max() <= 0.05 + 1e-6
@@ -85,9 +85,9 @@ def test_bad_surrogates_exit_2_before_any_query(
     assert not out.exists()
 
 
-def test_models_lists_the_three_builtin_models(capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_lists_the_four_builtin_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--no-speed", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == ["lite0", "lite1", "lite2"]
-    assert {r["family"] for r in rows} == {"efficientnet-lite"}
-    assert [r["native_size"] for r in rows] == [224, 240, 260]
+    assert [r["name"] for r in rows] == ["lite0", "lite1", "lite2", "squeezenet"]
+    assert [r["family"] for r in rows] == 3 * ["efficientnet-lite"] + ["squeezenet"]
+    assert [r["native_size"] for r in rows] == [224, 240, 260, 227]

