@@ -48,7 +48,8 @@ from pydantic import (
 from ..attacks import registry
 from ..attacks.balls import NORMS, Norm, make_ball
 from ..errors import UserInputError
-from ..oracle import Labels, Scores, TopK, View
+from ..oracle import View
+from ..oracle.views import threat_view
 
 __all__ = [
     "AttackSpec",
@@ -84,9 +85,7 @@ def attack_class(name: str) -> Any:
 
 
 def make_view(threat: str, k: int) -> View:
-    if threat == "ql":
-        return Scores()
-    return TopK(k) if threat == "pi" else Labels(k)
+    return threat_view(threat, k)
 
 
 class _Frozen(BaseModel):

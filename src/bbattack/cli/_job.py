@@ -15,7 +15,8 @@ from ..attacks.balls import make_ball
 from ..attacks.checks import check_surrogates
 from ..attacks.goals import Within
 from ..errors import UserInputError
-from ..oracle import Labels, Scores, TopK, View
+from ..oracle import View
+from ..oracle.views import threat_view
 from ._common import BackendOpt, Threat, validation_message
 from ._remote import RemoteOptions
 
@@ -24,11 +25,7 @@ __all__ = ["AttackJob", "check_job", "make_attack", "make_view"]
 
 def make_view(threat: Threat, k: int) -> View:
     """The view a local model is attacked through."""
-    if k < 1:
-        raise UserInputError(f"--k must be >= 1, got {k}")
-    if threat is Threat.ql:
-        return Scores()
-    return TopK(k) if threat is Threat.pi else Labels(k)
+    return threat_view(threat.value, k)
 
 
 def make_attack(

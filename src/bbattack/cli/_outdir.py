@@ -37,6 +37,8 @@ from numpy.typing import NDArray
 
 from ..errors import UserInputError
 from ..oracle._journal_db import JournalBehindError, environment_error
+from ._commands import rerun_command, resume_command
+from ._rundir import JOURNAL_NAME, image_digest
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -52,7 +54,6 @@ DEFAULT_ROOT = Path("bbattack-out")
 OUTPUT_NAMES = ("adv.png", "figure.png", "trace.png", "result.json", "trace.jsonl")
 # What a run keeps beside its outputs (see _rundir): --force removes them, the journal stays.
 RUN_NAMES = ("run.json", "inputs.npz", "checkpoints")
-JOURNAL_NAME = "journal.sqlite"
 
 
 def fresh_default(root: Path = DEFAULT_ROOT, now: float | None = None) -> Path:
@@ -243,7 +244,6 @@ class OutDir:
             return RunEnvironmentError(
                 f"{head}; nothing was sent: {fix}, then run the same command again"
             )
-        from ._session import resume_command
 
         sent = _unrecorded(*journal)
         lost = f"; {sent} image(s) sent and not recorded count as billed and are asked again"
@@ -317,7 +317,6 @@ def _queries(journal: Path, where: str = "", args: tuple[int, ...] = ()) -> int:
 def _damaged_journal(
     out: Path, e: sqlite3.Error, journal: tuple[Path, int] | None
 ) -> RunEnvironmentError:
-    from ._session import rerun_command
 
     name = JOURNAL_NAME if journal is None else _relative(journal[0], out)
     return RunEnvironmentError(
@@ -329,7 +328,6 @@ def _damaged_journal(
 
 def _journal_behind(out: Path, e: JournalBehindError) -> RunEnvironmentError:
     """--resume with a journal that lost rows: go on from what it holds, or start over."""
-    from ._session import rerun_command, resume_command
 
     if e.behind:
         return RunEnvironmentError(
@@ -346,8 +344,6 @@ def _journal_behind(out: Path, e: JournalBehindError) -> RunEnvironmentError:
 def _check_run_files(out: Path, inputs: Inputs | None) -> None:
     """--resume: run.json must read back (else refused, with the command that starts over);
     a damaged inputs.npz is written again from the command's images, if they are the run's."""
-    from ._rundir import image_digest
-    from ._session import rerun_command
 
     try:
         doc = json.loads((out / "run.json").read_text())

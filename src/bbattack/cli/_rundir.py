@@ -24,9 +24,9 @@ from numpy.typing import NDArray
 from ..errors import TARGET_DOWN_REASONS, UserInputError
 from ..provenance import config_hash
 from ..results import write_atomic
-from ._outdir import JOURNAL_NAME
 
 __all__ = [
+    "JOURNAL_NAME",
     "RESUMABLE_STOPS",
     "RUN_FORMAT",
     "RunRecord",
@@ -41,6 +41,7 @@ __all__ = [
 
 # Stops that a later run can go past: the target was down or the key's quota spent (exit 3).
 # A resume replays the run from its journal (paid queries answered free) and goes on.
+JOURNAL_NAME = "journal.sqlite"
 RESUMABLE_STOPS = TARGET_DOWN_REASONS
 
 RUN_FORMAT = 1

@@ -4,7 +4,6 @@ result.json gains (remote, surrogates, provenance)."""
 
 from __future__ import annotations
 
-import shlex
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,11 +22,12 @@ from ..errors import UserInputError
 from ..models import Classifier, load_model
 from ..oracle import Labels, Oracle, TopK, View
 from ..oracle.journal import Journal, JournalStats, target_identity
+from ..oracle.views import threat_view
 from ..provenance import describe_target, provenance
 from ..remote import RemoteError
 from ..results import AttackResult
 from ..surrogates import Surrogate, surrogate_block
-from . import _common
+from ._commands import rerun_command, resume_command
 from ._common import Threat, err, print_error
 from ._progress import progress_run
 from ._remote import EXIT_REMOTE, open_client, preflight
@@ -193,9 +193,7 @@ class _Family:
 
 
 def _local_view(threat: Threat, k: int) -> View:
-    from .attack import make_view
-
-    return make_view(threat, k)
+    return threat_view(threat.value, k)
 
 
 def _checkpointer(plan: Plan, watched: Watched, out: Path) -> Checkpointer:
@@ -252,31 +250,3 @@ def _ctrl_c(checkpoints: Checkpointer) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, old)
-
-
-def resume_command(out: Path) -> str:
-    """The command line that resumes this run: the one given, with --resume DIR for --out."""
-    return shlex.join(["bbattack", *_given(), "--resume", str(out)])
-
-
-def rerun_command(out: Path) -> str:
-    """The command line that runs this one again from the start, in the same directory."""
-    return shlex.join(["bbattack", *_given(), "--out", str(out), "--force"])
-
-
-def _given() -> list[str]:
-    """The command given, without where it writes and whether it resumes or starts over."""
-    argv = list(_common.ARGV or ["attack", "..."])
-    kept: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--out", "--resume"):
-            skip = True
-            continue
-        if a.startswith(("--out=", "--resume=")) or a in ("--force", "--overwrite"):
-            continue
-        kept.append(a)
-    return kept

@@ -34,6 +34,7 @@ from ..oracle import Labels, Oracle, TopK, View
 from ..oracle._rows import digests
 from ..oracle.journal import Journal
 from ..oracle.replay import ChainCheck, ReplayTarget, check_chain
+from ..oracle.views import threat_view
 from ..provenance import ENVIRONMENT_KEYS
 from ..results import AttackResult
 from ..surrogates import resolve_surrogates
@@ -84,9 +85,7 @@ def _view(cfg: dict[str, Any]) -> View:
     threat, k = Threat(cfg["threat"]), cfg["k"]
     if cfg.get("remote") is not None:
         return TopK(k) if threat is Threat.pi else Labels(k or 10)
-    from .attack import make_view
-
-    return make_view(threat, k or 1)
+    return threat_view(threat.value, k or 1)
 
 
 def _rerun(

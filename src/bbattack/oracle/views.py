@@ -209,6 +209,8 @@ def threat_view(threat: str, k: int = 1) -> View:
     the top-k labels alone (k >= 1; ``ql`` ignores it)."""
     if threat not in THREAT_VIEWS:
         raise UserInputError(f"unknown threat model {threat!r}; choose ql, pi or lo")
+    if threat == "ql":
+        return Scores()
     if k < 1:
         raise UserInputError(f"--k must be >= 1, got {k}")
     return view_from_name(THREAT_VIEWS[threat], k)
