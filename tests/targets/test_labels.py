@@ -25,7 +25,7 @@ from bbattack.classes import ClassInfo
 from bbattack.service import KeyLedger, LabelIndex, decode_base64, decode_image, imagenet_hierarchy
 from bbattack.service import decode as decode_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA_NOUN = Path("/usr/share/wordnet/data.noun")
 GOLDEN_RETRIEVER, TABBY, ESPRESSO = 207, 281, 967
 DOG, CAT = "n02084071", "n02121620"

@@ -18,7 +18,7 @@ from bbattack.bench.grid import build_cases, collect_images
 from bbattack.cli import main
 from bbattack.images import bundled_photos
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 
 TINY = """
 seeds = [0]

@@ -24,7 +24,7 @@ from bbattack.cli import _ray_argv, main
 from bbattack.errors import UserInputError
 from bbattack.images import decode_png
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 
 GRID = """
 name = "smoke"

@@ -42,7 +42,7 @@ from bbattack.service import create_app
 from bbattack.service.runner import serve_in_thread
 from crash_driver import colour_model
 
-DRIVER = str(Path(__file__).with_name("crash_driver.py"))
+DRIVER = str(Path(__file__).resolve().parents[1] / "crash_driver.py")
 KEY = "env-failures-key-0001"
 QL = ["--untargeted", "--attack", "ql", "--param", "samples=10", "--max-queries", "400"]
 

@@ -16,7 +16,7 @@ from bbattack.attacks import checkpoint
 from bbattack.bench import BenchDB
 from bbattack.cli import main
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 
 ONE_CASE = """
 name = "one"

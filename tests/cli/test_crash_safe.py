@@ -37,7 +37,7 @@ from bbattack.service.faults import FaultInjector
 from bbattack.service.runner import serve_in_thread
 from crash_driver import colour_model
 
-DRIVER = str(Path(__file__).with_name("crash_driver.py"))
+DRIVER = str(Path(__file__).resolve().parents[1] / "crash_driver.py")
 KEY = "crash-safe-key-0001"
 SEED = random.randrange(1 << 30)
 

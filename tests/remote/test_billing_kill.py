@@ -39,7 +39,7 @@ from bbattack.service.runner import serve_in_thread
 from bbattack.targets import LabelTarget
 from crash_driver import colour_logits
 
-DRIVER = str(Path(__file__).with_name("crash_driver.py"))
+DRIVER = str(Path(__file__).resolve().parents[1] / "crash_driver.py")
 KEY = "billing-kill-key-0001"
 
 

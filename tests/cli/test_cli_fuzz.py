@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_hardening import OUTPUTS, RUN_FILES, colour_model
 
 import bbattack.cli.attack as cli_attack
 from bbattack import CallableClassifier, load_image
 from bbattack.cli import main
 from bbattack.errors import ImageLoadError
-from test_hardening import OUTPUTS, RUN_FILES, colour_model
 
 MODES = ["RGB", "RGBA", "L", "LA", "P", "1", "I;16", "I", "F", "CMYK"]
 

@@ -14,7 +14,7 @@ from bbattack.bench.config import parse_config
 from bbattack.cli import main
 from bbattack.errors import UserInputError
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 
 GRID = """
 name = "transfer-smoke"
