@@ -69,11 +69,20 @@ def load_surrogate(spec: str) -> Surrogate:
     mod_name, _, fn_name = spec.partition(":")
     # A user's factory can fail in any way; it gets one line naming it, not a traceback.
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
+        module = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001
+        raise UserInputError(
+            f"--surrogate {spec}: cannot import {mod_name} ({type(e).__name__}: {e})"
+        ) from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise UserInputError(f"--surrogate {spec}: {mod_name} has no function {fn_name}")
+    try:
         obj = fn()
     except Exception as e:  # noqa: BLE001
         raise UserInputError(
-            f"--surrogate {spec}: {type(e).__name__}: {e} (the module must be importable)"
+            f"--surrogate {spec}: {fn_name}() failed ({type(e).__name__}: {e}); it must take "
+            "no arguments and return a torch module, a TorchClassifier or a Surrogate"
         ) from None
     return as_surrogate(obj, spec)
 

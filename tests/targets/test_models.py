@@ -90,3 +90,21 @@ def test_load_model_refuses_unknown_names_and_backends() -> None:
         load_model("resnet-50")
     with pytest.raises(UserInputError, match="unknown backend"):
         load_model(backend="tensorflow")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("os:system", "system() failed (TypeError"),
+        ("no_such_module_xyz:make", "cannot import no_such_module_xyz"),
+        ("os:no_such_function", "os has no function no_such_function"),
+        ("os:getcwd", "expected a torch module, a TorchClassifier or a Surrogate, got str"),
+    ],
+)
+def test_a_bad_surrogate_factory_says_what_is_wrong(spec: str, says: str) -> None:
+    from bbattack.surrogates import load_surrogate
+
+    with pytest.raises(UserInputError) as e:
+        load_surrogate(spec)
+    assert says in str(e.value)
+    assert "\n" not in str(e.value)
