@@ -20,7 +20,7 @@ from .attacks import (
     all_attacks,
     make_ball,
 )
-from .attacks.registry import public_classes
+from .attacks.registry import public_attribute, public_classes
 from .classes import ClassNames, imagenet_classes
 from .errors import (
     BackendUnavailableError,
@@ -114,10 +114,7 @@ __all__.sort()
 
 
 def __getattr__(name: str) -> Any:
-    classes = public_classes("bbattack.attacks")
-    if name in classes:
-        return classes[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return public_attribute("bbattack.attacks", name, __name__)
 
 
 def __dir__() -> list[str]:

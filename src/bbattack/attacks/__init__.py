@@ -9,7 +9,16 @@ from typing import Any
 from .balls import NORMS, Ball, L2Ball, LinfBall, make_ball
 from .base import Attack, AttackConfig, AttackState, StepInfo
 from .goals import Goal
-from .registry import AttackInfo, Paper, all_attacks, default_attack, get, public_classes, register
+from .registry import (
+    AttackInfo,
+    Paper,
+    all_attacks,
+    default_attack,
+    get,
+    public_attribute,
+    public_classes,
+    register,
+)
 
 __all__ = [
     "NORMS",
@@ -29,16 +38,8 @@ __all__ = [
     "make_ball",
     "register",
 ]
-__all__ += public_classes(__name__)
-__all__.sort()
+__all__ += public_classes(__name__)  # every registered attack class and its config
 
 
 def __getattr__(name: str) -> Any:
-    classes = public_classes(__name__)
-    if name in classes:
-        return classes[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return public_attribute(__name__, name, __name__)

@@ -41,6 +41,7 @@ __all__ = [
     "default_attack",
     "discover",
     "get",
+    "public_attribute",
     "public_classes",
     "register",
     "view_refusal",
@@ -235,6 +236,15 @@ def public_classes(package: str) -> dict[str, type[Any]]:
         if config is not None:
             out[config.__name__] = config
     return out
+
+
+def public_attribute(package: str, name: str, module: str | None = None) -> type[Any]:
+    """A module's ``__getattr__``: the attack class or config of ``package`` called ``name``
+    (``module``: the module asked, for the error; default ``package``)."""
+    classes = public_classes(package)
+    if name not in classes:
+        raise AttributeError(f"module {module or package!r} has no attribute {name!r}")
+    return classes[name]
 
 
 def get(name: str) -> AttackInfo:

@@ -29,21 +29,13 @@ Images are attacked one at a time (the benchmark runs one image per case anyway)
 
 from typing import Any
 
-from ..attacks.registry import public_classes
+from ..attacks.registry import public_attribute, public_classes
 from .base import INSTALL_HINT, Baseline, BaselineConfig
 
 # The wrapped attacks' classes come from the registry (see bbattack.attacks).
 __all__ = ["INSTALL_HINT", "Baseline", "BaselineConfig"]
-__all__ += public_classes(__name__)
-__all__.sort()
+__all__ += public_classes(__name__)  # every registered attack class and its config
 
 
 def __getattr__(name: str) -> Any:
-    classes = public_classes(__name__)
-    if name in classes:
-        return classes[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return public_attribute(__name__, name, __name__)

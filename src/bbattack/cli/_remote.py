@@ -7,12 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import typer
+
 from ..errors import UserInputError
 from ..remote import HttpLabelTarget, RemoteAuthError, RemoteError
-from ._common import out
+from ._common import out, print_error
 from ._watch import RetryNotes
 
-__all__ = ["EXIT_REMOTE", "RemoteOptions", "dry_run", "open_client", "remote_block"]
+__all__ = [
+    "EXIT_REMOTE",
+    "RemoteOptions",
+    "dry_run",
+    "open_checked",
+    "open_client",
+    "remote_block",
+]
 
 # The exit code of an attack stopped by its remote target (quota spent, service down, a refused
 # call), and of a dry run whose endpoint does not answer. The best result so far is written.
@@ -56,6 +65,24 @@ def preflight(client: HttpLabelTarget) -> str:
         return client.probe()
     except RemoteAuthError as e:
         raise UserInputError(str(e)) from None
+
+
+def open_checked(
+    r: RemoteOptions, budget: int, line: str, retries: RetryNotes | None = None
+) -> HttpLabelTarget:
+    """:func:`open_client`, then :func:`preflight`: an endpoint that does not answer is one
+    line (``line`` with the error for ``{e}``) and EXIT_REMOTE, and the client is closed."""
+    client = open_client(r, budget, retries)
+    try:
+        preflight(client)  # free: a dead endpoint or a refused key costs nothing
+    except RemoteError as e:
+        client.close()
+        print_error(line.format(e=e))
+        raise typer.Exit(EXIT_REMOTE) from None
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def dry_run(r: RemoteOptions, budget: int) -> int:

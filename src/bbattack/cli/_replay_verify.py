@@ -25,7 +25,7 @@ from ..oracle.journal import target_identity
 from ..oracle.replay import FinalRow, disagreement
 from ..remote.spend import usd
 from ._common import print_error
-from ._remote import EXIT_REMOTE, RemoteOptions, open_client, preflight
+from ._remote import EXIT_REMOTE, RemoteOptions, open_checked
 from ._rundir import RunRecord
 
 __all__ = ["SCORE_TOLERANCE", "Verified", "verify_final"]
@@ -111,7 +111,6 @@ def _open_target(
         chosen = cast(Backend, backend if backend in ("onnx", "torch") else "auto")
         model = load_model(str(cfg["model"]), backend=chosen)
         return as_target(model), lambda: None, None
-    from ..remote import RemoteError
     from ..targets import LabelTarget, Vocabulary
 
     opts = RemoteOptions(
@@ -120,16 +119,7 @@ def _open_target(
         price_per_1000=float(r["price_per_1000"]),
         max_results=int(r["max_results"]),
     )
-    client = open_client(opts, 1)
-    try:
-        preflight(client)  # free: a dead endpoint or a refused key costs nothing
-    except RemoteError as e:
-        client.close()
-        print_error(f"--verify: {e}; nothing was sent")
-        raise typer.Exit(EXIT_REMOTE) from None
-    except BaseException:
-        client.close()
-        raise
+    client = open_checked(opts, 1, "--verify: {e}; nothing was sent")
     # The journal's vocabulary: the fresh answer's label ids are the journal's.
     target = LabelTarget(client, Vocabulary(vocabulary), name=opts.endpoint)
     return target, client.close, opts.price_per_1000

@@ -13,7 +13,6 @@ from types import FrameType
 from typing import Any, cast
 
 import numpy as np
-import typer
 from numpy.typing import NDArray
 
 from ..attacks import registry
@@ -24,13 +23,12 @@ from ..oracle import Labels, Oracle, TopK, View
 from ..oracle.journal import Journal, JournalStats, target_identity
 from ..oracle.views import threat_view
 from ..provenance import describe_target, provenance
-from ..remote import RemoteError
 from ..results import AttackResult
 from ..surrogates import Surrogate, surrogate_block
 from ._commands import rerun_command, resume_command
-from ._common import Threat, err, print_error
+from ._common import Threat, err
 from ._progress import progress_run
-from ._remote import EXIT_REMOTE, open_client, preflight
+from ._remote import open_checked
 from ._rundir import RunRecord
 from ._watch import OriginalCurve, RetryNotes, Watched
 
@@ -74,16 +72,7 @@ def execute(
     if job.remote is not None:
         from ..targets import LabelTarget
 
-        client = open_client(job.remote, budget, retries)
-        try:
-            preflight(client)  # free: a dead endpoint or a bad key costs nothing
-        except RemoteError as e:
-            client.close()
-            print_error(f"{e}; no image was sent")
-            raise typer.Exit(EXIT_REMOTE) from None
-        except BaseException:
-            client.close()
-            raise
+        client = open_checked(job.remote, budget, "{e}; no image was sent", retries)
         watched = Watched(LabelTarget(client, name=job.remote.endpoint))
         view = TopK(job.k) if job.threat is Threat.pi else Labels(job.k or 10)
     else:
