@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import _common
 
-__all__ = ["rerun_command", "resume_command"]
+__all__ = ["rerun_command", "resume_command", "start_command"]
 
 
 def resume_command(out: Path) -> str:
@@ -18,6 +18,11 @@ def resume_command(out: Path) -> str:
 def rerun_command(out: Path) -> str:
     """The command line that runs this one again from the start, in the same directory."""
     return shlex.join(["bbattack", *_given(), "--out", str(out), "--force"])
+
+
+def start_command(out: Path) -> str:
+    """The command line that starts this run in ``out`` (a folder with no run in it)."""
+    return shlex.join(["bbattack", *_given(), "--out", str(out)])
 
 
 def _given() -> list[str]:

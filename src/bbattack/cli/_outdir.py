@@ -7,7 +7,9 @@ query, so that a result paid for is never lost to an unusable ``--out``.
   with the run it holds) or ``--force`` (``--overwrite``: start over; the old result, run
   description and checkpoints go, the query journal stays and answers what it holds).
 * One attack at a time per directory: an exclusive ``flock`` on the directory itself (no lock
-  file is left behind), held until the outputs are written.
+  file is left behind), held until the outputs are written. Under it, what a killed run left
+  is tidied first (_leftovers): an empty run folder is reused, a finished one loses its
+  checkpoints.
 * Without ``--out`` a fresh timestamped directory under ``bbattack-out/`` is made.
 * A directory made here and left empty (a run refused or failed before writing) is removed.
 * The machine failing the run (a full disk, a read-only folder, an I/O error) ends it in one
@@ -38,6 +40,7 @@ from numpy.typing import NDArray
 from ..errors import UserInputError
 from ..oracle._journal_db import JournalBehindError, environment_error
 from ._commands import rerun_command, resume_command
+from ._leftovers import no_run, tidy
 from ._rundir import JOURNAL_NAME, image_digest
 
 __all__ = [
@@ -150,15 +153,17 @@ class OutDir:
                     "or choose another --out"
                 ) from None
             raise UserInputError(f"--out {p}: cannot open it ({_why(e)})") from None
+        tidy(p, say=True)
         found = sorted(e.name for e in p.iterdir())
         if self.resume and not (p / "run.json").is_file():
-            raise UserInputError(f"--resume {p}: no run to resume there (no run.json)")
+            raise UserInputError(no_run(p, found, made=p in self._created))
         if found and not (self.overwrite or self.resume):
             what = "a result" if (p / "result.json").exists() else "files"
             shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+            go_on = f"--resume {p} to go on with its run, " if (p / "run.json").exists() else ""
             raise UserInputError(
-                f"--out {p} already holds {what} ({shown}); pass --resume {p} to go on with "
-                "its run, --force to start over, or choose another --out"
+                f"--out {p} already holds {what} ({shown}); pass {go_on}--force to start "
+                "over, or choose another --out"
             )
         self._probe(p, self.resume)
         if self.resume:

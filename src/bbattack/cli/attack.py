@@ -36,7 +36,8 @@ from ._common import (
     print_error,
 )
 from ._job import AttackJob, check_job, make_attack, make_view
-from ._outdir import OutDir, fresh_default
+from ._leftovers import prune_killed
+from ._outdir import DEFAULT_ROOT, OutDir, fresh_default
 from ._progress import summary
 from ._remote import EXIT_REMOTE, RemoteOptions, dry_run
 from ._rundir import (
@@ -86,6 +87,8 @@ def run_attack(job: AttackJob, model: Classifier | None = None) -> None:
         if rc:
             raise typer.Exit(rc)
         return
+    if job.out_dir is None:
+        prune_killed(DEFAULT_ROOT)  # what runs killed before their first query left there
     out_path = job.out_dir if job.out_dir is not None else fresh_default()
     record = RunRecord(
         config=job_config(job, attack, budget, x, start),
