@@ -125,3 +125,15 @@ def test_a_run_killed_under_two_threads_resumes_under_one(
     assert resumed is not None
     assert resumed.x_adv.tobytes() == whole.x_adv.tobytes()
     assert resumed.images[0].queries == whole.images[0].queries
+
+
+def test_onnx_runtime_scores_are_the_same_under_one_and_two_threads(
+    photos: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bench worker runs ONNX Runtime on one thread, a single process on all cores: the
+    target's answers (and so a case's result) must not depend on it."""
+    answers = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("BBATTACK_THREADS", threads)
+        answers.append(load_model()(photos))
+    assert np.array_equal(answers[0], answers[1])
