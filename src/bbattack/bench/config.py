@@ -282,8 +282,7 @@ class AttackSpec(_Frozen):
 
     def build(self, norm: str, eps: float) -> Any:
         """The attack object for one ball (raises ValidationError naming a bad param)."""
-        cls = attack_class(self.name)
-        return cls(cls.config_class(**{**self.params, "norm": norm, "eps": eps}))
+        return registry.build(self.name, **{**self.params, "norm": norm, "eps": eps})
 
 
 class BenchConfig(_Frozen):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..attacks import registry
 from ..attacks.checkpoint import Every
 from ..errors import StartImageError, UserInputError
 from ..images import encode_png
@@ -85,18 +86,17 @@ def _surrogates(names: tuple[str, ...], spec: dict[str, Any], model: Classifier)
 def run_task(task: Task) -> list[CaseOutcome]:
     """Run a task's cases through one fresh oracle with their budget (per image) and view."""
     from ..images import decode_png
-    from .config import attack_class
 
     c, cases = task.case, task.cases
     model = _model(task.model)
-    cls = attack_class(c.attack)
     params = c.params_dict()
     surrogates = _surrogates(tuple(params.pop("surrogates", ())), task.model, model)
-    attack = cls(cls.config_class(**{**params, "norm": c.norm, "eps": c.eps}))
+    # The one construction path of the CLI, the bench and the Python API.
+    attack = registry.build(c.attack, **{**params, "norm": c.norm, "eps": c.eps})
     work = None
     if task.work_dir is not None:
         key = task_key([e.id for e in cases])
-        work = TaskWork(Path(task.work_dir), task.every, not cls.info.baseline, key)
+        work = TaskWork(Path(task.work_dir), task.every, not attack.info.baseline, key)
     journal = None if work is None else work.journal
     oracle = Oracle(model, make_view(c.threat, c.k), max_queries=c.budget, journal=journal)
     x = np.stack([decode_png(png) for png in [task.image_png, *(p for _, p in task.more)]])
@@ -179,7 +179,6 @@ def _tasks(
 ) -> list[Task]:
     """One task per batch of cases that share a grid point; a case with a start image (PI,
     LO) or of a wrapped baseline (its library may not batch as it runs singly) runs alone."""
-    from ..attacks import registry
 
     cfg = json.loads(db.meta()["config_json"])
     images = {n: d["png"] for n, d in db.images().items()}
