@@ -27,11 +27,12 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
+from .outcome import CaseOutcome
 
 __all__ = ["SCHEMA_VERSION", "BenchDB", "CaseOutcome", "CaseRow"]
 
@@ -133,28 +134,6 @@ class CaseRow:
     def params_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(self.params)
         return out
-
-
-@dataclass(frozen=True)
-class CaseOutcome:
-    """What a finished case stores (plain data, sent back from worker processes)."""
-
-    case_id: str
-    success: bool
-    queries: int
-    queries_at_success: int | None
-    queries_by_kind: dict[str, int]
-    linf: float
-    l2: float
-    final_top1: int | None
-    final_topk: list[dict[str, Any]]
-    stop_reason: str
-    steps: int
-    wall_time_s: float
-    worker: str
-    adv_png: bytes
-    trace: list[dict[str, Any]]
-    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 class BenchDB:

@@ -146,19 +146,9 @@ def run_task(task: Task) -> list[CaseOutcome]:
         # Image i of the batch is image 0 of its own case, as in a single run.
         trace = [{**t.to_dict(), "image": 0} for t in res.trace if t.image == i]
         out.append(
-            CaseOutcome(
-                case_id=e.id,
-                success=r.success,
-                queries=r.queries,
-                queries_at_success=r.queries_at_success,
-                queries_by_kind=r.queries_by_kind,
-                linf=r.linf,
-                l2=r.l2,
-                final_top1=r.final_topk[0].id if r.final_topk else None,
-                final_topk=[k.model_dump(mode="json") for k in r.final_topk],
-                stop_reason=r.stop_reason,
-                steps=r.steps,
-                wall_time_s=r.wall_time_s,
+            CaseOutcome.from_image(
+                e.id,
+                r,
                 worker=worker,
                 adv_png=encode_png(res.x_adv[i]),
                 trace=trace,
