@@ -10,7 +10,6 @@ assertion message."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import random
@@ -19,8 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +26,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import bbattack.cli._remote as cli_remote
-import bbattack.cli.attack as cli_attack
-from bbattack.cli import main
-from bbattack.remote import HttpLabelTarget
 from bbattack.service import create_app
 from bbattack.service.faults import FaultInjector
 from bbattack.service.runner import serve_in_thread
 from crash_driver import colour_model
+from kill_support import Here, make_here
 
 DRIVER = str(Path(__file__).resolve().parents[1] / "crash_driver.py")
 KEY = "crash-safe-key-0001"
@@ -70,33 +65,10 @@ def argv(name: str, images: tuple[str, str]) -> list[str]:
     return ["attack", grey, *args, "--seed", "0", "--checkpoint-every", "3"]
 
 
-@dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-Here = Callable[[list[str]], Ran]
-
-
 @pytest.fixture
 def here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Here:
     """``bbattack`` in this process, on the colour model (label API clients retry fast)."""
-    model = colour_model()
-    monkeypatch.setattr(cli_attack, "load_model", lambda name="lite0", backend="auto": model)
-    fast = functools.partial(
-        HttpLabelTarget, max_retries=30, backoff_base_s=0.01, backoff_max_s=0.05
-    )
-    monkeypatch.setattr(cli_remote, "HttpLabelTarget", fast)
-
-    def run(args: list[str]) -> Ran:
-        capsys.readouterr()
-        rc = main(args)
-        got = capsys.readouterr()
-        return Ran(rc, got.out, got.err)
-
-    return run
+    return make_here(monkeypatch, capsys)
 
 
 def cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:

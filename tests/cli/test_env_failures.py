@@ -11,7 +11,6 @@ model of crash_driver, in this process, except the run killed for the fuzz test'
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import os
 import shlex
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,57 +30,24 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import bbattack.attacks.checkpoint as checkpoint
-import bbattack.cli._remote as cli_remote
 import bbattack.cli.attack as cli_attack
-from bbattack.cli import main
 from bbattack.oracle._journal_db import Transaction
 from bbattack.remote import HttpLabelTarget
 from bbattack.report import write_outputs
 from bbattack.service import create_app
 from bbattack.service.runner import serve_in_thread
 from crash_driver import colour_model
+from kill_support import Here, Ran, make_here
 
 DRIVER = str(Path(__file__).resolve().parents[1] / "crash_driver.py")
 KEY = "env-failures-key-0001"
 QL = ["--untargeted", "--attack", "ql", "--param", "samples=10", "--max-queries", "400"]
 
 
-@dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def one_error_line(self) -> str:
-        """The stderr of a refusal: exactly one line, an ``error:`` one, no traceback."""
-        assert "Traceback" not in self.stderr + self.stdout
-        lines = [ln for ln in self.stderr.splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("error:")]
-        assert len(errors) == 1, self.stderr
-        assert lines[-1] == errors[0], self.stderr
-        return errors[0]
-
-
-Here = Callable[[list[str]], Ran]
-
-
 @pytest.fixture
 def here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Here:
     """``bbattack`` in this process, on the colour model (label API clients retry fast)."""
-    model = colour_model()
-    monkeypatch.setattr(cli_attack, "load_model", lambda name="lite0", backend="auto": model)
-    fast = functools.partial(
-        HttpLabelTarget, max_retries=30, backoff_base_s=0.01, backoff_max_s=0.05
-    )
-    monkeypatch.setattr(cli_remote, "HttpLabelTarget", fast)
-
-    def run(args: list[str]) -> Ran:
-        capsys.readouterr()
-        rc = main(args)
-        got = capsys.readouterr()
-        return Ran(rc, got.out, got.err)
-
-    return run
+    return make_here(monkeypatch, capsys)
 
 
 @pytest.fixture
