@@ -17,7 +17,7 @@ from ..errors import UserInputError
 from ..provenance import packages
 from .config import BenchConfig, load_config
 from .db import BenchDB
-from .grid import collect_images, iter_cases, open_model
+from .grid import collect_images, iter_cases, open_model, select_images
 from .machine import describe
 from .size import GridSize, grid_size
 
@@ -59,8 +59,12 @@ def prepare(
 def _create(cfg: BenchConfig, text: str, config_path: Path, db_path: Path) -> None:
     model = open_model(cfg.model)
     images = collect_images(cfg, config_path.parent, model.input_shape[1:])
-    x = np.stack([im.array() for im in images])
-    clean = dict(zip([im.name for im in images], model(x).argmax(axis=1).tolist(), strict=True))
+    probs = model(np.stack([im.array() for im in images]))
+    top = dict(zip([im.name for im in images], probs.argmax(axis=1).tolist(), strict=True))
+    images, qualified = select_images(cfg, images, probs)
+    if not images:
+        raise UserInputError("images: no photo qualifies for this target model")
+    clean = {im.name: top[im.name] for im in images}
     names = model.class_names
 
     def class_name(c: int) -> str | None:
@@ -76,6 +80,7 @@ def _create(cfg: BenchConfig, text: str, config_path: Path, db_path: Path) -> No
         "model": cfg.model.describe(),
         "backend": getattr(model, "backend", type(model).__name__),
         "machine": describe(),
+        "images_qualified": json.dumps(qualified),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     rows = [

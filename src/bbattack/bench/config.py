@@ -135,6 +135,13 @@ class ModelSpec(_Frozen):
 class ImagesSpec(_Frozen):
     photos: list[str] | Literal["all"] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)
+    sets: list[Literal["bundled", "foolbox", "ai-benchmark"]] = Field(
+        default_factory=list,
+        description="photo sets from packages; only the photos the target qualifies are kept",
+    )
+    min_confidence: Real = Field(
+        0.5, gt=0, le=1, description="an unlabelled set photo qualifies at this top-1 probability"
+    )
     limit: Whole | None = Field(None, ge=1, description="use the first N images")
 
     @field_validator("photos")
@@ -154,8 +161,12 @@ class ImagesSpec(_Frozen):
 
     @model_validator(mode="after")
     def _some(self) -> ImagesSpec:
-        if not self.photos and not self.paths:
-            raise ValueError("give photos and/or paths")
+        if not self.photos and not self.paths and not self.sets:
+            raise ValueError("give photos, paths and/or sets")
+        if len(set(self.sets)) != len(self.sets):
+            raise ValueError("a photo set is listed twice")
+        if "bundled" in self.sets and self.photos:
+            raise ValueError("the bundled set and bundled photos by name: give one")
         return self
 
 

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from ..errors import ImageLoadError, UserInputError
 from ..images import bundled_photos, decode_png, encode_png, load_image
 from ..models import Classifier, TorchClassifier, load_model, to_backend
+from ..photosets import photo_set, qualify
 from .config import BenchConfig, ModelSpec
 from .db import CaseRow
 
@@ -32,6 +33,7 @@ __all__ = [
     "draw_targets",
     "iter_cases",
     "open_model",
+    "select_images",
 ]
 
 
@@ -40,6 +42,8 @@ class SourceImage:
     name: str
     path: str
     png: bytes  # the model input, 8-bit: what every worker decodes
+    label: int | None = None  # the ImageNet class of a labelled package photo
+    set: str | None = None  # the package photo set it comes from (None: bundled or a path)
 
     @property
     def digest(self) -> str:
@@ -82,7 +86,9 @@ def open_model(spec: ModelSpec) -> Classifier:
 
 
 def collect_images(cfg: BenchConfig, base: Path, size: tuple[int, int]) -> list[SourceImage]:
-    """Load every image the config names, at the model's input size."""
+    """Load every image the config names, at the model's input size: bundled photos, paths,
+    then every photo of the package sets. ``limit`` is applied here when there are no sets;
+    with sets it applies after :func:`select_images` has kept the photos that qualify."""
     out: list[SourceImage] = []
     photos = bundled_photos()
     names = list(photos) if cfg.images.photos == "all" else cfg.images.photos
@@ -96,12 +102,43 @@ def collect_images(cfg: BenchConfig, base: Path, size: tuple[int, int]) -> list[
         except ImageLoadError as e:
             raise UserInputError(f"images.paths[{i}]: {e}") from None
         out.append(SourceImage(p.stem, str(p), encode_png(x)))
+    for set_name in cfg.images.sets:
+        for ph in photo_set(set_name):
+            png = encode_png(load_image(ph.path, size))
+            out.append(SourceImage(ph.name, str(ph.path), png, ph.label, set_name))
     seen: set[str] = set()
     for im in out:
         if im.name in seen:
             raise UserInputError(f"images: two images are named {im.name!r}; rename one")
         seen.add(im.name)
-    return out[: cfg.images.limit] if cfg.images.limit else out
+    if cfg.images.limit and not cfg.images.sets:
+        return out[: cfg.images.limit]
+    return out
+
+
+def select_images(
+    cfg: BenchConfig, images: list[SourceImage], probs: NDArray[np.floating]
+) -> tuple[list[SourceImage], dict[str, Any]]:
+    """Keep the package photos the target qualifies (a labelled photo: its top-1 is the label;
+    an unlabelled one: a top-1 probability of at least ``min_confidence``), every other image,
+    then the first ``limit``. Also returns, per set, how many were offered and kept and the
+    rule: the report's denominator."""
+    if not cfg.images.sets:
+        return images, {}
+    keep = np.ones(len(images), bool)
+    report: dict[str, Any] = {}
+    for set_name in cfg.images.sets:
+        rows = [i for i, im in enumerate(images) if im.set == set_name]
+        labels = [images[i].label for i in rows]
+        ok, rule = qualify(labels, probs[rows], cfg.images.min_confidence)
+        keep[rows] = ok
+        report[set_name] = {"offered": len(rows), "qualified": int(ok.sum()), "rule": rule}
+    out = [im for im, k in zip(images, keep.tolist(), strict=True) if k]
+    if cfg.images.limit:
+        out = out[: cfg.images.limit]
+    for set_name in cfg.images.sets:
+        report[set_name]["used"] = sum(im.set == set_name for im in out)
+    return out, report
 
 
 def _rng(seed: int, image: str, t: int) -> np.random.Generator:

@@ -58,6 +58,7 @@ class _Header:
     model: str
     backend: str
     machine: str
+    images: str  # which package photos qualified: the denominator of every rate
     versions: str
     config_hash: str
     config_toml: str
@@ -83,12 +84,29 @@ def _header(db: BenchDB, cases: Sequence[Case]) -> _Header:
         model=meta.get("model", _DASH),
         backend=meta.get("backend", _DASH),
         machine=meta.get("machine", _DASH),
+        images=_qualified(meta.get("images_qualified", "")),
         versions=versions or _DASH,
         config_hash=meta.get("config_hash", _DASH),
         config_toml=meta.get("config_toml", ""),
         done=len(cases),
         total=db.counts()[1],
         succeeded=sum(1 for c in cases if c["success"]),
+    )
+
+
+def _qualified(raw: str) -> str:
+    """ "foolbox: 17 of 20 photos qualify (rule), 16 used" per package photo set."""
+    try:
+        sets = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return _DASH
+    if not isinstance(sets, dict) or not sets:
+        return _DASH
+    return "; ".join(
+        f"{name}: {q.get('qualified')} of {q.get('offered')} photos qualify "
+        f"({q.get('rule')}), {q.get('used')} used"
+        for name, q in sets.items()
+        if isinstance(q, dict)
     )
 
 
@@ -209,6 +227,7 @@ def render_markdown(db: BenchDB) -> str:
         "",
         f"Versions: {_md(h.versions)}. Config hash `{h.config_hash.replace('`', '')}`.",
         "",
+        *([f"Photo sets: {_md(h.images)}.", ""] if h.images != _DASH else []),
     ]
     if not cases:
         out += [f"_No finished cases yet: 0 of {h.total:,} done._", ""]

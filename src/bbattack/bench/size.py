@@ -48,13 +48,18 @@ def duration(seconds: float) -> str:
 
 
 def image_count(cfg: BenchConfig) -> int:
-    """The images a grid names (a name given twice is refused later, when they are read)."""
+    """The images a grid names (a name given twice is refused later, when they are read); with
+    package photo sets, an upper bound: the photos the target does not qualify are dropped."""
     if cfg.images.photos == "all":
         from ..images import bundled_photos
 
         n = len(bundled_photos()) + len(cfg.images.paths)
     else:
         n = len(cfg.images.photos) + len(cfg.images.paths)
+    if cfg.images.sets:
+        from ..photosets import photo_set
+
+        n += sum(len(photo_set(s)) for s in cfg.images.sets)
     return min(n, cfg.images.limit) if cfg.images.limit else n
 
 
