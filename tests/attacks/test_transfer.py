@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from bbattack import Labels, Oracle, Scores, TopK, TorchClassifier, View
 from bbattack.attacks import registry
+from bbattack.attacks._transfer import SurrogateMeter, metered
 from bbattack.attacks.transfer import TransferAttack
 from bbattack.errors import UserInputError
 from bbattack.surrogates import Surrogate, as_surrogate, resolve_surrogates, surrogate_block
@@ -324,3 +325,28 @@ def test_a_stuck_label_only_shrink_goes_on_with_hopskipjump_when_asked(
             assert {r.stop_reason for r in res.images} <= {"stalled", "success"}
     assert kinds[0] == [0, 0, 0, 0]
     assert max(kinds[1]) > 0  # HopSkipJump's probes
+
+
+def test_the_surrogate_work_is_metered(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+) -> None:
+    """What a progress bar and the bench report: every iteration, every crafted image."""
+    x, target, _ = cases
+    seen: list[tuple[int, int]] = []
+    meter = SurrogateMeter(on_iteration=lambda m, done, of: seen.append((done, of)))
+    oracle = Oracle(digits_torch, Scores(), max_queries=200)
+    with metered(meter):
+        TransferAttack(eps=0.2, iters=5, round_iters=3).run(
+            oracle, x[:2], target[:2], surrogates=cnn
+        )
+    assert seen[:5] == [(i, 5) for i in range(1, 6)]
+    assert meter.iterations == len(seen)
+    assert meter.candidates >= 2  # the first candidate of both images at least
+    assert meter.per_candidate() is not None
+    # Outside the block nothing is counted.
+    TransferAttack(eps=0.2, iters=5).run(
+        Oracle(digits_torch, Scores(), max_queries=50), x[:1], target[:1], surrogates=cnn
+    )
+    assert meter.iterations == len(seen)

@@ -58,6 +58,11 @@ def test_a_grid_with_surrogates_runs_and_reports_them(tmp_path: Path) -> None:
     assert all(r["params"]["surrogates"] == ["bench_models:tiny_surrogate"] for r in guided)
     assert all(r["queries_by_kind"]["transfer"] >= 1 for r in guided)
     assert all(r["queries"] <= 300 for r in rows)
+    # The surrogate work each guided case waited for is recorded; the others did none.
+    work = [r["provenance"]["surrogate_work"] for r in guided]
+    assert all(w["candidates"] >= 1 and w["iterations"] >= 10 for w in work)
+    assert all(w["seconds"] >= 0 for w in work)
+    assert all("surrogate_work" not in r["provenance"] for r in rows if r["attack"] != "transfer")
     md = tmp_path / "r.md"
     assert main(["report", str(db_path), "-o", str(md), "--format", "md"]) == 0
     text = md.read_text()

@@ -9,7 +9,10 @@ counter-based stream, so an image gets the same transforms in any batch.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,10 +31,12 @@ from .balls import Ball
 __all__ = [
     "DRAWS",
     "Craft",
+    "SurrogateMeter",
     "calibration",
     "class_masks",
     "craft",
     "ensemble_logp",
+    "metered",
     "surrogate_classes",
 ]
 
@@ -51,6 +56,46 @@ class Craft:
     momentum: float = 1.0
     diversity: float = 0.7  # probability of a random shrink-and-pad per iteration
     loss: TransferLoss = "calib"
+
+
+@dataclass
+class SurrogateMeter:
+    """Surrogate work during one run: what a user waits for before (and between) queries.
+    ``candidates`` counts crafted images (a batch of 8 crafting once counts 8); ``seconds`` is
+    wall time in :func:`craft`. ``on_iteration(meter, done, of)`` is told after every
+    iteration (a progress bar). Never checkpointed: it measures, it does not decide."""
+
+    candidates: int = 0
+    iterations: int = 0
+    seconds: float = 0.0
+    on_iteration: Callable[[SurrogateMeter, int, int], None] | None = None
+
+    def per_candidate(self) -> float | None:
+        """Wall seconds of surrogate work per crafted image (None before any)."""
+        return self.seconds / self.candidates if self.candidates else None
+
+    def block(self) -> dict[str, float | int]:
+        """What provenance records."""
+        return {
+            "candidates": self.candidates,
+            "iterations": self.iterations,
+            "seconds": round(self.seconds, 3),
+            "seconds_per_candidate": round(self.seconds / max(self.candidates, 1), 3),
+        }
+
+
+# Set by whoever runs an attack and wants to see its surrogate work (CLI progress, bench).
+_METER: ContextVar[SurrogateMeter | None] = ContextVar("bbattack_surrogate_meter", default=None)
+
+
+@contextmanager
+def metered(meter: SurrogateMeter) -> Iterator[SurrogateMeter]:
+    """Count the surrogate work done inside the block into ``meter``."""
+    token = _METER.set(meter)
+    try:
+        yield meter
+    finally:
+        _METER.reset(token)
 
 
 @one_torch_thread
@@ -101,6 +146,7 @@ def craft(
     # to match would make noise of the image.
     scale = r if step_scale is None else torch.from_numpy(np.asarray(step_scale, np.float32))
     alpha = scale.view(n, 1, 1, 1) * how.step
+    meter, t_start = _METER.get(), time.perf_counter()
     for it in range(u.shape[1]):
         xt.requires_grad_(True)
         xi = _diverse(xt, u[:, it], how.diversity)
@@ -108,6 +154,13 @@ def craft(
         (grad,) = torch.autograd.grad((sign * obj).sum(), xt)
         with torch.no_grad():
             xt, gt = _update(xt, gt, grad, t0, r, alpha, how.momentum, ball.norm == "linf")
+        if meter is not None:
+            meter.iterations += 1
+            if meter.on_iteration is not None:
+                meter.on_iteration(meter, it + 1, u.shape[1])
+    if meter is not None:
+        meter.candidates += n
+        meter.seconds += time.perf_counter() - t_start
     return xt.detach().numpy().astype(np.float32), gt.numpy().astype(np.float32)
 
 
@@ -229,8 +282,9 @@ def surrogate_classes(surrogates: Sequence[Surrogate], shape: tuple[int, ...]) -
 def class_masks(oracle: Oracle, ids: NDArray[np.int64], k: int) -> NDArray[np.bool_]:
     """(N, k): the surrogates' classes of each oracle class id (-1: none). A local target
     shares the surrogates' classes; a label API's label strings ("Crossword", "Dog") are
-    matched to ImageNet classes through the public WordNet hierarchy, as its own service
-    builds them. A label the surrogates cannot name is refused."""
+    matched to ImageNet classes through the target-side label index (the public WordNet
+    hierarchy, :meth:`LabelIndex.classes_of`), whatever the API's wire schema. A label the
+    surrogates cannot name is refused."""
     ids = np.asarray(ids, np.int64)
     out = np.zeros((len(ids), k), bool)
     names = oracle.class_names
@@ -239,11 +293,12 @@ def class_masks(oracle: Oracle, ids: NDArray[np.int64], k: int) -> NDArray[np.bo
         for i, c in enumerate(ids):  # once per run, not per step
             if c >= 0:
                 label = names.name(int(c))
-                if label.casefold() not in index:
+                classes = index.classes_of(label)
+                if classes is None:
                     raise UserInputError(
                         f"the surrogates have no ImageNet class for the label {label!r}"
                     )
-                out[i] = index[label.casefold()]
+                out[i] = classes
         return out
     if oracle.num_classes != k:
         raise UserInputError(
@@ -256,13 +311,8 @@ def class_masks(oracle: Oracle, ids: NDArray[np.int64], k: int) -> NDArray[np.bo
 
 
 @functools.cache
-def _imagenet_labels(k: int) -> dict[str, NDArray[np.bool_]]:
-    """Label description (casefolded) -> the ImageNet classes it covers."""
+def _imagenet_labels(k: int) -> LabelIndex:
+    """The ImageNet label index the surrogates' classes are named by."""
     if k != 1000:
         raise UserInputError("a label API target needs ImageNet surrogates (1,000 classes)")
-    index = LabelIndex.from_class_names(imagenet_classes())
-    out: dict[str, NDArray[np.bool_]] = {}
-    for d, row in zip(index.descriptions, index.membership > 0, strict=True):
-        key = d.casefold()
-        out[key] = out[key] | row if key in out else row
-    return out
+    return LabelIndex.from_class_names(imagenet_classes())

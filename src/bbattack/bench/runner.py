@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..attacks import registry
+from ..attacks._transfer import SurrogateMeter, metered
 from ..attacks.checkpoint import Every
 from ..errors import StartImageError, UserInputError
 from ..images import encode_png
@@ -109,11 +110,12 @@ def run_task(task: Task) -> list[CaseOutcome]:
         kw: dict[str, Any] = {"seed": [e.seed for e in cases], "start": start}
         kw["surrogates"] = surrogates
         tgt = None if untargeted else targets
-        res = (
-            attack.run(oracle, x, tgt, **kw)
-            if work is None
-            else work.run(attack, oracle, x, tgt, **kw)
-        )
+        with metered(SurrogateMeter()) as meter:
+            res = (
+                attack.run(oracle, x, tgt, **kw)
+                if work is None
+                else work.run(attack, oracle, x, tgt, **kw)
+            )
     except StartImageError:
         # The start image does not show the target under this view: a failed case, with
         # the queries it spent looking.
@@ -152,10 +154,15 @@ def run_task(task: Task) -> list[CaseOutcome]:
                 worker=worker,
                 adv_png=encode_png(res.x_adv[i]),
                 trace=trace,
-                provenance=case_provenance(e, model, oracle, work, cases),
+                provenance=_with_meter(case_provenance(e, model, oracle, work, cases), meter),
             )
         )
     return out
+
+
+def _with_meter(prov: dict[str, Any], meter: SurrogateMeter) -> dict[str, Any]:
+    # The task's surrogate work (a batch shares it): what a case waited for besides queries.
+    return {**prov, "surrogate_work": meter.block()} if meter.candidates else prov
 
 
 def run_case(task: Task) -> CaseOutcome:

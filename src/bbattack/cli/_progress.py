@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..attacks import StepInfo, registry
+from ..attacks._transfer import SurrogateMeter, metered
 from ..attacks.checkpoint import Checkpointer
 from ..attacks.goals import Within
 from ..oracle import Oracle
@@ -107,13 +108,33 @@ def progress_run(
             started = True
         on_step(info)
 
+    last_it = [time.monotonic()]
+
+    def on_surrogate(meter: SurrogateMeter, done: int, of: int) -> None:
+        # Surrogate work comes before the first query: show it, or the bar looks stuck.
+        nonlocal started
+        if not started and not lines:
+            progress.start()
+            started = True
+        now, before = time.monotonic(), last_it[0]
+        last_it[0] = now
+        rate = f", {now - before:.2f} s/it" if done > 1 else ""
+        progress.update(task, note=f"surrogates: iteration {done}/{of}{rate}")
+        if lines and done == of and now - last_line[0] >= log_every_s:
+            last_line[0] = now
+            _line(
+                f"{title}: surrogates: candidate ready ({of} iterations); before it, "
+                f"{meter.candidates:,} crafted in {meter.seconds:.0f} s"
+            )
+
     try:
         kw: dict[str, Any] = {"seed": seed, "start": start, "success": success}
         kw.update(on_step=first_step, surrogates=surrogates)
-        if resume:
-            result = attack.resume(oracle, x, target, checkpoints=checkpoints, **kw)
-        else:
-            result = attack.run(oracle, x, target, checkpoints=checkpoints, **kw)
+        with metered(SurrogateMeter(on_iteration=on_surrogate if surrogates else None)):
+            if resume:
+                result = attack.resume(oracle, x, target, checkpoints=checkpoints, **kw)
+            else:
+                result = attack.run(oracle, x, target, checkpoints=checkpoints, **kw)
         progress.update(task, completed=result.images[0].queries)
     finally:
         if retries is not None:
