@@ -1,7 +1,9 @@
-"""`bbattack serve`: the built-in model behind a Cloud-Vision-style label API."""
+"""`bbattack serve`: the built-in model behind a label API, in the wire format of Google Cloud
+Vision (default), AWS Rekognition, Azure AI Vision, Clarifai or Hugging Face."""
 
 from __future__ import annotations
 
+import enum
 import math
 from typing import Annotated
 
@@ -10,17 +12,32 @@ import typer
 from ..errors import UserInputError
 from ._common import BackendOpt, app, guard
 
-__all__ = ["serve"]
+__all__ = ["SchemaOpt", "serve"]
+
+
+class SchemaOpt(enum.StrEnum):
+    """The wire schemas of :mod:`bbattack.service.wire`."""
+
+    gcv = "gcv"
+    rekognition = "rekognition"
+    azure = "azure"
+    clarifai = "clarifai"
+    hf = "hf"
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0: any free one)")] = 8080,
+    schema: Annotated[
+        SchemaOpt, typer.Option(help="the API to imitate (its paths, auth, answers, errors)")
+    ] = SchemaOpt.gcv,
     api_key: Annotated[
         list[str] | None,
         typer.Option(
-            "--api-key", help="accepted API key (repeatable; default: $BBATTACK_API_KEYS)"
+            "--api-key",
+            help="accepted API key (repeatable; default: $BBATTACK_API_KEYS); "
+            "rekognition: ACCESS_KEY_ID:SECRET",
         ),
     ] = None,
     quota: Annotated[int | None, typer.Option(help="images billable per key")] = None,
@@ -31,7 +48,7 @@ def serve(
     ),
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
 ) -> None:
-    """Serve the built-in model behind a Cloud-Vision-style POST /v1/images:annotate."""
+    """Serve the built-in model behind a label API (Cloud Vision's images:annotate by default)."""
 
     def go() -> None:
         from ..service import serve as run_service
@@ -55,6 +72,7 @@ def serve(
             rate=rate,
             max_body_bytes=max_body_bytes,
             threshold=threshold,
+            schema=schema.value,
         )
 
     guard(go)

@@ -1,20 +1,16 @@
-"""The work behind ``POST /v1/images:annotate``, apart from the gateway's checks."""
+"""The work behind ``POST /v1/images:annotate`` (the ``gcv`` schema), apart from the gateway's
+checks: validate the batch, hand its images to the :class:`~.core.Labeller`, build the labels."""
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from ..errors import ImageLoadError
-from ..models import Classifier
 from ..targets.labels import DEFAULT_MAX_RESULTS, LabelIndex
-from .decode import decode_base64, decode_image
-from .errors import SERVICE, ApiError
-from .gateway import KeyLedger
+from .core import Labeller
+from .decode import decode_base64
+from .errors import ApiError
 from .schema import (
     AnnotateImageResponse,
     BatchAnnotateImagesRequest,
@@ -24,9 +20,6 @@ from .schema import (
 )
 
 __all__ = ["Annotator"]
-
-# A spent quota never refills while the server runs; a day is what Google's daily quotas say.
-QUOTA_RETRY_AFTER_S = 86_400
 
 
 @dataclass
@@ -42,26 +35,12 @@ class Annotator:
     """The endpoint's work: check the batch, bill it, decode, one forward pass, labels."""
 
     def __init__(
-        self,
-        model: Classifier,
-        index: LabelIndex,
-        ledger: KeyLedger,
-        *,
-        threshold: float,
-        max_images: int,
+        self, labeller: Labeller, index: LabelIndex, *, threshold: float, max_images: int
     ) -> None:
-        self.model = model
+        self.labeller = labeller
         self.index = index
-        self.ledger = ledger
         self.threshold = threshold
         self.max_images = max_images
-        self.size = model.input_shape[1]
-        # Decoding is CPU-bound and a large image takes hundreds of MB while it is converted:
-        # a few at a time bound both, whatever the threadpool's size.
-        self._decode_slots = threading.BoundedSemaphore(min(4, os.cpu_count() or 1))
-        # One forward pass at a time: it uses every core anyway, and a Classifier does not
-        # promise to be thread-safe.
-        self._model_lock = threading.Lock()
 
     def annotate(
         self, body: BatchAnnotateImagesRequest, key: str
@@ -71,7 +50,11 @@ class Annotator:
         if n == 0:
             raise ApiError(400, "No requests specified: 'requests' must hold at least one image.")
         if n > self.max_images:
-            raise ApiError(400, f"Too many images in one call: {n} (at most {self.max_images}).")
+            raise ApiError(
+                400,
+                f"Too many images in one call: {n} (at most {self.max_images}).",
+                kind="too_many_images",
+            )
         responses: list[AnnotateImageResponse] = [AnnotateImageResponse() for _ in range(n)]
         plans: list[_Plan] = []
         # Every field is checked before anything is billed: bad base64 fails the whole call.
@@ -106,33 +89,18 @@ class Annotator:
             else:
                 limit = max(f.max_results or DEFAULT_MAX_RESULTS for f in labels)
                 plans.append(_Plan(i, data, limit))
-        if plans and not self.ledger.reserve(key, len(plans)):
-            raise ApiError(
-                429,
-                f"Quota exceeded for quota metric 'Images' and limit 'Images per API key' of "
-                f"service '{SERVICE}': {len(plans)} more would pass {self.ledger.quota}.",
-                reason="QUOTA_EXCEEDED",
-                headers={"Retry-After": str(QUOTA_RETRY_AFTER_S)},
-            )
+        outcomes = self.labeller.label(key, [p.data for p in plans])
         good: list[_Plan] = []
-        images: list[Any] = []
-        for p in plans:
-            try:
-                with self._decode_slots:
-                    images.append(decode_image(p.data, self.size))
-                good.append(p)
-            except ImageLoadError:
+        rows = []
+        for p, out in zip(plans, outcomes, strict=True):
+            if out.probs is None:
                 responses[p.index].error = Status(code=3, message="Bad image data.")
-        self.ledger.refund(key, len(plans) - len(good))
+            else:
+                good.append(p)
+                rows.append(out.probs)
         if good:
-            try:
-                with self._model_lock:
-                    probs = self.model(np.stack(images))
-            except BaseException:
-                self.ledger.refund(key, len(good))
-                raise
             found = self.index.annotate(
-                probs, threshold=self.threshold, max_results=[p.max_results for p in good]
+                np.stack(rows), threshold=self.threshold, max_results=[p.max_results for p in good]
             )
             for p, labs in zip(good, found, strict=True):
                 if labs:  # proto3 JSON leaves an empty list out, as Google does

@@ -1,10 +1,12 @@
-"""A Cloud-Vision-style label service (``POST /v1/images:annotate``) in front of a classifier.
+"""A label service in front of a classifier, in the wire format of a cloud label API.
 
-It is an attack target: it answers like Google's API (labels with scores, Google's error
-envelope and status codes), asks for an API key, bills every labelled image to its key, and
-enforces a per-key quota, a per-key rate limit and a request size limit.
+It is an attack target: it answers like the API it imitates (``schema``: Google Cloud Vision by
+default, or AWS Rekognition, Azure AI Vision, Clarifai, Hugging Face; see
+:mod:`bbattack.service.wire`), asks for that API's credentials, bills every labelled image to
+its key, and enforces a per-key quota, a per-key rate limit and a request size limit, answering
+each in the API's own error form.
 
-Status codes, following Google where its behaviour is documented or widely reported:
+Under ``gcv``, status codes follow Google where its behaviour is documented or widely reported:
 
 * no key: 403 PERMISSION_DENIED "The request is missing a valid API key.";
   a wrong key: 400 INVALID_ARGUMENT "API key not valid. ..." with reason API_KEY_INVALID
@@ -23,42 +25,36 @@ Status codes, following Google where its behaviour is documented or widely repor
   a count of its bytes before anything is parsed (a 10 MB list of ``{}`` costs milliseconds);
 * a body not received within ``body_timeout_s``: 408.
 
-Billing: one unit per image that a call asks LABEL_DETECTION for and that gets labelled.
-Images whose bytes do not decode are not billed; a call refused as a whole bills nothing.
+Billing (every schema): one unit per image that gets labelled. Images whose bytes do not
+decode are not billed; a call refused as a whole bills nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserInputError
 from ..models import Backend, Classifier
 from ..targets.labels import DEFAULT_THRESHOLD, label_index
-from .annotate import Annotator
+from .core import Labeller
 from .errors import ApiError, validation_error
 from .gateway import (
     BODY_TIMEOUT_S,
-    INFO_KEY,
     JSON_VALUES_PER_IMAGE,
     Gateway,
     KeyLedger,
-    RequestInfo,
     access_log,
 )
-from .schema import (
-    BatchAnnotateImagesRequest,
-    BatchAnnotateImagesResponse,
-    ErrorBody,
-    HealthResponse,
-)
+from .schema import HealthResponse
+from .wire import Context, Wire, make_wire
+from .wire.gcv import ANNOTATE_PATH
 
 __all__ = [
     "ANNOTATE_PATH",
@@ -68,7 +64,6 @@ __all__ = [
     "serve",
 ]
 
-ANNOTATE_PATH = "/v1/images:annotate"
 # Cloud Vision's limits: 10 MiB of JSON per call, 16 images per synchronous call.
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGES_PER_CALL = 16
@@ -85,19 +80,27 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     threshold: float = DEFAULT_THRESHOLD,
     burst: float | None = None,
-    max_images_per_call: int = MAX_IMAGES_PER_CALL,
+    max_images_per_call: int | None = None,
     body_timeout_s: float = BODY_TIMEOUT_S,
+    schema: str = "gcv",
 ) -> FastAPI:
     """The label service as a FastAPI app.
 
     ``model`` must take (N, 3, S, S) images and name its classes (ImageNet wnids give the
-    coarse labels). ``quota`` caps the images billed to each key over the app's life; ``rate``
-    caps each key's calls per second (token bucket, bursts of ``burst`` calls). Usage is on
-    ``app.state.usage`` (key -> images billed) and ``app.state.ledger``.
+    coarse labels). ``schema`` is the wire format (``gcv``, ``rekognition``, ``azure``,
+    ``clarifai``, ``hf``); under ``rekognition`` each key is ``AKID:SECRET`` and bills to its
+    AKID. ``quota`` caps the images billed to each key over the app's life; ``rate`` caps each
+    key's calls per second (token bucket, bursts of ``burst`` calls); ``max_images_per_call``
+    defaults to the API's own limit. Usage is on ``app.state.usage`` (key -> images billed)
+    and ``app.state.ledger``; ``app.state.labeller.classify`` is the forward pass of every
+    schema (the place a defence wraps).
     """
-    keys = [k for k in api_keys if k]
-    if not keys or len(keys) != len(api_keys):
+    wire = make_wire(schema)
+    if not api_keys or not all(api_keys):
         raise UserInputError("api_keys must hold at least one key, and no empty key")
+    keys = wire.key_ids(api_keys)
+    if max_images_per_call is None:
+        max_images_per_call = wire.max_images
     if max_body_bytes < 1:
         raise UserInputError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
     if not 0.0 <= threshold <= 1.0:
@@ -110,89 +113,67 @@ def create_app(
             f"the service needs a model of square RGB input, got {model.input_shape}"
         )
     ledger = KeyLedger(quota=quota, rate=rate, burst=burst)
-    annotator = Annotator(
-        model,
-        label_index(model.class_names),
-        ledger,
-        threshold=threshold,
-        max_images=max_images_per_call,
-    )
-
+    labeller = Labeller(model, ledger)
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN.
     app = FastAPIOffline(
         title="bbattack label service",
         version="1",
-        description=(
-            "A Cloud-Vision-style LABEL_DETECTION endpoint serving an ImageNet classifier, "
-            "as a black-box attack target. Pass the API key as `?key=` or `X-Goog-Api-Key`."
-        ),
+        description=f"{wire.title}, serving an ImageNet classifier as a black-box attack target.",
     )
     app.state.ledger = ledger
     app.state.usage = ledger.usage
     app.state.model_name = model.name
-
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorBody, "description": text}
-        for code, text in (
-            (400, "Malformed request, or an invalid API key"),
-            (403, "No API key"),
-            (413, "Body over the size limit"),
-            (429, "Rate limit or quota exceeded; see Retry-After"),
-        )
-    }
-
-    @app.post(
-        ANNOTATE_PATH,
-        response_model=BatchAnnotateImagesResponse,
-        response_model_exclude_none=True,
-        responses=errors,
-        summary="Label images (Cloud Vision images:annotate, LABEL_DETECTION only)",
+    app.state.wire = wire
+    app.state.labeller = labeller
+    ctx = Context(
+        labeller=labeller,
+        index=label_index(model.class_names),
+        threshold=threshold,
+        max_images=max_images_per_call,
+        model_name=model.name,
     )
-    def annotate(body: BatchAnnotateImagesRequest, request: Request) -> Any:
-        # A sync endpoint: FastAPI runs it in its threadpool, so decoding and the model call
-        # never block the event loop.
-        info: RequestInfo | None = request.scope.get(INFO_KEY)
-        if info is None or info.key is None:  # only reachable if the gateway is bypassed
-            raise ApiError(403, "The request is missing a valid API key.")
-        response, billed = annotator.annotate(body, info.key)
-        info.billed = billed
-        return response
-
-    # async: it runs on the event loop, so it answers even while every worker thread is busy.
-    @app.get("/healthz", response_model=HealthResponse, summary="Liveness and the model served")
-    async def healthz() -> HealthResponse:
-        return HealthResponse(status="ok", model=model.name)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_error(exc).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        headers = dict(exc.headers or {})
-        message = str(exc.detail)
-        if exc.status_code == 400:  # FastAPI's only 400: a body it could not parse at all
-            message = f"Invalid JSON payload received. {message}."
-        return ApiError(exc.status_code, message, headers=headers).response()
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return ApiError(500, "Internal error encountered.").response()
-
+    wire.install(app, ctx)
+    _add_common_routes(app, model.name, wire)
     app.add_middleware(
         Gateway,
         keys=[k.encode("utf-8") for k in keys],
         ledger=ledger,
+        wire=wire,
         max_body_bytes=max_body_bytes,
         max_json_values=JSON_VALUES_PER_IMAGE * max_images_per_call,
         body_timeout_s=body_timeout_s,
     )
     return app
+
+
+def _add_common_routes(app: FastAPI, model_name: str, wire: Wire) -> None:
+    """``/healthz`` and the error handlers, each error in the schema's own form."""
+
+    # async: it runs on the event loop, so it answers even while every worker thread is busy.
+    @app.get("/healthz", response_model=HealthResponse, summary="Liveness and the model served")
+    async def healthz() -> HealthResponse:
+        return HealthResponse(status="ok", model=model_name)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return wire.error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return wire.error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        message = str(exc.detail)
+        if exc.status_code == 400:  # FastAPI's only 400: a body it could not parse at all
+            message = f"Invalid JSON payload received. {message}."
+        return wire.error_response(ApiError(exc.status_code, message, headers=headers))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return wire.error_response(ApiError(500, "Internal error encountered."))
 
 
 def serve(
@@ -207,6 +188,7 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     threshold: float = DEFAULT_THRESHOLD,
     log_level: str = "info",
+    schema: str = "gcv",
 ) -> None:
     """Run the service with uvicorn until interrupted (the built-in ImageNet model by default).
 
@@ -222,6 +204,7 @@ def serve(
     ]
     if not keys:
         raise UserInputError("no API keys: pass api_keys or set BBATTACK_API_KEYS")
+    make_wire(schema).key_ids(keys)  # a bad schema or key form is one line, before the model
     sock = bind(host, port)  # before the model loads: a port in use is one line, at once
     try:
         clf = model if model is not None else load_model(backend=backend)
@@ -232,6 +215,7 @@ def serve(
             rate=rate,
             max_body_bytes=max_body_bytes,
             threshold=threshold,
+            schema=schema,
         )
     except BaseException:
         sock.close()

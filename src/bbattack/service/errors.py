@@ -8,9 +8,39 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-__all__ = ["SERVICE", "ApiError", "redact", "validation_error"]
+__all__ = ["KINDS", "SERVICE", "ApiError", "redact", "validation_error"]
 
 SERVICE = "vision.googleapis.com"
+
+# What went wrong, in no API's words: each wire schema renders a kind as its own error body
+# (Google's envelope, Rekognition's ``__type``, Clarifai's status code, ...).
+KINDS = (
+    "missing_key",
+    "bad_key",
+    "bad_signature",
+    "rate",
+    "quota",
+    "too_large",
+    "image_too_large",
+    "bad_image",
+    "too_many_images",
+    "invalid",
+    "not_found",
+    "method",
+    "timeout",
+    "internal",
+    "unavailable",
+)
+_KIND_OF_CODE = {
+    401: "bad_key",
+    403: "missing_key",
+    404: "not_found",
+    405: "method",
+    408: "timeout",
+    413: "too_large",
+    429: "rate",
+    503: "unavailable",
+}
 
 # google.rpc.Code names of the HTTP statuses this service sends.
 _STATUS = {
@@ -24,11 +54,13 @@ _STATUS = {
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 
 class ApiError(Exception):
-    """An error answered with Google's envelope ``{"error": {code, message, status}}``."""
+    """An error answered with Google's envelope ``{"error": {code, message, status}}`` under
+    the ``gcv`` schema; ``kind`` (one of :data:`KINDS`) is what other schemas render."""
 
     def __init__(
         self,
@@ -38,9 +70,13 @@ class ApiError(Exception):
         reason: str | None = None,
         headers: dict[str, str] | None = None,
         details: list[dict[str, Any]] | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
+        if kind is None:
+            kind = _KIND_OF_CODE.get(code, "internal" if code >= 500 else "invalid")
+        self.kind = kind
         self.message = message
         self.headers = headers or {}
         self.details = list(details or [])

@@ -3,6 +3,8 @@ some ``images:annotate`` calls with a failure instead of passing them on.
 
 app = FaultInjector(create_app(model, api_keys=["k"]), rate=0.3, seed=0)
 
+Faults come in the wrapped app's schema (``app.state.wire``; Google's without one): a 429 is
+Google's RESOURCE_EXHAUSTED, Rekognition's ThrottlingException, Clarifai's 11005, and so on.
 Every fault is answered before the wrapped app runs, so a faulty call is never billed (a
 ``truncated`` answer too: its body is made up here, not cut from a real answer). That makes
 "billed images == images the client paid for" an exact check of a retrying client.
@@ -11,71 +13,55 @@ Every fault is answered before the wrapped app runs, so a faulty call is never b
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 from collections import Counter
 from collections.abc import Sequence
 
 from ..errors import UserInputError
-from .app import ANNOTATE_PATH
-from .gateway import ASGIApp, Receive, Scope, Send
+from .errors import ApiError
+from .gateway import ASGIApp, Receive, Scope, Send, send_rendered
+from .wire import Wire
+from .wire.gcv import GoogleVision
 
-__all__ = ["FAULT_KINDS", "FaultInjector"]
+__all__ = ["ALL_FAULT_KINDS", "FAULT_KINDS", "FaultInjector"]
 
+# The kinds drawn by default; "503" (a model loading, an API down) is there on request.
 FAULT_KINDS = ("429", "500", "timeout", "truncated")
+ALL_FAULT_KINDS = (*FAULT_KINDS, "503")
 
-# What a truncated answer is cut from: shaped like a real one, so a client that does not
-# check for a complete body would happily read the first half.
-_FAKE_ANSWER = json.dumps(
-    {
-        "responses": [
-            {
-                "labelAnnotations": [
-                    {
-                        "mid": "/wn/n02099601",
-                        "description": "Golden retriever",
-                        "score": 0.93,
-                        "topicality": 0.93,
-                    },
-                    {"mid": "/wn/n02084071", "description": "Dog", "score": 0.9, "topicality": 0.9},
-                ]
-            },
-            {
-                "labelAnnotations": [
-                    {
-                        "mid": "/wn/n07920052",
-                        "description": "Espresso",
-                        "score": 0.8,
-                        "topicality": 0.8,
-                    },
-                ]
-            },
-        ]
-    }
-).encode("utf-8")
+_MESSAGES = {
+    "429": "Quota exceeded for quota metric 'Requests' (injected fault).",
+    "500": "Internal error encountered.",
+    "503": "The service is unavailable (injected fault).",
+    "timeout": "Deadline exceeded.",
+}
 
 
-def _error(code: int, status: str, message: str, reason: str | None = None) -> bytes:
-    err: dict[str, object] = {"code": code, "message": message, "status": status}
-    if reason is not None:
-        err["details"] = [
-            {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": reason,
-                "domain": "googleapis.com",
-                "metadata": {"service": "vision.googleapis.com"},
-            }
-        ]
-    return json.dumps({"error": err}).encode("utf-8")
+def _fault(kind: str) -> ApiError:
+    """A fault as the schema-neutral error each wire renders in its own form."""
+    if kind == "429":
+        return ApiError(
+            429,
+            _MESSAGES[kind],
+            reason="RATE_LIMIT_EXCEEDED",
+            headers={"Retry-After": "0"},
+            kind="rate",
+        )
+    if kind == "timeout":
+        return ApiError(504, _MESSAGES[kind], kind="unavailable")
+    return ApiError(int(kind), _MESSAGES[kind])
 
 
 class FaultInjector:
-    """ASGI middleware: each POST to ``path`` fails with probability ``rate``, with a kind
-    drawn uniformly from ``kinds`` (both from ``random.Random(seed)``, under a lock):
+    """ASGI middleware: each labelling call (or each POST to ``path``, if given) fails with
+    probability ``rate``, with a kind drawn uniformly from ``kinds`` (both from
+    ``random.Random(seed)``, under a lock), in the schema's own error form:
 
-    * ``"429"``: 429 RESOURCE_EXHAUSTED, reason RATE_LIMIT_EXCEEDED, ``Retry-After: 0``;
-    * ``"500"``: 500 INTERNAL;
+    * ``"429"``: the rate-limit error, ``Retry-After: 0`` where the API sends one (Google: 429
+      RESOURCE_EXHAUSTED, reason RATE_LIMIT_EXCEEDED; Rekognition: ThrottlingException);
+    * ``"500"``: the internal error;
+    * ``"503"``: unavailable (Hugging Face: a model loading, with ``estimated_time``);
     * ``"timeout"``: waits ``timeout_s`` (set it above the client's timeout), then 504;
     * ``"truncated"``: 200 with the first half of a JSON answer.
 
@@ -92,13 +78,16 @@ class FaultInjector:
         seed: int,
         kinds: Sequence[str] = FAULT_KINDS,
         timeout_s: float = 1.0,
-        path: str = ANNOTATE_PATH,
+        path: str | None = None,
+        wire: Wire | None = None,
     ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise UserInputError(f"rate must be in [0, 1], got {rate}")
-        unknown = sorted(set(kinds) - set(FAULT_KINDS))
+        unknown = sorted(set(kinds) - set(ALL_FAULT_KINDS))
         if unknown or not kinds:
-            raise UserInputError(f"kinds must be a non-empty subset of {FAULT_KINDS}, got {kinds}")
+            raise UserInputError(
+                f"kinds must be a non-empty subset of {ALL_FAULT_KINDS}, got {kinds}"
+            )
         if not timeout_s >= 0:
             raise UserInputError(f"timeout_s must be >= 0, got {timeout_s}")
         self.app = app
@@ -106,6 +95,9 @@ class FaultInjector:
         self.kinds = tuple(kinds)
         self.timeout_s = timeout_s
         self.path = path
+        state = getattr(app, "state", None)
+        found = wire if wire is not None else getattr(state, "wire", None)
+        self.wire: Wire = found if isinstance(found, Wire) else GoogleVision()
         self.injected: Counter[str] = Counter()
         self.passed = 0
         self._rng = random.Random(seed)
@@ -121,10 +113,11 @@ class FaultInjector:
             return kind
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope.get("method") != "POST"
-            or scope.get("path") != self.path
+        method, path = str(scope.get("method", "")), str(scope.get("path", ""))
+        if scope["type"] != "http" or not (
+            method == "POST" and path == self.path
+            if self.path is not None
+            else self.wire.is_call(method, path)
         ):
             await self.app(scope, receive, send)
             return
@@ -137,32 +130,11 @@ class FaultInjector:
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
-        headers: list[tuple[bytes, bytes]] = []
-        if kind == "429":
-            status = 429
-            body = _error(
-                429,
-                "RESOURCE_EXHAUSTED",
-                "Quota exceeded for quota metric 'Requests' (injected fault).",
-                reason="RATE_LIMIT_EXCEEDED",
-            )
-            headers.append((b"retry-after", b"0"))
-        elif kind == "500":
-            status, body = 500, _error(500, "INTERNAL", "Internal error encountered.")
-        elif kind == "timeout":
+        if kind == "timeout":
             await asyncio.sleep(self.timeout_s)
-            status, body = 504, _error(504, "DEADLINE_EXCEEDED", "Deadline exceeded.")
+        if kind == "truncated":
+            answer = self.wire.sample_answer()
+            status, headers, body = 200, dict[str, str](), answer[: len(answer) // 2]
         else:
-            status, body = 200, _FAKE_ANSWER[: len(_FAKE_ANSWER) // 2]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json; charset=UTF-8"),
-                    (b"content-length", str(len(body)).encode("ascii")),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+            status, headers, body = self.wire.render(_fault(kind))
+        await send_rendered(send, status, headers, body, close=False)

@@ -1,5 +1,6 @@
-"""The gateway in front of ``/v1/``: API keys, the per-key quota and rate ledger, the body
-size limit, and the access log."""
+"""The gateway in front of a wire schema's endpoints: API keys, the per-key quota and rate
+ledger, the body size limit, and the access log. Where a key comes from and how an error looks
+are the schema's (:class:`~.wire.base.Wire`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserInputError
 from .errors import SERVICE, ApiError, redact
+
+if TYPE_CHECKING:
+    from .wire.base import Wire
 
 __all__ = [
     "BODY_TIMEOUT_S",
@@ -32,6 +36,8 @@ __all__ = [
     "Send",
     "access_log",
     "json_values_bound",
+    "query_param",
+    "send_rendered",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -40,7 +46,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-GUARDED_PREFIX = "/v1/"
 # Where the gateway leaves its RequestInfo in the ASGI scope, for the endpoint.
 INFO_KEY = "bbattack.request"
 
@@ -124,10 +129,12 @@ class RequestInfo:
     key: str | None = None
     billed: int = 0
     status: int = 500
+    body: bytes = b""
 
 
 class Gateway:
-    """Pure ASGI middleware in front of ``/v1/``: size limit, API key, rate limit; and one JSON
+    """Pure ASGI middleware in front of a schema's endpoints: size limit, API key (and, where
+    the schema signs requests, the signature), rate limit; and one JSON
     access-log line for every HTTP request. It reads the body itself (bounded) and replays it,
     so an oversized body is refused without ever being held in full."""
 
@@ -137,6 +144,7 @@ class Gateway:
         *,
         keys: list[bytes],
         ledger: KeyLedger,
+        wire: Wire,
         max_body_bytes: int,
         max_json_values: int = 16 * JSON_VALUES_PER_IMAGE,
         body_timeout_s: float = BODY_TIMEOUT_S,
@@ -144,6 +152,7 @@ class Gateway:
         self.app = app
         self.keys = keys
         self.ledger = ledger
+        self.wire = wire
         self.max_body_bytes = max_body_bytes
         self.max_json_values = max_json_values
         self.body_timeout_s = body_timeout_s
@@ -162,7 +171,7 @@ class Gateway:
             await send(message)
 
         try:
-            if str(scope.get("path", "")).startswith(GUARDED_PREFIX):
+            if self.wire.guarded(str(scope.get("path", ""))):
                 await self._guarded(scope, receive, send_logged, info)
             else:
                 await self.app(scope, receive, send_logged)
@@ -187,44 +196,42 @@ class Gateway:
         if length is not None:
             digits = length.strip()
             if not digits.isdigit():
-                await _send_error(send, ApiError(400, "Invalid Content-Length header."))
+                await self._send_error(send, ApiError(400, "Invalid Content-Length header."))
                 return
             # Length first: int() refuses numbers of more than 4300 digits.
             if len(digits) > 18 or int(digits) > self.max_body_bytes:
                 if int(digits[:19]) <= 2 * self.max_body_bytes:
                     await _drain(receive, 2 * self.max_body_bytes)
-                await _send_error(send, self._too_large())
+                await self._send_error(send, self._too_large())
                 return
         error = self._authenticate(scope, headers, info)
-        if error is None and info.key is not None:
-            wait = self.ledger.admit(info.key)
-            if wait is not None:
-                error = ApiError(
-                    429,
-                    f"Quota exceeded for quota metric 'Requests' and limit 'Requests per second "
-                    f"per API key' of service '{SERVICE}'. Retry in {wait:.2f}s.",
-                    reason="RATE_LIMIT_EXCEEDED",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
+        if error is None and not self.wire.verifies_body:
+            error = self._admit(info)
         if error is not None:
-            await _send_error(send, error)
+            await self._send_error(send, error)
             return
         try:
             async with asyncio.timeout(self.body_timeout_s):
                 body = await self._read_body(receive)
         except TimeoutError:
-            await _send_error(
+            await self._send_error(
                 send, ApiError(408, f"Request body not received within {self.body_timeout_s:g}s.")
             )
             return
         if body is None:
             await _drain(receive, self.max_body_bytes)
-            await _send_error(send, self._too_large())
+            await self._send_error(send, self._too_large())
             return
-        values = json_values_bound(body)
+        if self.wire.verifies_body:
+            error = self.wire.verify(scope, headers, body) or self._admit(info)
+            if error is not None:
+                await self._send_error(send, error)
+                return
+        info.body = body
+        values = json_values_bound(body) if self.wire.json_body(headers) else 0
         if values > self.max_json_values:
             # Refused from a byte count, before a parser builds millions of objects.
-            await _send_error(
+            await self._send_error(
                 send,
                 ApiError(
                     400,
@@ -244,6 +251,25 @@ class Gateway:
 
         await self.app(scope, replay, send)
 
+    def _admit(self, info: RequestInfo) -> ApiError | None:
+        """The rate limit: None if the key's bucket lets the call through."""
+        if info.key is None:
+            return None
+        wait = self.ledger.admit(info.key)
+        if wait is None:
+            return None
+        return ApiError(
+            429,
+            f"Quota exceeded for quota metric 'Requests' and limit 'Requests per second "
+            f"per API key' of service '{SERVICE}'. Retry in {wait:.2f}s.",
+            reason="RATE_LIMIT_EXCEEDED",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            kind="rate",
+        )
+
+    async def _send_error(self, send: Send, error: ApiError) -> None:
+        await send_rendered(send, *self.wire.render(error))
+
     def _too_large(self) -> ApiError:
         return ApiError(
             413, f"Request payload size exceeds the limit: {self.max_body_bytes} bytes."
@@ -252,17 +278,8 @@ class Gateway:
     def _authenticate(
         self, scope: Scope, headers: dict[bytes, bytes], info: RequestInfo
     ) -> ApiError | None:
-        """The key comes from ``X-Goog-Api-Key`` or, failing that, the ``key`` query parameter."""
-        raw = headers.get(b"x-goog-api-key")
-        if raw is None:
-            # latin-1 both ways keeps the percent-decoded bytes exactly as sent.
-            query = urllib.parse.parse_qs(
-                bytes(scope.get("query_string", b"")).decode("latin-1"),
-                keep_blank_values=True,
-                encoding="latin-1",
-            )
-            values = query.get("key")
-            raw = values[0].encode("latin-1") if values else None
+        """The key (id) is where the schema says: for Google ``X-Goog-Api-Key`` or ``?key=``."""
+        raw = self.wire.credential(scope, headers)
         if not raw:
             return ApiError(
                 403, "The request is missing a valid API key.", reason="API_KEY_MISSING"
@@ -274,7 +291,10 @@ class Gateway:
             matched |= hmac.compare_digest(raw, k)
         if not matched:
             return ApiError(
-                400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
+                400,
+                "API key not valid. Please pass a valid API key.",
+                reason="API_KEY_INVALID",
+                kind="bad_key",
             )
         return None
 
@@ -316,13 +336,28 @@ async def _drain(receive: Receive, budget: int) -> None:
             return
 
 
-async def _send_error(send: Send, error: ApiError) -> None:
-    payload = json.dumps(error.body()).encode("utf-8")
-    headers = [
+def query_param(scope: Scope, name: str) -> bytes | None:
+    """The first value of a query parameter, percent-decoded, as bytes."""
+    # latin-1 both ways keeps the percent-decoded bytes exactly as sent.
+    query = urllib.parse.parse_qs(
+        bytes(scope.get("query_string", b"")).decode("latin-1"),
+        keep_blank_values=True,
+        encoding="latin-1",
+    )
+    values = query.get(name)
+    return values[0].encode("latin-1") if values else None
+
+
+async def send_rendered(
+    send: Send, status: int, headers: dict[str, str], payload: bytes, *, close: bool = True
+) -> None:
+    """Send a whole JSON answer from ASGI middleware."""
+    raw = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
+    ] + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if close:
         # A refused body may be left partly unread: the connection cannot be reused.
-        (b"connection", b"close"),
-    ] + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.code, "headers": headers})
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})

@@ -1,14 +1,18 @@
 """Request and response bodies of ``images:annotate``, a subset of Cloud Vision's v1 REST API.
 
-JSON names are camelCase like Google's; snake_case is accepted too, as protobuf's JSON parser
-does. Unknown fields are rejected, as Google rejects them ("Cannot find field").
+Parsed as proto3 JSON is (what Google's own clients send): JSON names are camelCase, and
+snake_case is accepted too; enums come as names or as numbers (``"type": 4``, which
+``google-cloud-vision`` sends under ``$alt=json;enum-encoding=int``); ``int32`` fields as
+numbers or decimal strings; ``null`` means the field's default. Unknown fields are rejected, as
+the proto3 JSON mapping says a parser does by default and as Google's front end does
+("Unknown name ...: Cannot find field.").
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -45,14 +49,40 @@ FeatureType = Literal[
 ]
 
 
+# Their numbers in google.cloud.vision.v1.Feature.Type.
+_FEATURE_NUMBER = dict(
+    zip(get_args(FeatureType), (0, 1, 2, 3, 4, 5, 11, 6, 7, 9, 10, 12, 19), strict=True)
+)
+_FEATURE_NAME = {n: name for name, n in _FEATURE_NUMBER.items()}
+
+
+def _enum_name(value: object) -> object:
+    """An enum given by number (or a decimal string, as protobuf's JSON parser takes it) ->
+    its name; a name, or anything else, is left for the Literal to check."""
+    if isinstance(value, str) and value.isdecimal():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _FEATURE_NAME.get(value, value)
+    return value
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        # proto3 JSON: a null field value means the field's default.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
 
 class Feature(_Message):
-    """What to detect in an image; ``maxResults`` 0 means the default (10)."""
+    """What to detect in an image; ``maxResults`` 0 means the default (10). ``type`` is a name
+    or its proto number (4 is LABEL_DETECTION)."""
 
-    type: FeatureType = "TYPE_UNSPECIFIED"
+    type: Annotated[FeatureType, BeforeValidator(_enum_name)] = "TYPE_UNSPECIFIED"
     max_results: int = Field(default=0, ge=0, le=1000)
     model: str = ""
 
