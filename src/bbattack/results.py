@@ -59,6 +59,8 @@ class ImageResult(BaseModel):
     wall_time_s: float
     seed: int
     lost_queries: int = 0  # charged (maybe billed) but never answered: a failed remote call
+    # The label that met a targeted goal: the target, or one below it where ancestors count.
+    matched: ClassRef | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from ..images import bundled_photos, load_image
 from ..models import load_model
 from ..surrogates import resolve_surrogates
 from ._common import BackendOpt, Threat, app, fail, guard, out
+from ._remote import SchemaOpt, price_note
 from .attack import AttackJob, RemoteOptions, run_attack
 
 __all__ = ["DEMO", "DEMO_API", "DEMO_API_LABEL", "DemoSpec", "demo", "demo_api"]
@@ -88,6 +89,30 @@ DEMO_API = DemoSpec(source="page", start="chessboard_RGB", eps=0.05, max_queries
 DEMO_API_LABEL = "Crossword"
 
 
+def _local_api(schema: str, url: str) -> tuple[str, str, tuple[str | None, str | None]]:
+    """The schema the local service speaks for ``--schema``, the endpoint the attack calls,
+    and the JMESPath expressions of ``json`` (shown against the Hugging Face format)."""
+    match schema:
+        case "gcv":
+            return "gcv", f"{url}/v1/images:annotate", (None, None)
+        case "clarifai":
+            return "clarifai", f"{url}/v2/users/demo/apps/demo/models/lite0/outputs", (None, None)
+        case "hf":
+            return "hf", f"{url}/models/efficientnet-lite0", (None, None)
+        case "json":
+            return "hf", f"{url}/models/efficientnet-lite0", ("[*].label", "[*].score")
+    return schema, url, (None, None)  # rekognition, azure: the client completes the URL
+
+
+def _demo_key(schema: str) -> str:
+    """A fresh key for the local service (AWS: an access key id and its secret)."""
+    import secrets
+
+    if schema == "rekognition":
+        return f"AKIADEMO{secrets.token_hex(6).upper()}:{secrets.token_urlsafe(30)}"
+    return secrets.token_urlsafe(16)
+
+
 @app.command("demo-api")
 def demo_api(
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("demo-api-out"),
@@ -102,32 +127,37 @@ def demo_api(
             "surrogate-guided attack instead of PI-Square"
         ),
     ] = None,
+    schema: SchemaOpt = "gcv",
 ) -> None:
     """The paper's Cloud Vision demo, end to end over HTTP: start the label service on a free
-    loopback port, run the PI attack against it, print the queries and the cost, stop it.
-    The service runs EfficientNet-Lite0; a surrogate must be another model."""
+    loopback port (speaking ``--schema``'s format), run the PI attack against it, print the
+    queries and the cost at that API's price, stop it. The service runs EfficientNet-Lite0;
+    a surrogate must be another model."""
     photos = bundled_photos()
     if DEMO_API.source not in photos or DEMO_API.start not in photos:
         raise fail("the demo photos ship with scikit-image; pip install scikit-image")
 
     def go() -> None:
-        import secrets
-
+        from ..remote.schemas import schema_class
         from ..service import create_app
         from ..service.runner import serve_in_thread
 
+        schema_class(schema)  # an unknown schema: refused before the model loads
         model = load_model(backend=backend.value)
         # The service's own model is known here: refuse it as a surrogate before serving.
         resolve_surrogates(surrogate or [], model)
-        key = secrets.token_urlsafe(16)
-        with serve_in_thread(create_app(model, api_keys=[key])) as url:
-            endpoint = f"{url}/v1/images:annotate"
+        key = _demo_key(schema)
+        served = _local_api(schema, "")[0]
+        with serve_in_thread(create_app(model, api_keys=[key], schema=served)) as url:
+            _, endpoint, paths = _local_api(schema, url)
             out.print(
-                f"[bold]bbattack demo-api[/]: label service on {endpoint}; PI attack over HTTP, "
-                f"ε={DEMO_API.eps}: make {photos[DEMO_API.source].name} carry the label "
-                f"'{DEMO_API_LABEL}' (start image {photos[DEMO_API.start].name})"
+                f"[bold]bbattack demo-api[/]: label service ({served}) on {endpoint}; PI attack "
+                f"over HTTP (--schema {schema}), ε={DEMO_API.eps}: make "
+                f"{photos[DEMO_API.source].name} carry the label '{DEMO_API_LABEL}' (start "
+                f"image {photos[DEMO_API.start].name})"
                 + (f"; surrogates: {', '.join(surrogate)}" if surrogate else "")
             )
+            out.print(f"price: {price_note(schema)}", markup=False, highlight=False)
             out_dir.mkdir(parents=True, exist_ok=True)
             job = AttackJob(
                 image=photos[DEMO_API.source],
@@ -138,13 +168,21 @@ def demo_api(
                 start_image=photos[DEMO_API.start],
                 seed=seed,
                 out_dir=out_dir,
-                success="topk",
+                # Google and Rekognition list a fine label below its ancestors ("Game",
+                # "Puzzle"): it must be among the labels. A flat API's top labels are the
+                # model's own classes, "Crossword" among them from the start: it must lead.
+                success="top1" if schema_class(schema).hierarchy == "flat" else "topk",
                 # A fine label sits below its ancestors ("Game", "Puzzle"): ask for 20 labels.
                 remote=RemoteOptions(
                     endpoint=endpoint,
                     api_key=key,
                     journal=out_dir / "journal.sqlite",
                     max_results=20,
+                    schema=schema,
+                    labels_path=paths[0],
+                    scores_path=paths[1],
+                    # The Google demo's service shows labels from 0.2: ask Rekognition alike.
+                    min_confidence=20.0 if schema == "rekognition" else None,
                 ),
                 surrogates=tuple(surrogate or []),
                 overwrite=force,

@@ -1,5 +1,7 @@
-"""A remote label API (Google Cloud Vision ``images:annotate``, or bbattack's own label
-service) as an attack target, with retries and a spend cap.
+"""A remote label API (Google Cloud Vision, AWS Rekognition, Azure AI Vision, Clarifai, a
+Hugging Face model, any JSON API, or bbattack's own label service) as an attack target, with
+retries and a spend cap. One :class:`HttpLabelTarget` over a wire schema
+(:mod:`.wire`, one file per API in :mod:`.schemas`; prices in :mod:`.prices`).
 
 >>> target = HttpLabelTarget("https://vision.googleapis.com/v1/images:annotate",
 ...                          max_cost=20.0)                              # doctest: +SKIP
@@ -31,17 +33,25 @@ from .errors import (
     SpendCapExceeded,
 )
 from .journal import JOURNAL_VERSION, JournalEntry, cache_key
+from .prices import PRICES, PRICES_READ, Price
 from .retry import RetryPolicy
 from .schema import ANNOTATE_PATH, GOOGLE_VISION_ENDPOINT, MAX_IMAGES_PER_CALL
+from .schemas import SCHEMAS, make_schema
 from .spend import SpendCap
+from .wire import Label, WireSchema
 
 __all__ = [
     "ANNOTATE_PATH",
     "GOOGLE_VISION_ENDPOINT",
     "JOURNAL_VERSION",
     "MAX_IMAGES_PER_CALL",
+    "PRICES",
+    "PRICES_READ",
+    "SCHEMAS",
     "HttpLabelTarget",
     "JournalEntry",
+    "Label",
+    "Price",
     "QuotaExhausted",
     "RemoteAuthError",
     "RemoteError",
@@ -49,6 +59,8 @@ __all__ = [
     "RetryPolicy",
     "SpendCap",
     "SpendCapExceeded",
+    "WireSchema",
     "cache_key",
     "encode_png",
+    "make_schema",
 ]

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,21 +20,15 @@ from numpy.typing import NDArray
 
 from ..errors import UserInputError
 from ..images import encode_png
-from .answers import failure, probe
+from .answers import probe
 from .errors import QuotaExhausted, RemoteError, check_int, check_positive
 from .journal import Journal, JournalEntry, cache_key
 from .retry import GarbledError, RetryableError, RetryPolicy
-from .schema import (
-    API_KEY_ENV,
-    MAX_IMAGES_PER_CALL,
-    MAX_QUOTED,
-    Labels,
-    labels_of,
-    parse_batch,
-    request_body,
-    resolve_endpoint,
-)
+from .schema import Labels, raw_endpoint, raw_key
+from .schemas import make_schema
+from .settings import Settings
 from .spend import SpendCap
+from .wire import MAX_QUOTED, ImageError, WireSchema
 
 __all__ = ["HttpLabelTarget"]
 
@@ -48,20 +42,23 @@ class _Query:
     png: bytes
 
 
-def _redact(key: str) -> str:
-    return key[: min(4, len(key) // 2)] + "…"
+class HttpLabelTarget(Settings):
+    """A label API as an attack target: a :class:`bbattack.targets.LabelSource`, so
+    ``LabelTarget(HttpLabelTarget(…))`` puts it behind the oracle.
 
-
-class HttpLabelTarget:
-    """A Cloud-Vision-style label API (``POST …/v1/images:annotate``, LABEL_DETECTION) as an
-    attack target: a :class:`bbattack.targets.LabelSource`, so ``LabelTarget(HttpLabelTarget(
-    …))`` puts it behind the oracle.
+    **Wire schemas.** ``schema`` names the API's format (:mod:`bbattack.remote.schemas`):
+    ``gcv`` (Google Cloud Vision ``images:annotate``, the default), ``rekognition``,
+    ``azure``, ``clarifai``, ``hf`` (Hugging Face) or ``json`` (any JSON API, described by
+    ``schema_options``: ``labels_path``, ``scores_path``, ``request_template``, ``auth``,
+    ``score_scale``). The schema builds requests, authenticates, decodes answers (scores on a
+    0-1 scale; :meth:`ancestors` gives the ancestors an API names) and reads the API's error
+    and quota signals; everything below is shared by every schema.
 
     **Requests.** Images (N, C, H, W) in [0, 1] are sent as 8-bit PNG (rounded, deterministic
-    bytes), base64, ``images_per_call`` per call, up to ``concurrency`` calls in flight. The
-    key goes in the ``X-Goog-Api-Key`` header, never in the URL, so it never lands in logs.
-    ``endpoint`` defaults to ``$BBATTACK_ENDPOINT`` (a base URL gets ``/v1/images:annotate``
-    appended) and ``api_key`` to ``$BBATTACK_API_KEY``.
+    bytes), ``images_per_call`` per call (default and most: the API's limit), up to
+    ``concurrency`` calls in flight. The key goes in a header (or a signature), never in the
+    URL, so it never lands in logs. ``endpoint`` defaults to ``$BBATTACK_ENDPOINT`` (a
+    schema completes a base URL with its path) and ``api_key`` to ``$BBATTACK_API_KEY``.
 
     **Retry policy.** 429 (rate limit), 5xx, timeouts, connection errors and 200 answers whose
     body is not JSON of the expected shape (truncated) are retried up to ``max_retries``
@@ -70,10 +67,11 @@ class HttpLabelTarget:
     three values make ``retry_policy``, a :class:`~bbattack.remote.retry.RetryPolicy`. Not
     retried: 429 with reason QUOTA_EXCEEDED (:class:`QuotaExhausted`); 401/403 and a 400 for an
     invalid key (:class:`RemoteAuthError`, a UserInputError); other 4xx such as 400 and 413
-    (:class:`RemoteError`, with the server's message). An image answered with an error entry
-    raises RemoteError naming its index, after the rest of its call is journalled. Running out
-    of retries raises RemoteUnavailable. ``on_retry(message)`` is told of every retry (a progress
-    line shows it). :meth:`probe` checks for free that the endpoint answers and takes the key.
+    (:class:`RemoteError`, with the server's message); other schemas map their API's signals
+    alike (Rekognition's ThrottlingException, Clarifai's 11005, ...). An image answered with
+    an error entry raises RemoteError naming its index, after the rest of its call is
+    journalled. Running out of retries raises RemoteUnavailable. ``on_retry(message)`` is told
+    of every retry. :meth:`probe` checks for free that the endpoint answers and takes the key.
 
     **Paid queries.** One per image that comes back labelled in a 200 answer (an error entry is
     not billed). Images found in the journal, and repeats within one call, are free:
@@ -82,29 +80,30 @@ class HttpLabelTarget:
     ``max_queries`` and ``max_cost`` (USD, ``price_per_1000`` per 1000 images; Google's list
     price for label detection is $1.50) cap this client's paid queries: an annotate() call
     whose new images would pass a cap raises :class:`SpendCapExceeded` and sends nothing.
-    The three values make ``spend_cap``, a :class:`~bbattack.remote.spend.SpendCap`.
+    ``price_per_1000`` defaults to the schema's list price (:mod:`.prices`; None for an API
+    not priced per image). The three values make ``spend_cap``, a
+    :class:`~bbattack.remote.spend.SpendCap`.
 
     **Counters.** ``paid_queries``, ``cached_queries``, ``cost`` (dollars), ``http_calls``
     (every request sent, retries included) and ``retries``; ``remaining_queries`` under the
     caps. They are this client's, from zero: a reopened journal's old rows are not counted.
 
     **Journal.** Every paid answer is committed to the journal before annotate() returns it,
-    and a repeated query (same PNG bytes, same max_results) is answered from it without a
-    call. ``journal`` is an SQLite file (WAL mode), reusable across runs; without one an
-    in-memory database dedupes within the process. Table ``queries``: ``key`` (primary key,
-    sha256 hex of the PNG bytes followed by ``|max_results=<n>``), ``max_results``,
-    ``response`` (the image's entry of ``responses`` as the server sent it, as JSON),
-    ``created`` (Unix time), ``paid`` (1: it was billed), ``hits`` (times it answered a repeat
-    for free), ``endpoint`` (the URL, no key). :meth:`journal_entries` reads it.
+    and a repeated query (same PNG bytes, max_results and schema) is answered from it without
+    a call. ``journal`` is an SQLite file (WAL mode, its table in :mod:`.journal`), reusable
+    across runs; without one an in-memory database dedupes within the process.
+    :meth:`journal_entries` reads it.
     """
 
     def __init__(
         self,
         endpoint: str | None = None,
         api_key: str | None = None,
+        schema: str = "gcv",
         *,
+        schema_options: Mapping[str, Any] | None = None,
         max_results: int = 10,
-        images_per_call: int = MAX_IMAGES_PER_CALL,
+        images_per_call: int | None = None,
         concurrency: int = 4,
         timeout_s: float = 30.0,
         max_retries: int = 8,
@@ -112,7 +111,7 @@ class HttpLabelTarget:
         backoff_max_s: float = 30.0,
         max_queries: int | None = None,
         max_cost: float | None = None,
-        price_per_1000: float = 1.50,
+        price_per_1000: float | None = None,
         journal: str | os.PathLike[str] | None = None,
         input_shape: tuple[int, int, int] = (3, 224, 224),
         transport: httpx.BaseTransport | None = None,
@@ -120,23 +119,24 @@ class HttpLabelTarget:
         rng_seed: int | None = None,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
-        self.endpoint = resolve_endpoint(endpoint)
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
-        key = key.strip()
-        if not key:
-            raise UserInputError(f"no API key: pass api_key or set {API_KEY_ENV}")
-        if not key.isascii() or not key.isprintable():
-            raise UserInputError("the API key must be printable ASCII")
+        raw = raw_endpoint(endpoint)
+        key = raw_key(api_key)
         check_int("max_results", max_results, 1, 1000)
-        check_int("images_per_call", images_per_call, 1, MAX_IMAGES_PER_CALL)
+        self.schema: WireSchema = make_schema(
+            schema, raw, key, max_results, dict(schema_options or {})
+        )
+        self.endpoint = self.schema.endpoint
+        most = self.schema.max_images_per_call
+        images_per_call = most if images_per_call is None else images_per_call
+        check_int("images_per_call", images_per_call, 1, most)
         check_int("concurrency", concurrency, 1, 256)
         self.retry_policy = RetryPolicy(max_retries, backoff_base_s, backoff_max_s)
         check_positive("timeout_s", timeout_s)
-        self.spend_cap = SpendCap(max_queries, max_cost, float(price_per_1000))
+        price = self.schema.price.per_1000 if price_per_1000 is None else float(price_per_1000)
+        self.spend_cap = SpendCap(max_queries, max_cost, price)
         if len(input_shape) != 3 or input_shape[0] not in (1, 3) or min(input_shape) < 1:
             raise UserInputError(f"input_shape must be (C, H, W) with C 1 or 3, got {input_shape}")
 
-        self._key = key
         self.max_results = max_results
         self.images_per_call = images_per_call
         self.concurrency = concurrency
@@ -154,67 +154,17 @@ class HttpLabelTarget:
         self._reserved = 0  # new images of annotate() calls in progress, for the caps
         self._lock = threading.Lock()  # counters, reservations and the RNG
         self._closed = False
+        self._parents: dict[str, tuple[str, ...]] = {}  # label -> ancestors the API named
 
-        self._journal = Journal(journal, self.endpoint)
+        self._journal = Journal(journal, self.endpoint, self.schema.tag)
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(self.timeout_s),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            headers={"X-Goog-Api-Key": key, "User-Agent": "bbattack"},
+            headers={"User-Agent": "bbattack"},
             follow_redirects=False,  # a redirect would carry the key to another host
         )
         self._pool: ThreadPoolExecutor | None = None
-
-    # --- the policies' settings, and money ---------------------------------------------------
-
-    @property
-    def max_retries(self) -> int:
-        return self.retry_policy.max_retries
-
-    @property
-    def backoff_base_s(self) -> float:
-        return self.retry_policy.backoff_base_s
-
-    @property
-    def backoff_max_s(self) -> float:
-        return self.retry_policy.backoff_max_s
-
-    @property
-    def max_queries(self) -> int | None:
-        return self.spend_cap.max_queries
-
-    @property
-    def max_cost(self) -> float | None:
-        return self.spend_cap.max_cost
-
-    @property
-    def price_per_1000(self) -> float:
-        return self.spend_cap.price_per_1000
-
-    @property
-    def cost(self) -> float:
-        """Dollars spent by this client: ``paid_queries * price_per_1000 / 1000``."""
-        return self.spend_cap.cost(self.paid_queries)
-
-    def estimate_cost(self, n_queries: int) -> float:
-        """Dollars that ``n_queries`` paid images cost at ``price_per_1000``."""
-        return self.spend_cap.cost(n_queries)
-
-    @property
-    def remaining_queries(self) -> int | None:
-        """Paid images the caps still allow (None: no cap)."""
-        return self.spend_cap.remaining(self.paid_queries)
-
-    def describe_plan(self, n_queries: int) -> str:
-        """A dry run: what ``n_queries`` more paid images would cost, and whether the caps
-        allow them. Nothing is sent."""
-        return self.spend_cap.describe_plan(self.paid_queries, n_queries)
-
-    def _reserve(self, n: int) -> None:
-        """Hold room under the caps for ``n`` new images, or raise SpendCapExceeded."""
-        with self._lock:
-            self.spend_cap.check(self.paid_queries, self._reserved, n)
-            self._reserved += n
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -222,30 +172,43 @@ class HttpLabelTarget:
     billed = True  # each answer costs: the journal notes a call before it is sent
 
     def identity(self) -> str:
-        """What answers, for the query journal: the endpoint and the labels asked per image."""
-        return f"{self.endpoint}|max_results={self.max_results}"
+        """What answers, for the query journal: the endpoint, the labels asked per image and
+        (but for Google's, whose identities predate schemas) the wire schema."""
+        tail = "" if self.schema.name == "gcv" else f"|schema={self.schema.tag}"
+        return f"{self.endpoint}|max_results={self.max_results}{tail}"
+
+    def ancestors(self, label: str) -> tuple[str, ...]:
+        """The ancestors the API named for ``label`` in any answer so far (Rekognition's
+        ``Parents``), nearest first; () for a flat API or a label never seen."""
+        with self._lock:
+            return self._parents.get(label, ())
+
+    def _decode(self, entry: Any) -> Labels:
+        """An image's entry as (label, score) pairs; the ancestors are noted on the way."""
+        labels = self.schema.decode(entry)
+        with self._lock:
+            for lab in labels:
+                if lab.ancestors:
+                    known = self._parents.get(lab.name, ())
+                    self._parents[lab.name] = known + tuple(
+                        a for a in lab.ancestors if a not in known
+                    )
+        return [(lab.name, lab.score) for lab in labels]
 
     def annotate(self, x: FloatArray) -> list[list[tuple[str, float]]]:
         """Labels for each image of ``x`` (N, C, H, W) in [0, 1]: (description, score) pairs in
         the order the API returned them (best first), one list per image, in input order."""
         if self._closed:
             raise RemoteError("this HttpLabelTarget is closed")
-        arr = np.asarray(x)
-        if arr.ndim != 4 or arr.shape[1] not in (1, 3) or min(arr.shape[2:], default=0) < 1:
-            raise UserInputError(f"images must be (N, C, H, W) with C 1 or 3, got {arr.shape}")
+        arr = _checked(x)
         if len(arr) == 0:
             return []
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise UserInputError(f"images must be floats in [0, 1], got dtype {arr.dtype}")
-        if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0:
-            raise UserInputError("images must be finite and within [0, 1]")
-
         pngs = [encode_png(img) for img in arr]
-        keys = [cache_key(p, self.max_results) for p in pngs]
+        keys = [cache_key(p, self.max_results, self.schema.tag) for p in pngs]
         answers: dict[str, Labels] = {}
         for k, text in self._journal.lookup(sorted(set(keys))).items():
             try:
-                answers[k] = labels_of(json.loads(text))
+                answers[k] = self._decode(json.loads(text))
             except (ValueError, GarbledError):
                 raise RemoteError(f"journal row {k} does not hold a labelled response") from None
         todo: dict[str, _Query] = {}
@@ -308,9 +271,9 @@ class HttpLabelTarget:
 
     def _run_batch(self, batch: list[_Query]) -> dict[str, Labels]:
         # The bytes sent are the bytes keyed: q.png, from the one encoder.
-        content = request_body([q.png for q in batch], self.max_results)
+        pngs = [q.png for q in batch]
         entries = self.retry_policy.run(
-            lambda: self._attempt(content, len(batch)),
+            lambda: self._attempt(pngs),
             what=self.endpoint,
             jitter=self._jitter,
             sleep=self._sleep,
@@ -320,14 +283,10 @@ class HttpLabelTarget:
         rows: list[tuple[str, int, str]] = []
         errors: list[str] = []
         for q, e in zip(batch, entries, strict=True):
-            if "error" in e:
-                err = e["error"]
-                errors.append(
-                    f"image {q.index}: error {err.get('code', '?')}: "
-                    f"{str(err.get('message', ''))[:MAX_QUOTED]}"
-                )
+            if isinstance(e, ImageError):
+                errors.append(f"image {q.index}: error {e.code}: {e.message[:MAX_QUOTED]}")
             else:
-                good[q.key] = labels_of(e)
+                good[q.key] = self._decode(e)
                 rows.append(
                     (q.key, self.max_results, json.dumps(e, separators=(",", ":"), sort_keys=True))
                 )
@@ -353,12 +312,13 @@ class HttpLabelTarget:
         if self._on_retry is not None:
             self._on_retry(f"retry {n}/{self.max_retries} in {delay:.1f} s: {last[:MAX_QUOTED]}")
 
-    def _attempt(self, content: bytes, n: int) -> list[dict[str, Any]]:
+    def _attempt(self, pngs: list[bytes]) -> list[Any]:
         with self._lock:
             self.http_calls += 1
+        call = self.schema.request(pngs)  # built per attempt: a signature carries the time
         try:
-            r = self._client.post(
-                self.endpoint, content=content, headers={"Content-Type": "application/json"}
+            r = self._client.request(
+                call.method, call.url, content=call.content, headers=call.headers
             )
         except httpx.TimeoutException as e:
             raise RetryableError(f"timed out ({type(e).__name__})") from None
@@ -366,24 +326,28 @@ class HttpLabelTarget:
             raise RetryableError(f"{type(e).__name__}: {e}") from None
         if r.status_code == 200:
             try:
-                return parse_batch(r, n)
+                return self.schema.split(r, len(pngs))
             except GarbledError as e:
                 raise RetryableError(f"200 with a bad body: {e}") from None
-        raise failure(r, self.endpoint, _redact(self._key))
+        raise self.schema.failure(r)
 
     def probe(self) -> str:
         """Check, for free, that the endpoint answers and takes the key: one call with no
-        image. Returns a one-line description; raises RemoteAuthError (the key is refused),
-        RemoteUnavailable (nothing answers) or RemoteError (not an images:annotate endpoint)."""
-        with self._lock:
-            self.http_calls += 1
-        return probe(self._client, self.endpoint, _redact(self._key))
+        image, where the API has one (otherwise the check says it was skipped). Returns a
+        one-line description; raises RemoteAuthError (the key is refused), QuotaExhausted,
+        RemoteUnavailable (nothing answers) or RemoteError (not that API's endpoint)."""
+        if self.schema.probe_call() is not None:
+            with self._lock:
+                self.http_calls += 1
+        return probe(self._client, self.schema)
 
     # --- journal and lifetime ----------------------------------------------------------------
 
     def journal_entries(self) -> Iterator[JournalEntry]:
         """The journal's rows, oldest first."""
-        yield from self._journal.entries()
+        yield from self._journal.entries(
+            lambda e: [(lab.name, lab.score) for lab in self.schema.decode(e)]
+        )
 
     def close(self) -> None:
         """Wait for calls in flight, then close the connections and the journal."""
@@ -408,9 +372,22 @@ class HttpLabelTarget:
 
     def __repr__(self) -> str:
         return (
-            f"HttpLabelTarget({self.endpoint!r}, key={_redact(self._key)!r}, "
+            f"HttpLabelTarget({self.endpoint!r}, schema={self.schema.name!r}, "
+            f"key={self.schema.key_hint()!r}, "
             f"paid_queries={self.paid_queries}, cost={self.cost:.4f})"
         )
+
+
+def _checked(x: FloatArray) -> FloatArray:
+    """``x`` if it is a batch of images in [0, 1]; UserInputError otherwise."""
+    arr = np.asarray(x)
+    if arr.ndim != 4 or arr.shape[1] not in (1, 3) or min(arr.shape[2:], default=0) < 1:
+        raise UserInputError(f"images must be (N, C, H, W) with C 1 or 3, got {arr.shape}")
+    if len(arr) and not np.issubdtype(arr.dtype, np.floating):
+        raise UserInputError(f"images must be floats in [0, 1], got dtype {arr.dtype}")
+    if len(arr) and (not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0):
+        raise UserInputError("images must be finite and within [0, 1]")
+    return arr
 
 
 def _first_error(futures: list[Future[dict[str, Labels]]]) -> BaseException:

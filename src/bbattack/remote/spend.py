@@ -20,14 +20,21 @@ def usd(v: float) -> str:
 @dataclass(frozen=True)
 class SpendCap:
     """At most ``max_queries`` paid images, and at most ``max_cost`` dollars of them at
-    ``price_per_1000`` per 1000 (None: no such cap). The counts are the caller's."""
+    ``price_per_1000`` per 1000 (None: no such cap). The counts are the caller's.
+    ``price_per_1000`` None: the API has no per-image price (its cost reads 0 and
+    ``max_cost`` is refused)."""
 
     max_queries: int | None = None
     max_cost: float | None = None
-    price_per_1000: float = 1.50
+    price_per_1000: float | None = 1.50
 
     def __post_init__(self) -> None:
-        check_positive("price_per_1000", self.price_per_1000)
+        if self.price_per_1000 is not None:
+            check_positive("price_per_1000", self.price_per_1000)
+        elif self.max_cost is not None:
+            raise UserInputError(
+                "max_cost needs a price: this API has no per-image price, give price_per_1000"
+            )
         if self.max_queries is not None:
             check_int("max_queries", self.max_queries, 0, None)
         if self.max_cost is not None and not (self.max_cost >= 0 and math.isfinite(self.max_cost)):
@@ -35,11 +42,15 @@ class SpendCap:
 
     def cost(self, n_queries: int) -> float:
         """Dollars that ``n_queries`` paid images cost at ``price_per_1000``."""
-        return n_queries * self.price_per_1000 / 1000.0
+        return n_queries * (self.price_per_1000 or 0.0) / 1000.0
+
+    def _at(self) -> str:
+        p = self.price_per_1000
+        return "(no per-image price)" if p is None else f"at ${p:.2f}/1000"
 
     def _cost_cap_queries(self) -> int | None:
         """The most paid images ``max_cost`` allows."""
-        if self.max_cost is None:
+        if self.max_cost is None or self.price_per_1000 is None:
             return None
         # The epsilon lets an exact budget ($0.015 = 10 images at $1.50) be used up.
         return math.floor(self.max_cost * 1000.0 / self.price_per_1000 + 1e-9)
@@ -56,10 +67,7 @@ class SpendCap:
         allow them."""
         if n_queries < 0:
             raise UserInputError(f"n_queries must be >= 0, got {n_queries}")
-        text = (
-            f"expected {n_queries:,} queries ≈ {usd(self.cost(n_queries))} "
-            f"at ${self.price_per_1000:.2f}/1000"
-        )
+        text = f"expected {n_queries:,} queries ≈ {usd(self.cost(n_queries))} {self._at()}"
         if paid:
             text += f"; {paid:,} already paid ({usd(self.cost(paid))})"
         room = self.remaining(paid)
@@ -69,10 +77,7 @@ class SpendCap:
 
     def spent(self, paid: int) -> str:
         """``paid`` queries and their cost, for error messages."""
-        return (
-            f"spent so far: {paid:,} paid queries ({usd(self.cost(paid))} at "
-            f"${self.price_per_1000:.2f}/1000)"
-        )
+        return f"spent so far: {paid:,} paid queries ({usd(self.cost(paid))} {self._at()})"
 
     def check(self, paid: int, reserved: int, n: int) -> None:
         """SpendCapExceeded if ``n`` new images on top of ``paid`` and ``reserved`` (held by

@@ -92,6 +92,7 @@ class LabelIndex:
         self.membership = membership
         self.sizes = membership.sum(axis=1)
         self.weights = self.sizes.clip(min=1.0) ** -GENERALITY
+        self._by_name: dict[str, NDArray[np.bool_]] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -144,6 +145,22 @@ class LabelIndex:
         for r, i in enumerate(keep):
             m[r, members[i]] = 1.0
         return cls([mids[i] for i in keep], [names[i] for i in keep], m)
+
+    def classes_of(self, label: str) -> NDArray[np.bool_] | None:
+        """The classes an API's label names (None: none): a description, any case ("Dog",
+        "golden retriever"), or a Hugging Face ImageNet label's comma-separated names ("tabby,
+        tabby cat"), whichever schema answered. An ancestor covers every class below it."""
+        if self._by_name is None:
+            table: dict[str, NDArray[np.bool_]] = {}
+            for d, row in zip(self.descriptions, self.membership > 0, strict=True):
+                key = d.casefold()
+                table[key] = table[key] | row if key in table else row
+            self._by_name = table
+        key = " ".join(label.split()).casefold()
+        if key in self._by_name:
+            return self._by_name[key]
+        found = [self._by_name[p.strip()] for p in key.split(",") if p.strip() in self._by_name]
+        return np.logical_or.reduce(found) if found else None
 
     def scores(self, probs: NDArray[np.floating]) -> NDArray[np.float64]:
         """(N, K) class probabilities -> (N, L) label scores, clipped to [0, 1]."""

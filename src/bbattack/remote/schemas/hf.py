@@ -1,0 +1,105 @@
+"""Hugging Face inference, image classification: ``POST /models/{id}`` (the serverless API or
+the router) or any Inference Endpoint URL, ``Authorization: Bearer {token}``, the image's
+bytes as the body; the answer ``[{"label", "score"}]`` (0-1, the model's own label set).
+503 with ``estimated_time`` while the model loads: wait that long and retry; 429 retried;
+402: the credits are spent."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ...errors import UserInputError
+from ..retry import GarbledError, RetryableError, retry_after
+from ..wire import (
+    Call,
+    Label,
+    WireSchema,
+    generic_failure,
+    json_body,
+    sort_best_first,
+    text_of,
+    unit_score,
+)
+
+__all__ = ["HuggingFace"]
+
+
+def error_of(r: httpx.Response) -> tuple[str, float | None]:
+    """The message and ``estimated_time`` (seconds, while a model loads) of an error body."""
+    try:
+        body = json.loads(r.content)
+    except ValueError:
+        return text_of(r), None
+    if not isinstance(body, dict):
+        return text_of(r), None
+    err = body.get("error", "")
+    message = "; ".join(map(str, err)) if isinstance(err, list) else str(err)
+    t = body.get("estimated_time")
+    if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t >= 0:
+        return message or text_of(r), float(t)
+    return message or text_of(r), None
+
+
+class HuggingFace(WireSchema):
+    """The endpoint is the model's URL (``https://router.huggingface.co/hf-inference/models/
+    google/vit-base-patch16-224``) or a dedicated Inference Endpoint's."""
+
+    name = "hf"
+    title = "Hugging Face"
+    max_images_per_call = 1
+    auth = "Authorization: Bearer token"
+    hierarchy = "flat"
+    scale = "0-1"
+
+    def resolve(self, url: httpx.URL) -> str:
+        if url.path in ("", "/"):
+            raise UserInputError(
+                "a Hugging Face endpoint is the model's URL, e.g. "
+                f"https://router.huggingface.co/hf-inference/models/MODEL_ID; got {url}"
+            )
+        return str(url)
+
+    def _call(self, content: bytes) -> Call:
+        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "image/png"}
+        return Call(self.endpoint, headers, content)
+
+    def request(self, images: Sequence[bytes]) -> Call:
+        (png,) = images
+        return self._call(png)
+
+    def split(self, response: httpx.Response, n: int) -> list[Any]:
+        data = json_body(response)
+        if n != 1:
+            raise GarbledError("one image per call")
+        self.decode(data)
+        return [data]
+
+    def decode(self, entry: Any) -> list[Label]:
+        # Some deployments wrap one image's list in another.
+        if isinstance(entry, list) and len(entry) == 1 and isinstance(entry[0], list):
+            entry = entry[0]
+        if not isinstance(entry, list):
+            raise GarbledError("the answer is not a list of labels")
+        out: list[Label] = []
+        for item in entry:
+            label = item.get("label") if isinstance(item, dict) else None
+            if not isinstance(label, str):
+                raise GarbledError("an item lacks its label")
+            out.append(Label(label, unit_score(item.get("score"))))
+        return sort_best_first(out, self.max_results)
+
+    def failure(self, response: httpx.Response) -> Exception:
+        message, eta = error_of(response)
+        if response.status_code == 503 and eta is not None:
+            what = f"HTTP 503 from {self.where()}: {message} (loading, about {eta:g} s)"
+            return RetryableError(what, max(eta, retry_after(response) or 0.0))
+        return generic_failure(self, response, message)
+
+    def probe_call(self) -> Call:
+        # No image: the token is checked first, then the empty body refused (400).
+        return self._call(b"")
