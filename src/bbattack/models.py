@@ -1,5 +1,6 @@
 """Classifiers behind the oracle: any callable, any torch module, ONNX Runtime, and the built-in
-ImageNet EfficientNet-Lite0.
+ImageNet models; :func:`load_model` also takes any model spec (a file, a ``module:function``, a
+Hugging Face directory: :mod:`bbattack.targets.spec`).
 
 Every classifier maps float32 images (N, C, H, W) in [0, 1] to class probabilities (N, K).
 Attacks never see a classifier; only the Oracle calls it.
@@ -9,19 +10,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
-import os
-import tempfile
-import warnings
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import tuning, zoo
+from ._classifier import CallableClassifier, Classifier, FloatArray, OutputKind, softmax
+from ._onnx import OnnxClassifier, parity_problem
 from ._shared import cache_dir, parity_inputs
 from ._threads import one_torch_thread
 from .classes import ClassNames, imagenet_classes
@@ -45,101 +41,8 @@ __all__ = [
     "to_backend",
 ]
 
-FloatArray = NDArray[np.float32]
-OutputKind = Literal["logits", "probs"]
 Backend = Literal["auto", "onnx", "torch"]
 BUILTIN_MODELS = tuple(zoo.BUILTIN)
-
-
-def softmax(z: NDArray[np.floating]) -> FloatArray:
-    z = np.asarray(z, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    out: FloatArray = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-    return out
-
-
-class Classifier(ABC):
-    """Maps (N, C, H, W) float32 images in [0, 1] to (N, K) probabilities, in chunks."""
-
-    name: str = "classifier"
-    backend: str = "python"
-    family: str | None = None  # architecture family, where known (surrogate reports)
-    _weights_id: str | None = None
-
-    @property
-    def weights_id(self) -> str | None:
-        """A hash of the weights alone, where known: a surrogate with the target's weights is
-        refused by it."""
-        return self._weights_id
-
-    def __init__(
-        self,
-        input_shape: tuple[int, int, int],
-        num_classes: int,
-        *,
-        output: OutputKind = "logits",
-        batch_size: int = 64,
-        class_names: ClassNames | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
-        self.input_shape = input_shape
-        self.num_classes = num_classes
-        self.output = output
-        self.batch_size = batch_size
-        self.class_names = class_names
-
-    @abstractmethod
-    def _forward(self, x: FloatArray) -> NDArray[np.floating]:
-        """Raw model outputs (logits or probabilities) for one chunk."""
-
-    def __call__(self, x: NDArray[np.floating]) -> FloatArray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"expected images of shape (N, {self.input_shape}), got {x.shape}")
-        if len(x) == 0:
-            return np.zeros((0, self.num_classes), np.float32)
-        # Chunks bound memory; results do not depend on the chunking.
-        outs = [
-            self._forward(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)
-        ]
-        raw = np.concatenate(outs, axis=0)
-        if self.output == "logits":
-            return softmax(raw)
-        return np.asarray(raw, dtype=np.float32)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, backend={self.backend!r}, "
-            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
-        )
-
-
-class CallableClassifier(Classifier):
-    """Wraps any Python callable ``fn(x: ndarray (N,C,H,W) float32) -> logits or probabilities``."""
-
-    backend = "callable"
-
-    def __init__(
-        self,
-        fn: Callable[[FloatArray], NDArray[np.floating]],
-        input_shape: tuple[int, int, int],
-        num_classes: int,
-        *,
-        output: OutputKind = "logits",
-        batch_size: int = 64,
-        class_names: ClassNames | None = None,
-        name: str = "callable",
-    ) -> None:
-        super().__init__(
-            input_shape, num_classes, output=output, batch_size=batch_size, class_names=class_names
-        )
-        self.fn = fn
-        self.name = name
-
-    def _forward(self, x: FloatArray) -> NDArray[np.floating]:
-        return np.asarray(self.fn(x))
 
 
 class TorchClassifier(Classifier):
@@ -244,125 +147,6 @@ class TorchClassifier(Classifier):
             return np.asarray(out.float().cpu().numpy())
 
 
-class OnnxClassifier(Classifier):
-    """Runs an ONNX model with ONNX Runtime (CPU, or CUDA where its provider is present).
-
-    ONNX Runtime gives the same output for a row whatever the batch it sits in, so batched
-    attacks reproduce single-image runs exactly.
-    """
-
-    backend = "onnx"
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        input_shape: tuple[int, int, int],
-        num_classes: int,
-        *,
-        output: OutputKind = "logits",
-        batch_size: int = 32,
-        providers: list[str] | None = None,
-        class_names: ClassNames | None = None,
-        name: str = "onnx-model",
-    ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailableError(
-                "backend 'onnx' needs onnxruntime: pip install onnxruntime"
-            ) from None
-        super().__init__(
-            input_shape, num_classes, output=output, batch_size=batch_size, class_names=class_names
-        )
-        available = ort.get_available_providers()
-        wanted = providers or [
-            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
-        ]
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Parallel benchmark workers share the cores; each gets its slice (0 = all cores).
-        opts.intra_op_num_threads = int(os.environ.get("BBATTACK_THREADS", "0"))
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
-        self.input_name = self.session.get_inputs()[0].name
-        self.path = Path(path)
-        self.providers = self.session.get_providers()
-        self.digest = self.path.stem
-        self.name = name
-
-    def _forward(self, x: FloatArray) -> NDArray[np.floating]:
-        return np.asarray(self.session.run(None, {self.input_name: x})[0])
-
-    @classmethod
-    def from_torch(
-        cls,
-        model: TorchClassifier,
-        *,
-        batch_size: int = 32,
-        check_inputs: FloatArray | None = None,
-        tolerance: float = 1e-4,
-    ) -> OnnxClassifier:
-        """Export a TorchClassifier to ONNX once, cache it by weight hash, and check parity."""
-        torch = model.torch
-        path = cache_dir() / "onnx" / f"{model.name}-{model.digest}.onnx"
-        fresh = not path.exists()
-        if fresh:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            module = model.normalized_module().cpu()
-            example = torch.zeros((1, *model.input_shape), dtype=torch.float32)
-            buf = io.BytesIO()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    buf,
-                    input_names=["x"],
-                    output_names=["y"],
-                    dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-                    opset_version=17,
-                    dynamo=False,
-                )
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, path)
-        onnx_model = cls(
-            path,
-            model.input_shape,
-            model.num_classes,
-            output=model.output,
-            batch_size=batch_size,
-            class_names=model.class_names,
-            name=model.name,
-        )
-        onnx_model.family = model.family
-        onnx_model._weights_id = model.weights_id
-        if fresh:
-            xs = check_inputs if check_inputs is not None else parity_inputs(model.input_shape)
-            problem = parity_problem(onnx_model(xs), model(xs), tolerance)
-            if problem:
-                path.unlink(missing_ok=True)
-                raise BackendUnavailableError(
-                    f"ONNX export of {model.name} disagrees with torch: {problem}"
-                )
-        return onnx_model
-
-
-def parity_problem(p: FloatArray, q: FloatArray, tolerance: float = 1e-4) -> str | None:
-    """Why two backends' probabilities disagree (max |Δp| or top-5), or None if they agree."""
-    diff = float(np.abs(p - q).max())
-    if diff > tolerance:
-        return f"max |Δp| = {diff:.2e} > {tolerance:g}"
-    k = min(5, p.shape[1])
-    p5 = np.argsort(-p, axis=1, kind="stable")[:, :k]
-    q5 = np.argsort(-q, axis=1, kind="stable")[:, :k]
-    # Classes whose scores tie within the tolerance may swap places; compare sets for those.
-    bad = [i for i in range(len(p)) if set(p5[i]) != set(q5[i])]
-    if bad:
-        return f"top-{k} differs on {len(bad)} input(s)"
-    return None
-
-
 def builtin_classifier(
     name: str = "efficientnet-lite0", batch_size: int = 32, channels_last: bool = False
 ) -> TorchClassifier:
@@ -425,14 +209,23 @@ def to_backend(
 
 
 def load_model(
-    name: str = "efficientnet-lite0",
+    spec: Any = "efficientnet-lite0",
     *,
     backend: Backend = "auto",
     batch_size: int | None = None,
+    **preprocessing: Any,
 ) -> Classifier:
-    """Load a built-in model (``lite0``, ``lite1``, ``lite2``, ``squeezenet`` or their full
-    names) on a backend (see :func:`resolve_backend`)."""
-    full = zoo.canonical(name)
+    """Load a model on a backend (see :func:`resolve_backend`): a built-in (``lite0``,
+    ``lite1``, ``lite2``, ``squeezenet`` or their full names), or any model spec (an ONNX or
+    TorchScript file, ``module:function``, a Hugging Face directory; see
+    :mod:`bbattack.targets.spec`) with its ``preprocessing`` (``input_size=224``,
+    ``mean=(0.485, 0.456, 0.406)``, ``std=...``, ``scale``, ``channels``, ``layout``,
+    ``resize``, ``crop``, ``labels``, ``outputs``)."""
+    from .targets.spec import builtin_name, load_spec
+
+    full = builtin_name(spec) if isinstance(spec, str) and not preprocessing else None
+    if full is None:
+        return load_spec(spec, backend=backend, batch_size=batch_size, **preprocessing)
     chosen = resolve_backend(backend)  # fail fast, before loading weights
     # channels-last measured 1.3x faster than eager NCHW through the oracle on CPU
     # (BENCHMARKS.md); the ONNX export takes the plain module.

@@ -46,13 +46,14 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def describe_target(target: Any, identity: str) -> dict[str, Any]:
-    """A model's (or API's) name, weights hash, backend and device, and its identity string."""
+    """A model's (or API's) name, weights hash, backend and device, and its identity string;
+    for a model loaded from a spec, the spec and its resolved preprocessing."""
     weights = getattr(target, "weights_id", None) or getattr(target, "digest", None)
     device = getattr(target, "device", None)
     if device is None:
         providers = getattr(target, "providers", None)
         device = providers[0] if providers else ("remote" if target is None else "cpu")
-    return {
+    out = {
         "identity": identity,
         "name": getattr(target, "name", None),
         "weights": None if weights is None else str(weights),
@@ -60,6 +61,12 @@ def describe_target(target: Any, identity: str) -> dict[str, Any]:
         "device": str(device),
         "family": getattr(target, "family", None),
     }
+    # A model loaded from a spec (a file, module:function, ...): the spec and the
+    # preprocessing it resolved to. Absent for the built-in models, whose blocks stay as were.
+    if getattr(target, "spec", None) is not None:
+        out["spec"] = target.spec
+        out["preprocessing"] = getattr(target, "preprocessing", None)
+    return out
 
 
 def provenance(

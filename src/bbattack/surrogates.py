@@ -7,7 +7,6 @@ size. A surrogate with the target's weights is refused: it would be a white-box 
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 
 from . import zoo
 from .errors import UserInputError
-from .models import Classifier, TorchClassifier, builtin_classifier
+from .models import Classifier, TorchClassifier
 
 __all__ = ["Surrogate", "as_surrogate", "load_surrogate", "resolve_surrogates", "surrogate_block"]
 
@@ -62,30 +61,16 @@ def as_surrogate(obj: Any, name: str | None = None) -> Surrogate:
 
 
 def load_surrogate(spec: str) -> Surrogate:
-    """A built-in model by name (``lite1``), or ``module:function`` returning a surrogate."""
-    if ":" not in spec:
-        # channels-last: 1.4-2.3x faster surrogate gradients on CPU, the same bits (BENCHMARKS.md)
-        clf = builtin_classifier(zoo.canonical(spec), channels_last=True)
-        return as_surrogate(clf, zoo.builtin(spec).short)
-    mod_name, _, fn_name = spec.partition(":")
-    # A user's factory can fail in any way; it gets one line naming it, not a traceback.
+    """A surrogate from a model spec (:mod:`bbattack.targets.spec`): a built-in model by name
+    (``lite1``), a TorchScript file or a Hugging Face directory (their preprocessing after
+    ``?``: ``net.pt?input_size=32&mean=0.5``), or ``module:function`` returning a torch
+    module, a TorchClassifier or a Surrogate."""
+    from .targets.spec import load_surrogate_spec
+
     try:
-        module = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001
-        raise UserInputError(
-            f"--surrogate {spec}: cannot import {mod_name} ({type(e).__name__}: {e})"
-        ) from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise UserInputError(f"--surrogate {spec}: {mod_name} has no function {fn_name}")
-    try:
-        obj = fn()
-    except Exception as e:  # noqa: BLE001
-        raise UserInputError(
-            f"--surrogate {spec}: {fn_name}() failed ({type(e).__name__}: {e}); it must take "
-            "no arguments and return a torch module, a TorchClassifier or a Surrogate"
-        ) from None
-    return as_surrogate(obj, spec)
+        return load_surrogate_spec(spec)
+    except UserInputError as e:  # says which flag: the target's spec fails in its own words
+        raise type(e)(f"--surrogate {e}") from None
 
 
 def resolve_surrogates(
@@ -107,7 +92,9 @@ def resolve_surrogates(
     out = [load_surrogate(s) if isinstance(s, str) else as_surrogate(s) for s in names]
     target_id = None if target is None else target.weights_id
     for s, spec in zip(out, names, strict=True):
-        builtin_same = isinstance(spec, str) and ":" not in spec and zoo.canonical(spec) == tname
+        builtin_same = (
+            tname is not None and isinstance(spec, str) and _builtin_or_none(spec) == tname
+        )
         if builtin_same or (target_id is not None and s.weights_id == target_id):
             raise UserInputError(
                 f"surrogate {s.name} has the target's weights ({s.weights_id}): a surrogate must "
