@@ -11,7 +11,9 @@ BBAttackError                 base of everything bbattack raises on purpose
     ├── BudgetExhausted       a query batch would cross a budget; nothing was charged or evaluated
     ├── ThreatModelError      an attack asked for more than the oracle's view reveals
     └── TargetUnavailable     the target stopped answering (a spent quota, a service that stays
-                              down): an attack stops with its ``stop_reason``, keeping its result
+        │                     down): an attack stops with its ``stop_reason``, keeping its result
+        └── QueryRejected     a defence refused the query (``rejected``): an answer, not a failure
+            └── KeyBanned     the key is banned (``banned``): every later query is refused
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ __all__ = [
     "BackendUnavailableError",
     "BudgetExhausted",
     "ImageLoadError",
+    "KeyBanned",
     "OracleError",
+    "QueryRejected",
     "StartImageError",
     "TargetUnavailable",
     "ThreatModelError",
@@ -95,3 +99,22 @@ class TargetUnavailable(OracleError):  # noqa: N818 - reads as a state, like Bud
 # ``quota``, ``remote_unavailable``, ``remote_error``, ``remote_auth``; a defence's refusal),
 # read from the classes as they are defined: a new one needs no edit here.
 TARGET_DOWN_REASONS: set[str] = {TargetUnavailable.stop_reason}
+
+
+class QueryRejected(TargetUnavailable):
+    """A defence in front of the target refused the query (the API's 4xx). Unlike a target
+    that is down, this is the target's answer: the journal keeps it on its tape (status
+    ``refused``), and an adaptive attack may take it as a signal and go on. Carries the
+    defence's name."""
+
+    stop_reason: ClassVar[str] = "rejected"
+
+    def __init__(self, message: str, defense: str = "") -> None:
+        super().__init__(message)
+        self.defense = defense
+
+
+class KeyBanned(QueryRejected):
+    """The key is banned: every query from it is refused from now on."""
+
+    stop_reason: ClassVar[str] = "banned"

@@ -83,6 +83,7 @@ class AttackInfo:
     baseline: bool  # another library's attack, wrapped behind our oracle
     default_for: tuple[str, ...]  # threat models (ql, pi, lo) it is the default attack of
     rank: int  # listing order, and which default wins a tie: lower first
+    against: tuple[str, ...] = ()  # defences it is built to get past (bbattack.defenses names)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,6 +93,7 @@ class AttackInfo:
         d["views"] = list(self.views)
         d["norms"] = list(self.norms)
         d["default_for"] = list(self.default_for)
+        d["against"] = list(self.against)
         return d
 
 
@@ -149,8 +151,12 @@ def register(
     baseline: bool = False,
     default_for: tuple[str, ...] = (),
     rank: int = 100,
+    against: tuple[str, ...] = (),
 ) -> Callable[[T], T]:
     """Class decorator: declare an attack. The class gets its ``info`` and ``name``.
+
+    ``against`` names the defences (``bbattack.defenses``) the attack is built to get past:
+    an adaptive attack's declaration, read by the bench report.
 
     ``rank`` orders the listing (ours, then the baselines, each by rank then name) and so
     decides which of two defaults of a threat model, or of two surrogate attacks, is picked."""
@@ -175,6 +181,7 @@ def register(
             baseline=baseline,
             default_for=default_for,
             rank=rank,
+            against=against,
         )
         _REGISTRY[name] = info
         cls.name = name

@@ -9,8 +9,10 @@ queries   one row per query of a run, in order: ``seq`` (1, 2, ...), the example
           and/or scores, as bytes), the time, ``status`` ('paid': the target answered it;
           'journal': answered from an earlier row with the same input, target and view;
           'lost': charged, but the target failed; 'sent': a billed target was asked and no
-          answer was recorded yet), the error of a lost query, and ``chain``: a hash over the
-          previous row's chain and this row, so an edited row is found.
+          answer was recorded yet; 'refused': a defence in front of the target refused it, an
+          answer of its own that a resume keeps and plays back), the error of a lost or refused
+          query, and ``chain``: a hash over the previous row's chain and this row, so an edited
+          row is found.
 lost      answers lost in flight (a kill, an interrupt, a failure): moved here from
           ``queries`` when a run is resumed, and asked again. A row moved as 'sent' was sent to
           a billed target and never answered on record: it stays counted (``lost_billed``).
@@ -28,7 +30,14 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import TARGET_DOWN_REASONS, BBAttackError, TargetUnavailable, UserInputError
+from ..errors import (
+    TARGET_DOWN_REASONS,
+    BBAttackError,
+    KeyBanned,
+    QueryRejected,
+    TargetUnavailable,
+    UserInputError,
+)
 from ._rows import Answer
 
 __all__ = [
@@ -40,9 +49,13 @@ __all__ = [
     "JournalWriteError",
     "Transaction",
     "environment_error",
+    "migrate",
+    "refused_again",
 ]
 
-JOURNAL_FORMAT = 2  # 1 was the HTTP client's content-keyed cache (bbattack.remote.journal)
+# 1 was the HTTP client's content-keyed cache (bbattack.remote.journal); 2 had no 'refused'.
+JOURNAL_FORMAT = 3
+OLDER_FORMATS = (2,)  # opened as they are; a writer migrates them (:func:`migrate`)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -62,7 +75,7 @@ CREATE TABLE IF NOT EXISTS queries (
     labels BLOB,
     scores BLOB,
     time REAL NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('paid', 'journal', 'lost', 'sent')),
+    status TEXT NOT NULL CHECK (status IN ('paid', 'journal', 'lost', 'sent', 'refused')),
     error TEXT,
     chain TEXT NOT NULL,
     PRIMARY KEY (run, seq)
@@ -83,6 +96,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     from_journal INTEGER NOT NULL DEFAULT 0
 );
 """
+
+
+_QUERIES_ONLY = SCHEMA[
+    SCHEMA.index("CREATE TABLE IF NOT EXISTS queries") : SCHEMA.index(
+        "CREATE TABLE IF NOT EXISTS lost"
+    )
+]
 
 
 class JournalError(UserInputError):
@@ -131,8 +151,9 @@ def environment_error(e: sqlite3.Error, path: str | None) -> JournalWriteError |
 
 @dataclass(frozen=True)
 class JournalStats:
-    """One run's rows by status, and its last seq. ``lost`` counts every answer lost (those
-    in the run's ``lost`` table too, asked again since); ``lost_billed`` those of them that a
+    """One run's rows by status, and its last seq. ``lost`` counts every query charged and
+    never answered (those in the run's ``lost`` table too, asked again since, and those a
+    defence refused); ``refused`` those a defence refused; ``lost_billed`` those that a
     billed target was sent and never answered on record: billed, as far as anyone can tell.
     The target billed ``paid + lost_billed`` images."""
 
@@ -141,6 +162,7 @@ class JournalStats:
     lost: int
     last_seq: int
     lost_billed: int = 0
+    refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -148,6 +170,7 @@ class JournalStats:
             "journal": self.journal,
             "lost": self.lost,
             "lost_billed": self.lost_billed,
+            "refused": self.refused,
         }
 
 
@@ -217,17 +240,42 @@ def billed_rows(error: BaseException | None, sent: list[int], billed: bool) -> s
     return {sent[i] for i in getattr(error, "billed_rows", ()) if 0 <= i < len(sent)}
 
 
-def row_status(answered: bool, paid_here: bool, billed: bool) -> str:
+def row_status(answered: bool, paid_here: bool, billed: bool, refused: bool = False) -> str:
     """A new row's status: answered (paid here, or by an earlier row), else billed and never
-    answered on record ('sent': it counts as lost_billed), else lost."""
+    answered on record ('sent': it counts as lost_billed), else refused by a defence, else
+    lost."""
     if answered:
         return "paid" if paid_here else "journal"
-    return "sent" if billed else "lost"
+    return "sent" if billed else "refused" if refused else "lost"
+
+
+def refused_again(error: str | None) -> QueryRejected:
+    """A refused row met again where no defence refused it (a remote service's refusal, on
+    resume or replay): the same refusal, rebuilt from its recorded ``reason: message``."""
+    reason, _, message = (error or "").partition(": ")
+    return KeyBanned(message) if reason == KeyBanned.stop_reason else QueryRejected(message)
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a journal of an older format to this one, in place, in one transaction: format 2
+    lacks 'refused' in the queries table's status check, which SQLite cannot alter, so the
+    table is rebuilt (same rows, same order, same chain)."""
+    if version == 2:
+        with Transaction(conn):
+            conn.execute("ALTER TABLE queries RENAME TO queries_v2")
+            conn.execute("DROP INDEX IF EXISTS queries_digest")
+            for statement in filter(str.strip, _QUERIES_ONLY.split(";")):
+                conn.execute(statement)  # not executescript: it would commit first
+            conn.execute("INSERT INTO queries SELECT * FROM queries_v2")
+            conn.execute("DROP TABLE queries_v2")
+            conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
 
 
 def lost_again(seq: int, status: str, error: str | None) -> BaseException:
     """A lost answer met again in a replay: the same failure where the target said why (the
-    run stopped there), else an error: the journal ends there."""
+    run stopped there), else an error: the journal ends there. A refused row: the refusal."""
+    if status == "refused":
+        return refused_again(error)
     reason, _, message = (error or "").partition(": ")
     if status in ("lost", "sent") and reason in TARGET_DOWN_REASONS:
         cls = type("ReplayedUnavailable", (TargetUnavailable,), {"stop_reason": reason})

@@ -35,9 +35,12 @@ class JournalReading:
             ).fetchall()
         )
         sent = int(counts.get("sent", 0)) + int(moved.get("sent", 0))
-        lost = int(counts.get("lost", 0)) + int(moved.get("lost", 0)) + sent
+        refused = int(counts.get("refused", 0))
+        lost = int(counts.get("lost", 0)) + int(moved.get("lost", 0)) + sent + refused
         paid, journal = int(counts.get("paid", 0)), int(counts.get("journal", 0))
-        return JournalStats(paid, journal, lost, self._last_seq(r), lost_billed=sent)
+        return JournalStats(
+            paid, journal, lost, self._last_seq(r), lost_billed=sent, refused=refused
+        )
 
     def lost_billed(self, run: int | None = None) -> int:
         """Rows of the run sent to a billed target and never answered on record, before or

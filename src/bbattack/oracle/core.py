@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -277,6 +277,15 @@ class Oracle:
                 return self._observe(x)
             return self._journal.answer(x, q.ids, q.kind, q.view, self._observe)
 
+        def refuse(x: NDArray[np.float32], error: BaseException) -> NoReturn:
+            # The journal records the refused rows ('refused', with the error) without asking
+            # the target; on a resume or replay they are on its tape, and the restored layer
+            # refuses them again.
+            if self._journal is not None:
+                self._journal.refuse(x, q.ids, q.kind, error)
+            raise error
+
+        q = Query(q.x, q.ids, q.kind, q.view, q.key, refuse)
         forward: Forward = bottom
         for m in reversed(self.middleware):
             forward = _bind(m, q, forward)
@@ -321,4 +330,4 @@ class Oracle:
 
 def _bind(m: Middleware, q: Query, below: Forward) -> Forward:
     """``m`` over ``below``, for the batch ``q`` (whose images a layer above may change)."""
-    return lambda x: m.handle(Query(x, q.ids, q.kind, q.view, q.key), below)
+    return lambda x: m.handle(Query(x, q.ids, q.kind, q.view, q.key, q.refuse), below)

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import BBAttackError
+from ..errors import BBAttackError, QueryRejected
 from ._journal_db import (
     JOURNAL_FORMAT,
+    OLDER_FORMATS,
     SCHEMA,
     JournalBehindError,
     JournalError,
@@ -38,10 +39,12 @@ from ._journal_db import (
     grows,
     lookup,
     lost_again,
+    migrate,
     name_list,
     row_status,
 )
 from ._journal_read import JournalReading, open_read_only
+from ._journal_refused import JournalRefusals
 from ._rows import Answer, assemble, chain_next, digests, split
 from .targets import Target, target_identity
 from .views import Observation, View
@@ -55,7 +58,7 @@ _INSERT = (
 )
 
 
-class Journal(JournalReading):
+class Journal(JournalRefusals, JournalReading):
     """One journal file (``path`` None: in memory). Open a run with :meth:`new_run`,
     :meth:`resume_run` or :meth:`replay_run`, then hand it to an :class:`~bbattack.Oracle`.
     ``durable``: fsync every commit (paid targets); without it a commit still survives a
@@ -97,12 +100,15 @@ class Journal(JournalReading):
                     self._conn.execute("PRAGMA journal_mode=WAL")
                     self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-            if version not in (0, JOURNAL_FORMAT) or (version == 0 and read_only):
+            known = (JOURNAL_FORMAT, *OLDER_FORMATS)
+            if version not in (0, *known) or (version == 0 and read_only):
                 raise JournalError(
                     f"{self.path}: not a bbattack query journal of format {JOURNAL_FORMAT} "
                     f"(format {version}); give a new journal file"
                 )
             if not read_only:
+                if version in OLDER_FORMATS:  # read as it is; written in this format
+                    migrate(self._conn, version)
                 self._conn.executescript(SCHEMA)
                 self._conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
         except sqlite3.Error as e:  # a full disk or a read-only folder: an OSError
@@ -304,9 +310,10 @@ class Journal(JournalReading):
         now = time.time()
         billed = billed_rows(error, list(pay.values()), bool(self._info.get("billed")))
         counted = isinstance(error, BBAttackError)  # the target's own error: it counted those
+        refused = isinstance(error, QueryRejected)  # a defended API's answer: kept on the tape
         for j in new:
             a = None if error is not None else known[dig[j]]
-            status = row_status(a is not None, pay.get(dig[j]) == j, j in billed)
+            status = row_status(a is not None, pay.get(dig[j]) == j, j in billed, refused)
             err = None if error is None else describe_error(error)
             seq, ex = first + j, int(ids[j])
             self._chain = chain_next(self._chain, seq, ex, kind, dig[j], status, a, err)
@@ -344,12 +351,12 @@ class Journal(JournalReading):
                 )
             if status == "sent" and not err:  # a replay of a run killed mid-call
                 raise lost_again(int(seq), "sent", err)
-            a = None if status in ("lost", "sent") else Answer(lab, sc)
+            a = None if status in ("lost", "sent", "refused") else Answer(lab, sc)
             link = chain_next(self._chain, int(seq), int(ex), str(k), str(d), str(status), a, err)
             if link != chain:
                 raise JournalError(f"journal row {seq} was altered: its hash chain does not hold")
             self._chain = link
-            if a is None:  # the whole batch was lost: the run stopped here
+            if a is None:  # the whole batch was lost or refused (a remote defence): again
                 lost = lost or lost_again(int(seq), str(status), err)
                 continue
             got[j] = a

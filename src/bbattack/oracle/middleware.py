@@ -13,23 +13,29 @@ oracle's counters in every checkpoint and given back on resume (:meth:`Middlewar
 A middleware decides what the layer below is asked (``forward``) and what the attack is told:
 it may change the answer, answer without asking (the query is still charged), or raise
 (a refusal the target's schema would send: a subclass of TargetUnavailable or OracleError).
+A layer that refuses a batch calls :meth:`Query.refused`: the journal then records the batch
+as asked and refused (one row per image, status ``refused``, with the error), nothing reaches
+the target, and a resumed or replayed run meets the same rows on its tape (a resume keeps
+them: a run goes on past a refusal and resumes from a checkpoint taken after it).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .views import Observation, View
 
-__all__ = ["Forward", "Middleware", "Query"]
+__all__ = ["Forward", "Middleware", "Query", "Refuse"]
 
 Forward = Callable[[NDArray[np.float32]], Observation]
+# Records a refused batch below the stack (the journal), then raises the refusal.
+Refuse = Callable[[NDArray[np.float32], BaseException], NoReturn]
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,15 @@ class Query:
     kind: str
     view: View
     key: str = "local"
+    refuse: Refuse | None = field(default=None, compare=False, repr=False)
+
+    def refused(self, x: NDArray[np.float32], error: BaseException) -> NoReturn:
+        """Refuse the batch ``x`` (as this layer would have sent it on) with ``error``: the
+        journal records it as asked and refused, and ``error`` is raised; outside an oracle
+        (no journal), ``error`` is just raised."""
+        if self.refuse is not None:
+            self.refuse(x, error)
+        raise error
 
 
 class Middleware(ABC):

@@ -114,7 +114,7 @@ def check_chain(path: str, run: int) -> ChainCheck:
                 raise JournalError(f"journal row {n} is missing (the next row is {seq})")
             if status == "sent":
                 raise lost_again(n, "sent", err)
-            a = None if status == "lost" else Answer(lab, sc)
+            a = None if status in ("lost", "refused") else Answer(lab, sc)
             link = chain_next(link, n, int(ex), str(kind), str(d), str(status), a, err)
             if link != chain:
                 raise JournalError(f"journal row {n} was altered: its hash chain does not hold")

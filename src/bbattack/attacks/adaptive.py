@@ -1,0 +1,298 @@
+"""Adaptive Square: Square Attack made to get past stateful defences the way OARS does (Feng,
+Hooda, Mangaokar, Fawaz, Jha, Prakash, CCS 2023): a refusal is a signal, not a stop."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from ..errors import KeyBanned, QueryRejected
+from ..oracle import Oracle, QueryKind, ScoresObservation, frozen_array
+from ._windows import side
+from .base import AttackState, BoolArray, FloatArray, IntArray
+from .registry import Paper, register
+from .square import SquareAttack, SquareConfig, SquareState
+
+__all__ = ["OARS_2023", "AdaptiveSquareAttack", "AdaptiveSquareConfig", "AdaptiveSquareState"]
+
+OARS_2023 = Paper(
+    title="Stateful Defenses for Machine Learning Models Are Not Yet Secure Against Black-box "
+    "Attacks",
+    authors="Feng, Hooda, Mangaokar, Fawaz, Jha, Prakash",
+    venue="CCS 2023",
+    arxiv="2303.06280",
+)
+_HALVINGS = 9  # the ladder reaches down to p_init / 2^9, where Square's schedule ends
+
+
+class AdaptiveSquareConfig(SquareConfig):
+    """Square's hyperparameters, and how it answers a defence."""
+
+    eot: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="queries averaged per point (EOT against input noise such as RND; each "
+        "is counted): 1 off",
+    )
+    calibrate: bool = Field(
+        True,
+        description="search, before the first step, the smallest window fraction p whose "
+        "moves are not rejected (a few counted probes)",
+    )
+    raise_after: int = Field(
+        3, ge=1, description="rejected steps in a row after which the floor on p doubles"
+    )
+    flip_after: int = Field(
+        0,
+        ge=0,
+        description="steps in a row without a kept window after which the search direction "
+        "flips (against AAA's reversed loss trend); 0: never",
+    )
+    stale: bool = Field(
+        True,
+        description="take an answer bit-identical to the image's previous one (a silent "
+        "defence's stale answer) as a rejection",
+    )
+
+
+@dataclass
+class AdaptiveSquareState(SquareState):
+    """Square's state, and per image: the calibration's ladder search, the floor on p, the
+    rejections in a row, the search direction, and the last answer (stale answers)."""
+
+    top: IntArray  # the ladder's top level: p_min * 2^top >= 1
+    cal_lo: IntArray  # the highest level known rejected (-1: none)
+    cal_hi: IntArray  # the lowest level known to pass (top + 1: none)
+    floor: IntArray  # the floor on p, as a ladder level (-1: no floor)
+    streak: IntArray  # rejected steps in a row
+    fails: IntArray  # steps in a row without a kept window
+    direction: NDArray[np.float64]  # +1: lower the loss; -1: flipped
+    rejected: IntArray  # rejections met (refused or stale), per image
+    prev: FloatArray  # (N, K) the last answer, for stale detection
+    answered: BoolArray  # whether ``prev`` holds one
+
+
+@register(
+    "adaptive-square",
+    rank=130,  # listed after the attacks it adapts: a defence-specific one
+    paper=OARS_2023,
+    views=("scores",),
+    norms=("linf", "l2"),
+    budget=10_000,
+    against=("blacklight", "piha", "stateful", "rnd", "aaa"),
+)
+class AdaptiveSquareAttack(SquareAttack):
+    """Square Attack behind a defence: calibrate the window size to what is not rejected, then
+    redraw rejected steps instead of stopping.
+
+    Paper: Feng, Hooda, Mangaokar, Fawaz, Jha, Prakash, "Stateful Defenses for Machine
+    Learning Models Are Not Yet Secure Against Black-box Attacks", CCS 2023
+    (arXiv:2303.06280), OARS's two mechanisms on Square Attack (Andriushchenko et al., ECCV
+    2020, arXiv:1912.00049). Threat model: full scores (QL, the ``Scores`` view), a defence
+    in front of the target that rejects (or bans, or answers silently) queries it flags. Not
+    for PI/LO: Square's loss needs the score vector. Norms: L∞ and L2, as Square.
+
+    * **Calibration.** A similarity detector (Blacklight, PIHA, stateful detection) flags a
+      query close to one it has stored, so Square's small windows are rejected and large ones
+      pass. Before its first step each image searches a geometric ladder of window fractions
+      p_init / 2^9 ... 1 (binary search, one counted probe per level tried: about 4) for the
+      smallest p whose move is not rejected; that p is a floor under Square's schedule. (The
+      issue words it as "the largest move that is not rejected"; against a detector of
+      similar queries, the moves that pass are the large ones, and OARS keeps the smallest of
+      them, which is what Square converges best with.) Each probe is a real Square candidate:
+      kept when it lowers the loss.
+    * **Redraws.** A rejected step changes nothing and is redrawn at the next step (a new
+      random window and signs); after ``raise_after`` rejections in a row the floor goes up a
+      level (the defence's store grows as the attack goes on).
+    * **KeyBanned** ends the run with stop reason ``banned``: the key is dead.
+    * **RND** (input noise): ``eot`` queries per point, their scores averaged (EOT), each
+      counted. A remote target's journal answers a repeated input from its records, so EOT
+      only helps where the noise is added on this side of the journal (a local defence).
+    * **AAA** (a reversed loss trend around attractors): ``flip_after`` > 0 flips the search
+      direction after that many steps in a row without a kept window (greedy Square stalls at
+      an attractor interval's edge; flipped, it walks the true loss down within the interval,
+      and the last interval's edge is the decision boundary: the label, which AAA never
+      changes, shows the success).
+    * **Silent** defences (a flagged query is answered with the key's last unflagged answer)
+      give no refusal, but the attacker still sees it: a score vector bit-identical to the
+      previous answer, for a different image, does not happen by chance. With ``stale`` such
+      an answer counts as a rejection (not kept, and it raises the floor). A silent defence
+      that answered fresh noise instead would leave no such trace.
+
+    Every query is counted under its kind: probes (``probe``), steps (``line_search``), EOT
+    samples, rejected and stale queries alike. Query cost per step: ``eot`` (1 by default).
+    Also: 1 for the clean image, ``eot`` for the start image, about 4 calibration probes
+    (steps themselves), 1 for the final verification. Each image is queried on its own, so a
+    refusal of one image's query never takes down another's.
+    """
+
+    config_class = AdaptiveSquareConfig
+    config: AdaptiveSquareConfig
+
+    def init_queries(self, start_given: bool) -> int:
+        return 1 + self.config.eot
+
+    def prepare(self, oracle: Oracle, state: AttackState) -> AdaptiveSquareState:
+        base = super().prepare(oracle, state)
+        n, k = len(state.x), oracle.num_classes
+        p_min = self.config.initial_p(state.targeted) / 2.0**_HALVINGS
+        top = np.ceil(np.log2(1.0 / p_min)).astype(np.int64)
+        calibrating = self.config.calibrate
+        return AdaptiveSquareState(
+            **{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
+            top=top,
+            cal_lo=np.full(n, -1, np.int64),
+            cal_hi=top + 1 if calibrating else np.full(n, -1, np.int64),
+            floor=np.full(n, -1, np.int64),
+            streak=np.zeros(n, np.int64),
+            fails=np.zeros(n, np.int64),
+            direction=np.ones(n),
+            rejected=np.zeros(n, np.int64),
+            prev=np.zeros((n, k), np.float32),
+            answered=np.zeros(n, bool),
+        )
+
+    # -- queries
+
+    def _ask(
+        self,
+        oracle: Oracle,
+        state: AttackState,
+        rows: IntArray,
+        x: FloatArray,
+        kinds: list[QueryKind],
+    ) -> tuple[BoolArray, ScoresObservation]:
+        """Each row's image on its own (``eot`` times, averaged): whether it was answered
+        (not refused, not stale), and the answers (zeros where not). KeyBanned is raised."""
+        own = self.own(state, AdaptiveSquareState)
+        eot = self.config.eot
+        ok = np.ones(len(rows), bool)
+        probs = np.zeros((len(rows), oracle.num_classes), np.float64)
+        for j, (r, kind) in enumerate(zip(rows, kinds, strict=True)):
+            for e in range(eot):
+                try:
+                    p = self.query_scores(oracle, x[j : j + 1], state.ids[r : r + 1], kind).probs[0]
+                except KeyBanned:
+                    raise
+                except QueryRejected:
+                    ok[j] = False
+                    break
+                stale = self.config.stale and e == 0 and own.answered[r]
+                if stale and np.array_equal(p, own.prev[r]):
+                    ok[j] = False  # a silent defence's stale answer; the rest of EOT is moot
+                own.prev[r], own.answered[r] = p, True
+                if not ok[j]:
+                    break
+                probs[j] += p
+        probs[~ok] = 0.0
+        own.rejected[rows[~ok]] += 1
+        return ok, ScoresObservation(frozen_array((probs / eot).astype(np.float32)))
+
+    # -- init
+
+    def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
+        ch, h, w = state.x.shape[1:]
+        clean = self.scores(self.clean_query(oracle, state))
+        own = state.own = self.prepare(oracle, state)
+        own.prev[:], own.answered[:] = clean.probs, True
+        live = np.flatnonzero(state.active)
+        if not len(live):
+            return
+        # Where the start image is refused, the clean image is the iterate.
+        state.loss[live] = self.loss_of(ScoresObservation(clean.probs[live]), state, live)
+        if own.hi is not None and own.lo is not None:  # L∞
+            stripes = own.rng.signs(live, ch * w).reshape(-1, ch, 1, w)
+            x = np.where(stripes > 0, own.hi[live], own.lo[live]).astype(np.float32)
+        else:
+            x = self._l2_start(state, live, own.rng, ch, h, w)
+        ok, obs = self._ask(oracle, state, live, x, [QueryKind.INIT] * len(live))
+        self._take(oracle, state, live, x, ok, obs, np.ones(len(live), bool))
+
+    # -- step
+
+    def step(self, oracle: Oracle, state: AttackState) -> None:
+        rows = self.affordable_rows(oracle, state, self.config.eot)
+        if not len(rows):
+            return
+        own = self.own(state, AdaptiveSquareState)
+        _, h, w = state.x.shape[1:]
+        probing = own.cal_hi[rows] - own.cal_lo[rows] > 1
+        level = np.where(probing, (own.cal_lo[rows] + own.cal_hi[rows]) // 2, own.floor[rows])
+        p = np.maximum(self._p(state, rows), self._ladder(state, rows, level))
+        s = side(p, h, w, least=1 if self.config.norm == "linf" else 3)
+        if self.config.norm == "linf":
+            cand = self._linf_candidates(state, rows, own.rng, s, h, w)
+        else:
+            cand = self._l2_candidates(state, rows, own.rng, s, h, w)
+        kinds = [QueryKind.PROBE if b else QueryKind.LINE_SEARCH for b in probing]
+        ok, obs = self._ask(oracle, state, rows, cand, kinds)
+        self._take(oracle, state, rows, cand, ok, obs, np.zeros(len(rows), bool))
+        self._calibrate(own, rows[probing], level[probing], ok[probing])
+        self._adapt(own, rows[~probing], ok[~probing])
+
+    def _ladder(self, state: AttackState, rows: IntArray, level: IntArray) -> NDArray[np.float64]:
+        """The window fraction of each row's ladder ``level`` (0 where -1: no floor)."""
+        p_min = self.config.initial_p(state.targeted[rows]) / 2.0**_HALVINGS
+        at = np.minimum(p_min * 2.0 ** np.maximum(level, 0).astype(np.float64), 1.0)
+        return np.asarray(np.where(level >= 0, at, 0.0))
+
+    def _take(
+        self,
+        oracle: Oracle,
+        state: AttackState,
+        rows: IntArray,
+        cand: FloatArray,
+        ok: BoolArray,
+        obs: ScoresObservation,
+        always: BoolArray,
+    ) -> BoolArray:
+        """Keep answered candidates that improve the loss in the row's direction, reach the
+        goal, or (``always``: the start image) are answered at all. Returns what was kept."""
+        own = self.own(state, AdaptiveSquareState)
+        got = rows[ok]
+        answered = ScoresObservation(obs.probs[ok])
+        loss = np.full(len(rows), np.inf)
+        hit = np.zeros(len(rows), bool)
+        if len(got):
+            loss[ok] = self.loss_of(answered, state, got)
+            hit[ok] = self.goal_hit(state, answered, got)
+        better = own.direction[rows] * (loss - state.loss[rows]) < 0
+        keep = ok & (better | hit | always)
+        k = rows[keep]
+        own.since[rows] = np.where(keep, 0, own.since[rows] + 1)
+        own.last_rc[rows[~keep]] = -1
+        own.fails[rows] = np.where(keep, 0, own.fails[rows] + 1)
+        state.x[k] = cand[keep]
+        state.xq[k] = cand[keep]
+        state.loss[k] = loss[keep]
+        self.record(ScoresObservation(obs.probs[keep]), state, k)
+        self.mark_success(oracle, state, rows[ok], hit[ok])
+        return keep
+
+    @staticmethod
+    def _calibrate(
+        own: AdaptiveSquareState, rows: IntArray, level: IntArray, ok: BoolArray
+    ) -> None:
+        """One step of the ladder search; a row whose search closed takes its floor."""
+        own.cal_hi[rows] = np.where(ok, level, own.cal_hi[rows])
+        own.cal_lo[rows] = np.where(ok, own.cal_lo[rows], level)
+        done = rows[own.cal_hi[rows] - own.cal_lo[rows] <= 1]
+        # Nothing passed (cal_hi past the top): the floor is the whole image, and redraws.
+        own.floor[done] = np.minimum(own.cal_hi[done], own.top[done])
+
+    def _adapt(self, own: AdaptiveSquareState, rows: IntArray, ok: BoolArray) -> None:
+        """After a step: raise the floor after ``raise_after`` rejections in a row; flip the
+        direction after ``flip_after`` steps in a row without a kept window."""
+        own.streak[rows] = np.where(ok, 0, own.streak[rows] + 1)
+        up = rows[own.streak[rows] >= self.config.raise_after]
+        own.floor[up] = np.minimum(np.maximum(own.floor[up], 0) + 1, own.top[up])
+        own.streak[up] = 0
+        if self.config.flip_after:
+            flip = rows[own.fails[rows] >= self.config.flip_after]
+            own.direction[flip] *= -1.0
+            own.fails[flip] = 0

@@ -1,0 +1,75 @@
+"""AAA, "Adversarial Attack on Attackers" (Chen, Huang, Gu, Wu, Huang, Wang, NeurIPS 2022,
+arXiv 2205.12134): post-process the scores so that a score-based attack's loss trend is
+reversed near the model's outputs while the top label never changes.
+
+Written from the paper's description (its linear attractor variant). The margin of an answer
+is ``m = z1 - z2``, the log-probability of the top class minus that of the runner-up (>= 0).
+Attractors sit at the middle of every interval ``[k tau, (k + 1) tau)``; within an interval the
+margin is mirrored about its attractor and shrunk by ``beta``::
+
+    c = (floor(m / tau) + 1/2) tau        m' = c - beta (m - c)
+
+so a change that lowers the true margin (what an untargeted attack wants) raises the margin it
+is shown, and the other way round: the attack's greedy steps go uphill, towards the top of the
+interval, away from the decision boundary. m' >= tau (1 - beta) / 2 > 0 for every m, so the top
+class keeps the highest score: the top label never changes, and clean accuracy is untouched.
+The answer is rebuilt by setting the top class's log-probability to ``z2 + m'`` (every other
+class keeps its own) and normalising again. We keep the paper's idea and leave out its
+calibration step (matching the confidence of the original answer).
+
+Only full scores (the ``scores`` view) are post-processed; under top-k and label views the
+answer passes unchanged (a label-only attack never sees scores, so AAA cannot touch it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import UserInputError
+from ..oracle import Forward, Middleware, Observation, Query, ScoresObservation, frozen_array
+
+__all__ = ["Aaa", "attract"]
+
+
+def attract(
+    probs: NDArray[np.floating], tau: float = 4.0, beta: float = 0.8
+) -> NDArray[np.float32]:
+    """AAA's answer for probability rows (N, K): same top class, reversed margin trend."""
+    p = np.asarray(probs, np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        return np.asarray(p, np.float32)
+    z = np.log(np.maximum(p, 1e-300))
+    rows = np.arange(len(z))
+    top = z.argmax(axis=1)
+    second = np.where(np.arange(z.shape[1])[None] == top[:, None], -np.inf, z).max(axis=1)
+    m = z[rows, top] - second
+    c = (np.floor(m / tau) + 0.5) * tau
+    z[rows, top] = second + (c - beta * (m - c))
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True), np.float32)
+
+
+class Aaa(Middleware):
+    """AAA score post-processing in front of the attack."""
+
+    name = "aaa"
+
+    def __init__(self, tau: float = 4.0, beta: float = 0.8) -> None:
+        if not tau > 0:
+            raise UserInputError(f"aaa: tau must be > 0, got {tau}")
+        if not (0.0 <= beta < 1.0):
+            raise UserInputError(f"aaa: beta must be in [0, 1), got {beta}")
+        self.tau, self.beta = tau, beta
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "tau": self.tau, "beta": self.beta}
+
+    def handle(self, query: Query, forward: Forward) -> Observation:
+        obs = forward(query.x)
+        if not isinstance(obs, ScoresObservation) or not len(obs):
+            return obs
+        return ScoresObservation(frozen_array(attract(obs.probs, self.tau, self.beta)))

@@ -1,0 +1,192 @@
+"""Adaptive Square against defended local targets: a refusal is a signal, not a stop. It gets
+past Blacklight where plain Square is stopped at once, counts every query (probes, redraws,
+EOT samples, the refused final check), never exceeds its budget, and a killed run resumes the
+defence's store to the unbroken result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bbattack import AttackResult, CallableClassifier, Oracle, Scores
+from bbattack.attacks import registry
+from bbattack.attacks.checkpoint import Checkpointer, Every
+from bbattack.defenses import Aaa, Blacklight, Rnd, defense_block
+from bbattack.oracle import Middleware
+from bbattack.oracle.journal import Journal
+from support import FloatArray
+
+EASY = 1  # the colour photo (and seed) that adaptive Square gets past Blacklight with
+
+
+class _Counted:
+    """The tiny model, counting the images it is asked about: what a target would bill."""
+
+    def __init__(self, model: CallableClassifier) -> None:
+        self.model, self.images = model, 0
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        self.images += len(x)
+        out: FloatArray = self.model(x)
+        return out
+
+
+def _run(
+    model: Any, x: FloatArray, layers: list[Middleware], name: str = "adaptive-square",
+    budget: int = 300, journal: Journal | None = None, **config: Any,
+) -> tuple[AttackResult, Oracle]:  # fmt: skip
+    oracle = Oracle(model, Scores(), max_queries=budget, journal=journal, middleware=layers)
+    res = registry.build(name, eps=0.05, **config).run(oracle, x[EASY : EASY + 1], None, seed=1)
+    return res, oracle
+
+
+def test_the_registry_says_what_it_is_built_against() -> None:
+    info = registry.get("adaptive-square")
+    assert {"blacklight", "piha", "rnd", "aaa"} <= set(info.against)
+    assert info.to_json()["against"] == list(info.against)
+    assert registry.get("square").against == ()
+
+
+def test_plain_square_is_stopped_and_adaptive_square_gets_past_blacklight(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray, tmp_path: Path
+) -> None:
+    plain, _ = _run(tiny_rgb, colour_photos, [Blacklight()], "square")
+    assert plain.images[0].stop_reason == "rejected"
+    assert not plain.images[0].success
+    assert plain.images[0].queries <= 30
+    counted = _Counted(tiny_rgb)
+    model = CallableClassifier(counted, (3, 32, 32), 10, name="tiny-rgb")
+    bl = Blacklight()
+    with Journal(tmp_path / "j.sqlite") as journal:
+        res, oracle = _run(model, colour_photos, [bl], journal=journal)
+        stats = journal.stats()
+    r = res.images[0]
+    block = defense_block([bl])
+    assert r.success
+    assert block["rejected"] > 0
+    # Counted exactly: the oracle, the journal and the result agree; what was billed was paid.
+    assert r.queries == oracle.total_queries == stats.last_seq == bl.seen <= 300
+    assert sum(r.queries_by_kind.values()) == r.queries
+    assert r.queries_by_kind["probe"] > 0  # the calibration's probes
+    assert stats.refused == block["rejected"] == r.lost_queries
+    assert stats.paid + stats.journal + stats.refused == stats.last_seq
+    assert counted.images == stats.paid
+
+
+@pytest.mark.parametrize("budget", [5, 7, 20, 41])
+def test_the_budget_is_never_exceeded_behind_a_defence(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray, budget: int
+) -> None:
+    cases: list[tuple[Middleware, int]] = [(Blacklight(), 1), (Rnd(0.02), 3)]
+    for layer, eot in cases:
+        res, oracle = _run(tiny_rgb, colour_photos, [layer], budget=budget, eot=eot)
+        assert res.images[0].queries == oracle.total_queries <= budget
+
+
+def test_eot_averages_counted_queries_against_input_noise(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    res, oracle = _run(tiny_rgb, colour_photos, [Rnd(0.02)], budget=400, eot=4)
+    r = res.images[0]
+    assert r.success
+    assert r.queries_by_kind["init"] == 1 + 4  # the clean image once, the start image 4 times
+    assert (r.queries_by_kind["line_search"] + r.queries_by_kind["probe"]) % 4 == 0
+    assert r.queries == oracle.total_queries
+
+
+def test_a_flipped_search_direction_gets_past_aaa(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    plain, _ = _run(tiny_rgb, colour_photos, [Aaa()], "square", budget=500)
+    flipped, _ = _run(tiny_rgb, colour_photos, [Aaa()], budget=500, flip_after=10)
+    assert not plain.images[0].success
+    assert flipped.images[0].success
+
+
+def test_a_silent_defence_still_shows_its_stale_answers(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    plain, _ = _run(tiny_rgb, colour_photos, [Blacklight(action="silent")], "square", budget=200)
+    seen, _ = _run(tiny_rgb, colour_photos, [Blacklight(action="silent")], budget=200)
+    blind, _ = _run(tiny_rgb, colour_photos, [Blacklight(action="silent")], budget=200, stale=False)
+    assert not plain.images[0].success
+    assert seen.images[0].success
+    assert seen.images[0].lost_queries == 0  # nothing refused: the stale answers were paid
+    assert not blind.images[0].success
+
+
+def test_a_banned_key_ends_the_run(tiny_rgb: CallableClassifier, colour_photos: FloatArray) -> None:
+    bl = Blacklight(action="ban")
+    res, oracle = _run(tiny_rgb, colour_photos, [bl])
+    assert res.images[0].stop_reason == "banned"
+    assert bl.rejected == 1
+    assert res.images[0].queries == oracle.total_queries == bl.seen
+
+
+# -- kill and resume
+
+
+class _Killed(Exception):  # noqa: N818 - a stand-in for SIGKILL
+    pass
+
+
+class _Forgetful(Blacklight):
+    """Blacklight whose store did not survive the restart."""
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        pass
+
+
+def _attempt(
+    model: CallableClassifier, x: FloatArray, d: Path, layer: Blacklight, kill: int | None,
+    resume: bool,
+) -> AttackResult | None:  # fmt: skip
+    journal = Journal(d / "journal.sqlite")
+    journal.resume_run(1) if resume else journal.new_run()
+    oracle = Oracle(model, Scores(), max_queries=120, journal=journal, middleware=[layer])
+
+    def on_step(info: Any) -> None:
+        if info.step == kill:
+            raise _Killed
+
+    attack = registry.build("adaptive-square", eps=0.05)
+    go = attack.resume if resume else attack.run
+    try:
+        return go(
+            oracle, x[2:3], None, seed=2, on_step=on_step,
+            checkpoints=Checkpointer(d / "ckpt", Every(steps=5)),
+        )  # fmt: skip
+    except _Killed:
+        return None
+    finally:
+        journal.close()
+
+
+def test_a_killed_run_resumes_past_its_refusals_with_the_defence_store(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray, tmp_path: Path
+) -> None:
+    a, b, c = (tmp_path / n for n in "abc")
+    for p in (a, b, c):
+        p.mkdir()
+    whole_bl = Blacklight()
+    whole = _attempt(tiny_rgb, colour_photos, a, whole_bl, None, False)
+    assert whole is not None
+    assert whole_bl.rejected > 20  # the run went on past many refusals
+    assert _attempt(tiny_rgb, colour_photos, b, Blacklight(), 60, False) is None
+    with Journal(b / "journal.sqlite") as j:
+        assert j.stats(1).refused > 0  # the checkpoint it resumes from is past refusals
+    bl = Blacklight()
+    resumed = _attempt(tiny_rgb, colour_photos, b, bl, None, True)
+    assert resumed is not None
+    keep = {"wall_time_s"}
+    assert resumed.images[0].model_dump(exclude=keep) == whole.images[0].model_dump(exclude=keep)
+    assert np.array_equal(resumed.x_adv, whole.x_adv)
+    assert bl.counters() == whole_bl.counters()
+    # A store lost on restart would have let other queries through: another outcome.
+    assert _attempt(tiny_rgb, colour_photos, c, Blacklight(), 60, False) is None
+    fresh = _attempt(tiny_rgb, colour_photos, c, _Forgetful(), None, True)
+    assert fresh is not None
+    assert fresh.images[0].model_dump(exclude=keep) != whole.images[0].model_dump(exclude=keep)
