@@ -9,15 +9,17 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,baselines,ray,photos]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,baselines,ray,photos,conformance]'
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps torchattacks
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/bbattack demo --out demo-out --force
 
+# SCHEMA=gcv|rekognition|azure|clarifai|hf|json: the API format the local service speaks.
+SCHEMA ?= gcv
 demo-api: $(STAMP)
-	$(BIN)/bbattack demo-api --out demo-api-out --force
+	$(BIN)/bbattack demo-api --out demo-api-out --force --schema $(SCHEMA)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -163,3 +163,22 @@ def analytic_factory() -> Callable[[int], CallableClassifier]:
 @pytest.fixture
 def analytic(analytic_factory: Callable[[int], CallableClassifier]) -> CallableClassifier:
     return analytic_factory(64)
+
+
+@pytest.fixture(scope="session")
+def colour_photos() -> FloatArray:
+    """The bundled colour photos at 32 x 32 (the defence tests)."""
+    from defense_support import colour_photos as load
+
+    found = load()
+    if found is None:
+        pytest.skip("fewer than 6 bundled colour photos installed")
+    return found
+
+
+@pytest.fixture
+def tiny_rgb() -> CallableClassifier:
+    """A tiny linear classifier of 32 x 32 RGB images into 10 classes."""
+    from defense_support import tiny_rgb as make
+
+    return make()

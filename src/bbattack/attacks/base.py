@@ -269,7 +269,7 @@ class Attack(ABC, Generic[C]):
         checkpoints: Checkpointer | None,
         resume: bool = False,
     ) -> AttackResult:
-        goal = Goal(success)
+        goal = Goal.of(success, oracle.class_names)
         check_run(self.info, oracle, self.config.norm, target is None, success)
         check_surrogates(self.info, surrogates)
         xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.info.untargeted)

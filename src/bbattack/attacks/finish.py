@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import TARGET_DOWN_REASONS as _DOWN
-from ..errors import TargetUnavailable
+from ..errors import QueryRejected, TargetUnavailable
 from ..oracle import Observation, Oracle, QueryKind
 from ..results import AttackResult, ClassRef, ImageResult, StepRecord, TopKEntry
 from .balls import Ball
@@ -67,15 +67,23 @@ def finish(
     rows = np.flatnonzero(can)
     verified = np.zeros(n, dtype=bool)
     hit = np.zeros(n, dtype=bool)
+    matched = np.full(n, -1, dtype=np.int64)
     obs: Observation | None = None
     if len(rows):
         try:
             obs = oracle.query(xq[rows], end.ids[rows], QueryKind.FINAL)
         except TargetUnavailable as e:
             end.stop_reason[rows] = e.stop_reason
+            if isinstance(e, QueryRejected):
+                # A defence refused the check: the repeat of an image the target already
+                # answered, with the goal holding, when the attack claimed it (a remote target's
+                # journal would answer the repeat from its records). That answer stands.
+                seen = rows[end.claimed[rows]]
+                verified[seen] = hit[seen] = True
         else:
             verified[rows] = True
             hit[rows] = goal.hit(obs, end.target[rows], end.orig[rows])
+            matched[rows] = goal.match(obs, end.target[rows])
     already = hit & _unattacked(ball, end, xq)
     ok = hit & ~already & ball.contains(xq, end.x0)
     linf = np.abs((xq - end.x0).reshape(n, -1).astype(np.float64)).max(axis=1)
@@ -124,6 +132,7 @@ def finish(
                 wall_time_s=float(end.wall_time_s[i]),
                 seed=int(end.seeds[i]),
                 lost_queries=oracle.lost_queries(ex),
+                matched=ref(int(matched[i])) if ok[i] and end.target[i] >= 0 else None,
             )
         )
     return xq, images

@@ -178,7 +178,7 @@ class Baseline(ABC, Generic[C]):
         accepted and unused: the library's loop holds its state, so none is written (an
         oracle's journal still records every query).
         """
-        goal = Goal(success)
+        goal = Goal.of(success, oracle.class_names)
         check_run(self.info, oracle, self.config.norm, target is None, success)
         check_surrogates(self.info, surrogates)
         self._require()

@@ -4,7 +4,9 @@
     seed = 0                      # draws the targets
     seeds = [0]                   # attack seeds: one case per seed
     [model]
-    name = "efficientnet-lite0"   # or factory = "package.module:function" returning a Classifier
+    name = "efficientnet-lite0"   # a model spec: a built-in, "net.onnx", "net.pt", an HF dir or
+                                  #   "pkg.mod:fn"; a file's preprocessing beside it (input_size,
+                                  #   mean, std, labels, ...: bbattack.targets.spec)
     backend = "auto"
     [images]
     photos = ["coffee", "chelsea"]  # bundled photos by name, or "all"
@@ -92,6 +94,17 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _spec_text(text: str, info: ValidationInfo, **options: Any) -> str:
+    """A model spec's canonical string, relative paths from the config file's folder."""
+    from ..targets.spec import parse_spec
+
+    base = (info.context or {}).get("base")
+    try:
+        return parse_spec(text, base=base, **options).text
+    except UserInputError as e:
+        raise ValueError(str(e)) from None
+
+
 class ModelSpec(_Frozen):
     name: str | None = None
     factory: str | None = Field(
@@ -103,29 +116,27 @@ class ModelSpec(_Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _default(cls, data: Any) -> Any:
+    def _default(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and data.get("name") is None and data.get("factory") is None:
             return {**data, "name": "efficientnet-lite0"}
         if isinstance(data, dict) and isinstance(data.get("name"), str):
-            from .. import zoo
+            # One canonical spec string (lite1 and efficientnet-lite1 are one model and one
+            # case id; a file's path absolute, its preprocessing options folded in), which
+            # every worker loads the same model from.
+            from ..targets.spec import Preprocessing
 
-            try:  # lite1 and efficientnet-lite1 are one model, and one case id
-                return {**data, "name": zoo.canonical(data["name"])}
-            except UserInputError as e:
-                raise ValueError(str(e)) from None
+            keys = set(data) & set(Preprocessing.model_fields)
+            options = {k: data[k] for k in keys}
+            return {
+                **{k: v for k, v in data.items() if k not in keys},
+                "name": _spec_text(data["name"], info, **options),
+            }
         return data
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if self.name is not None and self.factory is not None:
             raise ValueError("give either name or factory, not both")
-        if self.name is not None:
-            from ..models import BUILTIN_MODELS
-
-            if self.name not in BUILTIN_MODELS:
-                raise ValueError(
-                    f"unknown model {self.name!r}; built-in: {', '.join(BUILTIN_MODELS)}"
-                )
         return self
 
     def describe(self) -> str:
@@ -175,6 +186,16 @@ class TargetsSpec(_Frozen):
     per_image: Whole = Field(1, ge=1, le=100)
 
 
+def defense_stack(spec: str) -> list[dict[str, Any]]:
+    """A bench grid's defence entry as its stack of layers, each with every parameter (what
+    ``bbattack.defenses.from_config`` builds): ``none`` is no defence, ``+`` stacks layers."""
+    from ..defenses import build, parse_spec
+
+    if spec.strip().lower() == "none":
+        return []
+    return [build(parse_spec(part)).describe() for part in spec.split("+")]
+
+
 class AttackSpec(_Frozen):
     name: str
     threat: list[Threat] | None = Field(None, min_length=1)
@@ -191,18 +212,40 @@ class AttackSpec(_Frozen):
         "factories, or 'all' (every built-in model except the target); surrogate-guided "
         "attacks only",
     )
+    defense: list[str] = Field(
+        default_factory=list,
+        description="an axis of defences in front of the target, one case per entry: "
+        "bbattack.defenses specs ('blacklight', 'piha:action=reject'), layers stacked with "
+        "'+' (outermost first), 'none' for no defence",
+    )
+
+    @field_validator("defense")
+    @classmethod
+    def _defense(cls, v: list[str]) -> list[str]:
+        stacks = []
+        for i, s in enumerate(v):
+            try:
+                stacks.append(json.dumps(defense_stack(s), sort_keys=True))
+            except UserInputError as e:
+                raise ValueError(f"[{i}] {e}") from None
+        if len(set(stacks)) != len(stacks):
+            raise ValueError("a defence is listed twice")
+        return v
+
+    def defenses(self) -> list[list[dict[str, Any]]]:
+        """The defence axis: each entry's stack, every parameter spelled out ([]: none)."""
+        return [defense_stack(s) for s in self.defense] or [[]]
 
     @field_validator("surrogates")
     @classmethod
-    def _surrogates(cls, v: list[str]) -> list[str]:
-        from .. import zoo
+    def _surrogates(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        from ..targets.spec import builtin_name
 
-        for i, s in enumerate(v):
-            if s != "all" and ":" not in s:
-                try:
-                    zoo.canonical(s)
-                except UserInputError as e:
-                    raise ValueError(f"[{i}] {e}") from None
+        for i, s in enumerate(list(v)):
+            try:  # a file: its absolute path, so that workers find it
+                v[i] = s if s == "all" or builtin_name(s) else _spec_text(s, info)
+            except ValueError as e:
+                raise ValueError(f"[{i}] {e}") from None
         if len(set(v)) != len(v):
             raise ValueError("a surrogate is listed twice")
         return v
@@ -210,21 +253,27 @@ class AttackSpec(_Frozen):
     def surrogate_names(self, target: str | None) -> list[str]:
         """The surrogates, with 'all' spelled out for the grid's target model."""
         from .. import zoo
+        from ..targets.spec import builtin_name
 
         out: list[str] = []
         for s in self.surrogates:
             if s == "all":
                 out += [m.short for m in zoo.BUILTIN.values() if m.name != target]
-            elif ":" in s:
+            elif builtin_name(s) is None:
                 out.append(s)
             else:
                 out.append(zoo.builtin(s).short)
         return list(dict.fromkeys(out))
 
-    def case_params(self, target: str | None) -> str:
+    def case_params(self, target: str | None, defense: list[dict[str, Any]] | None = None) -> str:
         """The params JSON of its cases: the attack's hyperparameters, plus the surrogates of
-        a surrogate-guided attack (so cases with other surrogates are other cases)."""
-        extra = {"surrogates": self.surrogate_names(target)} if self.surrogates else {}
+        a surrogate-guided attack and the defence stack in front of the target (so cases
+        with other surrogates or defences are other cases; one without keeps its id)."""
+        extra: dict[str, Any] = {}
+        if self.surrogates:
+            extra["surrogates"] = self.surrogate_names(target)
+        if defense:
+            extra["defense"] = defense
         return json.dumps({**self.params, **extra}, sort_keys=True)
 
     @field_validator("goal", "norm")
@@ -372,19 +421,21 @@ def _check_surrogates(i: int, spec: AttackSpec, info: Any, target: str | None) -
     if not spec.surrogates:
         return
     from .. import zoo
+    from ..targets.spec import builtin_name
 
     names = spec.surrogate_names(target)
     if not names:
         raise UserInputError(f"attacks[{i}].surrogates: 'all' leaves no model beside the target")
-    if target is not None and any(":" not in s and zoo.canonical(s) == target for s in names):
+    if target is not None and any(builtin_name(s) == target for s in names):
         raise UserInputError(
             f"attacks[{i}].surrogates: {zoo.builtin(target).short} is the target itself"
         )
 
 
-def parse_config(data: dict[str, Any]) -> BenchConfig:
+def parse_config(data: dict[str, Any], base: Path | None = None) -> BenchConfig:
+    """Validate a grid; ``base``: where its relative paths start (the config file's folder)."""
     try:
-        cfg = BenchConfig.model_validate(data)
+        cfg = BenchConfig.model_validate(data, context={"base": base})
     except ValidationError as e:
         raise UserInputError(validation_message(e)) from None
     _check_attacks(cfg)
@@ -404,4 +455,4 @@ def load_config(path: str | Path) -> tuple[BenchConfig, str]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserInputError(f"{p}: not valid TOML ({e})") from None
-    return parse_config(data), text
+    return parse_config(data, p.parent.resolve()), text

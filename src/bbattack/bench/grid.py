@@ -54,7 +54,8 @@ class SourceImage:
 
 
 def open_model(spec: ModelSpec) -> Classifier:
-    """The classifier a config names: a built-in model or a factory's Classifier."""
+    """The classifier a config names: a model spec (a built-in, a file, ...) or a factory's
+    Classifier."""
     if spec.name is not None:
         return load_model(spec.name, backend=spec.backend)
     assert spec.factory is not None
@@ -224,8 +225,9 @@ def _cases(
     digest = {im.name: im.digest for im in images}
     model = cfg.model.model_dump(mode="json")
     idx = itertools.count()
-    for spec in cfg.attacks:
-        params = spec.case_params(cfg.model.name)
+    for spec, params in (
+        (sp, sp.case_params(cfg.model.name, d)) for sp in cfg.attacks for d in sp.defenses()
+    ):
         seeds = spec.seeds if spec.seeds is not None else cfg.seeds
         ks = [(t, k) for t in spec.threats() for k in (spec.k if t != "ql" else [0])]
         for (threat, k), (norm, eps), budget, goal, im in itertools.product(

@@ -21,10 +21,11 @@ import numpy as np
 from ..attacks import registry
 from ..attacks._transfer import SurrogateMeter, metered
 from ..attacks.checkpoint import Every
+from ..defenses import defense_block, from_config
 from ..errors import StartImageError, UserInputError
 from ..images import encode_png
 from ..models import Classifier
-from ..oracle import Oracle
+from ..oracle import Middleware, Oracle
 from ..surrogates import Surrogate, resolve_surrogates
 from ._executors import processes, ray_executor, serial
 from ._prepare import Confirm, prepare
@@ -92,6 +93,7 @@ def run_task(task: Task) -> list[CaseOutcome]:
     model = _model(task.model)
     params = c.params_dict()
     surrogates = _surrogates(tuple(params.pop("surrogates", ())), task.model, model)
+    layers = from_config(params.pop("defense", None))  # fresh for each task: its own store
     # The one construction path of the CLI, the bench and the Python API.
     attack = registry.build(c.attack, **{**params, "norm": c.norm, "eps": c.eps})
     work = None
@@ -99,7 +101,8 @@ def run_task(task: Task) -> list[CaseOutcome]:
         key = task_key([e.id for e in cases])
         work = TaskWork(Path(task.work_dir), task.every, not attack.info.baseline, key)
     journal = None if work is None else work.journal
-    oracle = Oracle(model, make_view(c.threat, c.k), max_queries=c.budget, journal=journal)
+    view = make_view(c.threat, c.k)
+    oracle = Oracle(model, view, max_queries=c.budget, journal=journal, middleware=layers)
     x = np.stack([decode_png(png) for png in [task.image_png, *(p for _, p in task.more)]])
     start = None if task.start_png is None else decode_png(task.start_png)[None]
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -154,7 +157,9 @@ def run_task(task: Task) -> list[CaseOutcome]:
                 worker=worker,
                 adv_png=encode_png(res.x_adv[i]),
                 trace=trace,
-                provenance=_with_meter(case_provenance(e, model, oracle, work, cases), meter),
+                provenance=_with_defense(
+                    _with_meter(case_provenance(e, model, oracle, work, cases), meter), layers
+                ),
             )
         )
     return out
@@ -163,6 +168,11 @@ def run_task(task: Task) -> list[CaseOutcome]:
 def _with_meter(prov: dict[str, Any], meter: SurrogateMeter) -> dict[str, Any]:
     # The task's surrogate work (a batch shares it): what a case waited for besides queries.
     return {**prov, "surrogate_work": meter.block()} if meter.candidates else prov
+
+
+def _with_defense(prov: dict[str, Any], layers: list[Middleware]) -> dict[str, Any]:
+    # The defence in front of the target, with what it refused, flagged and banned.
+    return {**prov, "defense": defense_block(layers)} if layers else prov
 
 
 def run_case(task: Task) -> CaseOutcome:
@@ -182,7 +192,8 @@ def _tasks(
     groups: dict[tuple[Any, ...], list[CaseRow]] = {}
     for c in cases:
         info = registry.get(c.attack)
-        alone = info.needs_start or info.baseline
+        # A defended case runs alone: a defence's store is shared by what it sees.
+        alone = info.needs_start or info.baseline or "defense" in c.params_dict()
         key = (c.id,) if alone else (c.attack, c.threat, c.k, c.norm, c.eps, c.budget)
         groups.setdefault((*key, c.params, c.target_id < 0), []).append(c)
     tasks = []

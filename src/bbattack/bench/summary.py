@@ -20,6 +20,7 @@ __all__ = [
     "PaperRow",
     "PeerRow",
     "SummaryRow",
+    "defense_label",
     "pick_samples",
     "summarise",
     "versus_peers",
@@ -102,10 +103,25 @@ def with_surrogate_labels(cases: Iterable[Case], target: str | None = None) -> l
         head = (
             ("+".join(sur) + ("; same family" if _same_family(sur, target) else "")) if sur else ""
         )
-        rest = [f"{k}={v}" for k, v in sorted(p.items()) if k != "surrogates"]
+        rest = [f"{k}={v}" for k, v in sorted(p.items()) if k not in ("surrogates", "defense")]
+        if p.get("defense"):
+            rest.append(f"vs {defense_label(p['defense'])}")
         label = "; ".join([head, *rest] if head else rest)
         out.append({**c, "attack": f"{c['attack']} [{label}]"})
     return out
+
+
+def defense_label(stack: Sequence[dict[str, Any]]) -> str:
+    """A defence stack in a row label: each layer's name and the parameters it sets away
+    from that defence's defaults (``blacklight:action=silent+rnd``)."""
+    from ..defenses import build
+
+    parts = []
+    for layer in stack:
+        default = build({"name": layer["name"]}).describe()
+        diff = [f"{k}={v}" for k, v in layer.items() if k != "name" and default.get(k) != v]
+        parts.append(str(layer["name"]) + (":" + ",".join(diff) if diff else ""))
+    return "+".join(parts)
 
 
 def _same_family(surrogates: Sequence[str], target: str | None) -> bool:

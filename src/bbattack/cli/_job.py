@@ -9,14 +9,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import zoo
 from ..attacks import registry
 from ..attacks.balls import make_ball
 from ..attacks.checks import check_surrogates
 from ..attacks.goals import Within
+from ..defenses import parse_specs
 from ..errors import UserInputError
 from ..oracle import View
 from ..oracle.views import threat_view
+from ..targets.spec import parse_spec
 from ._common import BackendOpt, Threat, validation_message
 from ._remote import RemoteOptions
 
@@ -64,10 +65,11 @@ class AttackJob:
     attack: str | None = None  # None: the threat model's default attack
     norm: str = "linf"
     overwrite: bool = False  # --force: start over in a non-empty out_dir (the journal stays)
-    model: str | None = None  # a built-in target (None: lite0); not with a label API
-    surrogates: tuple[str, ...] = ()  # built-in names, module:function, or "all"
+    model: str | None = None  # a model spec (None: lite0; targets.spec); not with a label API
+    surrogates: tuple[str, ...] = ()  # model specs (built-in names, files, ...), or "all"
     resume: bool = False  # go on with the run in out_dir, from its latest checkpoint
     checkpoint_every: str = "60s"  # steps (50) or a time (30s, 5m)
+    defenses: tuple[str, ...] = ()  # --defense specs, outermost first (a local target only)
 
     @property
     def goal(self) -> Within:
@@ -87,7 +89,7 @@ def check_job(job: AttackJob) -> registry.AttackInfo:
     if job.model is not None:
         if job.remote is not None:
             raise UserInputError("--model names a local target; a label API is its own model")
-        zoo.canonical(job.model)
+        parse_spec(job.model)  # a bad spec (or a missing file) is refused here
     try:
         make_ball(job.norm, job.eps)
     except UserInputError as e:
@@ -122,6 +124,13 @@ def check_job(job: AttackJob) -> registry.AttackInfo:
         raise UserInputError(f"--success must be top1 or topk, got {job.success!r}")
     if job.success == "topk" and job.threat is Threat.ql:
         raise UserInputError("--success topk applies to --threat pi or lo")
+    if job.defenses:
+        if job.remote is not None:
+            raise UserInputError(
+                "--defense puts a defence in front of a local model; a label API's defence is "
+                "its own (bbattack serve --defense)"
+            )
+        parse_specs(job.defenses)
     if job.remote is not None and job.threat is Threat.ql:
         raise UserInputError(
             "a label API reveals labels (and scores), not a score vector: use --threat pi or lo"

@@ -113,13 +113,8 @@ def _open_target(
         return as_target(model), lambda: None, None
     from ..targets import LabelTarget, Vocabulary
 
-    opts = RemoteOptions(
-        endpoint=str(r["endpoint"]),
-        api_key=api_key,
-        price_per_1000=float(r["price_per_1000"]),
-        max_results=int(r["max_results"]),
-    )
+    opts = RemoteOptions.from_config(r, api_key)
     client = open_checked(opts, 1, "--verify: {e}; nothing was sent")
     # The journal's vocabulary: the fresh answer's label ids are the journal's.
     target = LabelTarget(client, Vocabulary(vocabulary), name=opts.endpoint)
-    return target, client.close, opts.price_per_1000
+    return target, client.close, opts.price

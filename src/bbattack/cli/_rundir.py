@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..defenses import build, parse_specs
 from ..errors import TARGET_DOWN_REASONS, UserInputError
 from ..provenance import config_hash
 from ..results import write_atomic
@@ -62,9 +63,12 @@ def job_config(
 ) -> dict[str, Any]:
     """Everything that decides a ``bbattack attack`` run's queries: a resume must give the
     same. The image is named by its digest, so a copy elsewhere resumes too."""
-    from .. import zoo
+    from ..targets.spec import parse_spec
 
     r = job.remote
+    # Only where given: the config hash of a run without a defence stays what it was.
+    specs = getattr(job, "defenses", ())
+    defense = {"defense": [build(s).describe() for s in parse_specs(specs)]} if specs else {}
     return {
         "image": image_digest(x),
         "start_image": image_digest(start),
@@ -77,17 +81,28 @@ def job_config(
         "attack_config": attack.config.model_dump(mode="json"),
         "max_queries": budget,
         "seed": job.seed,
-        "model": None if r is not None else zoo.canonical(job.model or "efficientnet-lite0"),
+        # The canonical spec (absolute paths, sorted options): a resume or a replay loads it.
+        "model": None if r is not None else parse_spec(job.model or "efficientnet-lite0").text,
         "remote": None
         if r is None
         else {
             "endpoint": r.endpoint,
             "max_results": r.max_results,
             "max_cost": r.max_cost,
-            "price_per_1000": r.price_per_1000,
+            "price_per_1000": r.price,
+            **r.config_extra,  # the wire schema, where it is not Google's
         },
-        "surrogates": list(job.surrogates),
+        "surrogates": [_surrogate_spec(s) for s in job.surrogates],
+        **defense,
     }
+
+
+def _surrogate_spec(text: str) -> str:
+    """A built-in name or ``all`` as given (the config hash of such runs stays what it was),
+    any other spec canonical, so that a replay elsewhere loads the same file."""
+    from ..targets.spec import builtin_name, parse_spec
+
+    return text if text == "all" or builtin_name(text) else parse_spec(text).text
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> str | None:

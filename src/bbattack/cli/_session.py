@@ -17,9 +17,10 @@ from numpy.typing import NDArray
 
 from ..attacks import registry
 from ..attacks.checkpoint import Checkpoint, Checkpointer, Every
+from ..defenses import defense_block, from_config
 from ..errors import UserInputError
 from ..models import Classifier, load_model
-from ..oracle import Labels, Oracle, TopK, View
+from ..oracle import Labels, Middleware, Oracle, TopK, View
 from ..oracle.journal import Journal, JournalStats, target_identity
 from ..oracle.views import threat_view
 from ..provenance import describe_target, provenance
@@ -73,7 +74,8 @@ def execute(
         from ..targets import LabelTarget
 
         client = open_checked(job.remote, budget, "{e}; no image was sent", retries)
-        watched = Watched(LabelTarget(client, name=job.remote.endpoint))
+        target = LabelTarget(client, name=job.remote.endpoint, ancestors=job.remote.ancestors)
+        watched = Watched(target)
         view = TopK(job.k) if job.threat is Threat.pi else Labels(job.k or 10)
     else:
         model = model or load_model(backend=job.backend.value)
@@ -101,7 +103,15 @@ def execute(
             journal.resume_run(record.journal_run)
         else:
             record.journal_run = journal.new_run(note={"config_hash": record.config_hash})
-        oracle = Oracle(watched, view, max_queries=budget, hooks=[watched.hook], journal=journal)
+        layers = from_config(record.config.get("defense"))
+        oracle = Oracle(
+            watched,
+            view,
+            max_queries=budget,
+            hooks=[watched.hook],
+            journal=journal,
+            middleware=layers,
+        )
         # After the oracle: a label API's vocabulary is the journal's, ids stay the same.
         names = oracle.class_names
         assert names is not None
@@ -134,7 +144,7 @@ def execute(
     transport = None
     if client is not None:
         transport = {"http_calls": client.http_calls, "retries": client.retries}
-    extra = result_blocks(record, stats, last, chain, surrogates, transport)
+    extra = result_blocks(record, stats, last, chain, surrogates, transport, layers)
     return result, extra, (watched.failure, watched.curve)
 
 
@@ -145,20 +155,28 @@ def result_blocks(
     chain: str,
     surrogates: Sequence[Surrogate],
     transport: dict[str, int] | None,
+    defenses: Sequence[Middleware] = (),
 ) -> dict[str, Any]:
     """result.json's blocks beside the result: ``remote`` (what the journal says was paid,
-    every session's; the HTTP calls and retries of the last one), ``surrogates`` and
-    ``provenance``. A replay builds the same from the same run."""
+    every session's; the HTTP calls and retries of the last one), ``surrogates``, ``defense``
+    (what the defences in front of a local model refused) and ``provenance``. A replay builds
+    the same from the same run."""
     extra: dict[str, Any] = {}
+    if defenses:
+        extra["defense"] = defense_block(defenses)
     r = record.config.get("remote")
     if r is not None:
+        price = r["price_per_1000"]  # None: an API not priced per image
         extra["remote"] = {
             "endpoint": r["endpoint"],
+            "schema": r.get("schema", "gcv"),
             "paid_queries": stats.paid,
             "lost_billed": stats.lost_billed,  # sent, never answered: billed all the same
             "cached_queries": stats.journal,
-            "cost_usd": (stats.paid + stats.lost_billed) * r["price_per_1000"] / 1000.0,
-            "price_per_1000": r["price_per_1000"],
+            "cost_usd": None
+            if price is None
+            else (stats.paid + stats.lost_billed) * price / 1000.0,
+            "price_per_1000": price,
             **(transport or {"http_calls": 0, "retries": 0}),
         }
     if surrogates:

@@ -21,7 +21,8 @@ from ..remote.spend import usd
 from ..report import write_outputs
 from ..results import AttackResult
 from ..surrogates import resolve_surrogates
-from . import _common
+from ..targets.spec import with_options
+from . import _common, _model_flags
 from ._common import (
     SEED_MAX,
     BackendOpt,
@@ -39,7 +40,16 @@ from ._job import AttackJob, check_job, make_attack, make_view
 from ._leftovers import prune_killed
 from ._outdir import DEFAULT_ROOT, OutDir, fresh_default
 from ._progress import summary
-from ._remote import EXIT_REMOTE, RemoteOptions, dry_run
+from ._remote import (
+    EXIT_REMOTE,
+    AncestorsOpt,
+    LabelsPathOpt,
+    RemoteOptions,
+    SchemaOpt,
+    ScoresPathOpt,
+    dry_run,
+    remote_options,
+)
 from ._rundir import (
     RESUMABLE_STOPS,
     RunRecord,
@@ -171,10 +181,15 @@ def _tell(
         summary(result, paths, ids=job.remote is None)
         if "remote" in extra:
             rem = extra["remote"]
+            price = rem["price_per_1000"]
+            cost = (
+                f"cost {usd(rem['cost_usd'])} at ${price:.2f}/1000"
+                if price is not None
+                else "not priced per image (give --price-per-1000 for a cost)"
+            )
             out.print(
                 f"paid queries: {rem['paid_queries']:,} (journal hits: "
-                f"{rem['cached_queries']:,}); cost {usd(rem['cost_usd'])} at "
-                f"${rem['price_per_1000']:.2f}/1000; {rem['retries']:,} retries",
+                f"{rem['cached_queries']:,}); {cost}; {rem['retries']:,} retries",
                 highlight=False,
             )
     if r.stop_reason in TARGET_DOWN_REASONS:
@@ -254,15 +269,17 @@ def attack(
     ] = "top1",
     endpoint: Annotated[
         str | None,
-        typer.Option(help="attack a Cloud-Vision-style label API (env BBATTACK_ENDPOINT)"),
+        typer.Option(help="attack a label API at this URL (env BBATTACK_ENDPOINT); see --schema"),
     ] = None,
+    schema: SchemaOpt = "gcv",
     api_key: Annotated[str | None, typer.Option(help="API key (env BBATTACK_API_KEY)")] = None,
     max_cost: Annotated[
         float | None, typer.Option(help="spend cap in USD for the label API")
     ] = None,
     price_per_1000: Annotated[
-        float, typer.Option(help="USD per 1,000 images (Cloud Vision labels: 1.50)")
-    ] = 1.50,
+        float | None,
+        typer.Option(help="USD per 1,000 images (default: the schema's list price; gcv 1.50)"),
+    ] = None,
     journal: Annotated[
         Path | None, typer.Option(help="query journal (SQLite): cache and audit log")
     ] = None,
@@ -272,15 +289,40 @@ def attack(
     max_results: Annotated[
         int, typer.Option(help="labels asked of the label API per image (maxResults)")
     ] = 10,
+    labels_path: LabelsPathOpt = None,
+    scores_path: ScoresPathOpt = None,
+    ancestors: AncestorsOpt = False,
     model_name: Annotated[
         str | None,
-        typer.Option("--model", help="built-in target model: lite0 (default), lite1, lite2"),
+        typer.Option(
+            "--model",
+            help="target model: lite0 (default), lite1, lite2, squeezenet, a model file (.onnx, "
+            "TorchScript .pt/.ts), module:function, or a Hugging Face directory",
+        ),
     ] = None,
     surrogate: Annotated[
         list[str] | None,
         typer.Option(
-            help="local surrogate model (repeatable): lite0|lite1|lite2, module:function, or "
+            help="local surrogate model (repeatable): a built-in name, a TorchScript file or "
+            "Hugging Face directory ('net.pt?input_size=32&mean=0.5'), module:function, or "
             "all (every built-in model but the target); free, never the target"
+        ),
+    ] = None,
+    input_size: _model_flags.InputSize = None,
+    mean: _model_flags.Mean = None,
+    std: _model_flags.Std = None,
+    scale: _model_flags.Scale = None,
+    channels: _model_flags.Channels = None,
+    layout: _model_flags.Layout = None,
+    resize: _model_flags.Resize = None,
+    labels: _model_flags.Labels = None,
+    outputs: _model_flags.Outputs = None,
+    defense: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a defence in front of the local model (repeatable, outermost first): "
+            "blacklight, piha, stateful, rnd or aaa, with KEY=VALUE after a colon, e.g. "
+            "blacklight:action=reject,T=25 or rnd:nu=0.02"
         ),
     ] = None,
 ) -> None:
@@ -295,7 +337,7 @@ def attack(
     ep = endpoint or os.environ.get("BBATTACK_ENDPOINT") or None
     remote = None
     if ep is not None:
-        remote = RemoteOptions(
+        remote = remote_options(
             endpoint=ep,
             api_key=api_key or os.environ.get("BBATTACK_API_KEY") or None,
             max_cost=max_cost,
@@ -303,9 +345,15 @@ def attack(
             journal=journal,
             dry_run=dry_run,
             max_results=max_results,
+            schema=schema,
+            labels_path=labels_path,
+            scores_path=scores_path,
+            ancestors=ancestors,
         )
     elif dry_run or journal is not None or max_cost is not None or api_key is not None:
         raise fail("--dry-run, --journal, --max-cost and --api-key need --endpoint")
+    elif schema != "gcv" or labels_path or scores_path or ancestors:
+        raise fail("--schema, --labels-path, --scores-path and --ancestors need --endpoint")
     if resume is not None and out_dir is not None and out_dir.resolve() != resume.resolve():
         raise fail("--resume DIR is the run's --out: give one of them")
     job = AttackJob(
@@ -327,9 +375,21 @@ def attack(
         attack=attack_name,
         norm=norm,
         overwrite=force,
-        model=model_name,
+        model=with_options(
+            model_name,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            scale=scale,
+            channels=channels,
+            layout=layout,
+            resize=resize,
+            labels=labels,
+            outputs=outputs,
+        ),
         surrogates=tuple(surrogate or []),
         resume=resume is not None,
         checkpoint_every=checkpoint_every,
+        defenses=tuple(defense or []),
     )
     guard(run_attack, job=job)

@@ -29,6 +29,7 @@ import typer
 from numpy.typing import NDArray
 
 from ..attacks import registry
+from ..defenses import from_config
 from ..errors import UserInputError
 from ..oracle import Labels, Oracle, TopK, View
 from ..oracle._rows import digests
@@ -38,6 +39,7 @@ from ..oracle.views import threat_view
 from ..provenance import ENVIRONMENT_KEYS
 from ..results import AttackResult
 from ..surrogates import resolve_surrogates
+from ..targets import Vocabulary
 from ._common import Threat, app, finite, guard, out
 from ._replay_verify import SCORE_TOLERANCE, Verified, verify_final
 from ._rundir import RunRecord, first_difference
@@ -104,12 +106,16 @@ def _rerun(
         chain = check_chain(str(journal.path), rec.journal_run)
         journal.replay_run(rec.journal_run)
         info = journal.run_info(rec.journal_run)
+        layers = from_config(cfg.get("defense"))  # fresh: they see the run again from its start
         oracle = Oracle(
             ReplayTarget(journal, rec.journal_run),
             view,
             max_queries=int(cfg["max_queries"]),
             journal=journal,
+            middleware=layers,
         )
+        if isinstance(oracle.class_names, Vocabulary):  # whether a label's ancestors count
+            oracle.class_names.count_ancestors = bool((cfg.get("remote") or {}).get("ancestors"))
         surrogates = resolve_surrogates(cfg["surrogates"], None, cfg.get("model"))
         result = attack.run(
             oracle,
@@ -128,7 +134,8 @@ def _rerun(
         raise UserInputError(
             f"replay of {run_dir} asked {last} queries; the journal holds {stats.last_seq}"
         )
-    doc = {**result.image_json(0), **result_blocks(rec, stats, last, head, surrogates, transport)}
+    blocks = result_blocks(rec, stats, last, head, surrogates, transport, layers)
+    doc = {**result.image_json(0), **blocks}
     eight_bit = bool(info.get("eight_bit", False))
     return Replayed(result, doc, chain, view, eight_bit, vocabulary)
 
