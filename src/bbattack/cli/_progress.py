@@ -28,6 +28,99 @@ __all__ = ["LOG_EVERY_S", "progress_run", "summary"]
 LOG_EVERY_S = 30.0
 
 
+class _Live:
+    """The bar on a terminal, or a line every ``log_every_s`` seconds without one: queries,
+    the target's (or the original class's) score, retries, and surrogate work."""
+
+    def __init__(
+        self,
+        title: str,
+        budget: int,
+        quiet: bool,
+        log_every_s: float,
+        status_of: Any,
+        retries: RetryNotes | None,
+    ) -> None:
+        self.title, self.log_every_s, self.retries = title, log_every_s, retries
+        self.status_of = status_of
+        self.lines = not quiet and not err.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} queries"),
+            TextColumn("{task.fields[status]}"),
+            TextColumn("[yellow]{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=quiet or self.lines,
+            transient=False,
+        )
+        self.task = self.progress.add_task(title, total=budget, status="starting", note="")
+        self.budget, self.started = budget, False
+        self.last_line = self.last_it = time.monotonic()
+
+    def start(self) -> None:
+        # Drawing starts once init (start-image checks) has passed, or surrogates work.
+        if not self.started:
+            self.progress.start()
+            self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.progress.stop()
+
+    def step(self, info: StepInfo) -> None:
+        self.start()
+        note = self.retries.status() if self.retries is not None else ""
+        status = self.status_of(info)
+        self.progress.update(self.task, completed=int(info.queries[0]), status=status, note=note)
+        now = time.monotonic()
+        if self.lines and now - self.last_line >= self.log_every_s:
+            self.last_line = now
+            q, extra = int(info.queries[0]), f", {note}" if note else ""
+            _line(f"{self.title}: {q:,}/{self.budget:,} queries, {status}{extra}")
+
+    def retry(self, message: str) -> None:
+        if self.lines:
+            _line(f"{self.title}: {message}")
+        else:
+            self.progress.update(self.task, note=message)
+
+    def surrogate(self, meter: SurrogateMeter, done: int, of: int) -> None:
+        # Surrogate work comes before the first query: show it, or the bar looks stuck.
+        if not self.lines:
+            self.start()
+        now, before = time.monotonic(), self.last_it
+        self.last_it = now
+        rate = f", {now - before:.2f} s/it" if done > 1 else ""
+        self.progress.update(self.task, note=f"surrogates: iteration {done}/{of}{rate}")
+        if self.lines and done == of and now - self.last_line >= self.log_every_s:
+            self.last_line = now
+            _line(
+                f"{self.title}: surrogates: candidate ready ({of} iterations); before it, "
+                f"{meter.candidates:,} crafted in {meter.seconds:.0f} s"
+            )
+
+
+def _status(target: int | None, watched: Watched | None, show_rank: bool) -> Any:
+    def status_of(info: StepInfo) -> str:
+        if target is None and watched is not None and watched.curve.last is not None:
+            _, p_orig, r_orig = watched.curve.last
+            if show_rank or p_orig is None:
+                what = f"original rank {'-' if r_orig is None else r_orig + 1}"
+            else:
+                what = f"p(original)={p_orig:.3f}"
+        elif show_rank:
+            r = int(info.target_rank[0])
+            what = f"target rank {'-' if r < 0 else r + 1}"
+        else:
+            p = float(info.target_prob[0])
+            what = "target p=-" if np.isnan(p) else f"target p={p:.3f}"
+        return f"{what}  ε={float(info.eps[0]):.4f}"
+
+    return status_of
+
+
 def progress_run(
     attack: registry.Runnable,
     oracle: Oracle,
@@ -47,100 +140,24 @@ def progress_run(
     """Run the attack with a live bar on a terminal; without one (CI, nohup, a pipe), one line
     every ``log_every_s`` seconds and one per remote retry. An untargeted run shows the clean
     class's score (from ``watched``) where a targeted one shows the target's."""
-    budget = oracle.max_queries or 0
-    show_rank = not oracle.view.reveals_scores
-    lines = not quiet and not err.is_terminal
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} queries"),
-        TextColumn("{task.fields[status]}"),
-        TextColumn("[yellow]{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet or lines,
-        transient=False,
-    )
+    status_of = _status(target, watched, not oracle.view.reveals_scores)
     title = f"{attack.name.upper()} attack"
-    last_line = [time.monotonic()]
-
-    def status_of(info: StepInfo) -> str:
-        if target is None and watched is not None and watched.curve.last is not None:
-            _, p_orig, r_orig = watched.curve.last
-            if show_rank or p_orig is None:
-                what = f"original rank {'-' if r_orig is None else r_orig + 1}"
-            else:
-                what = f"p(original)={p_orig:.3f}"
-        elif show_rank:
-            r = int(info.target_rank[0])
-            what = f"target rank {'-' if r < 0 else r + 1}"
-        else:
-            p = float(info.target_prob[0])
-            what = "target p=-" if np.isnan(p) else f"target p={p:.3f}"
-        return f"{what}  ε={float(info.eps[0]):.4f}"
-
-    def on_step(info: StepInfo) -> None:
-        note = retries.status() if retries is not None else ""
-        progress.update(task, completed=int(info.queries[0]), status=status_of(info), note=note)
-        now = time.monotonic()
-        if lines and now - last_line[0] >= log_every_s:
-            last_line[0] = now
-            q = int(info.queries[0])
-            extra = f", {note}" if note else ""
-            _line(f"{title}: {q:,}/{budget:,} queries, {status_of(info)}{extra}")
-
-    def on_retry(message: str) -> None:
-        if lines:
-            _line(f"{title}: {message}")
-        else:
-            progress.update(task, note=message)
-
+    live = _Live(title, oracle.max_queries or 0, quiet, log_every_s, status_of, retries)
     if retries is not None:
-        retries.listeners.append(on_retry)
-    task = progress.add_task(title, total=budget, status="starting", note="")
-    started = False
-
-    def first_step(info: StepInfo) -> None:
-        # Start drawing only once init (start-image checks) has passed.
-        nonlocal started
-        if not started:
-            progress.start()
-            started = True
-        on_step(info)
-
-    last_it = [time.monotonic()]
-
-    def on_surrogate(meter: SurrogateMeter, done: int, of: int) -> None:
-        # Surrogate work comes before the first query: show it, or the bar looks stuck.
-        nonlocal started
-        if not started and not lines:
-            progress.start()
-            started = True
-        now, before = time.monotonic(), last_it[0]
-        last_it[0] = now
-        rate = f", {now - before:.2f} s/it" if done > 1 else ""
-        progress.update(task, note=f"surrogates: iteration {done}/{of}{rate}")
-        if lines and done == of and now - last_line[0] >= log_every_s:
-            last_line[0] = now
-            _line(
-                f"{title}: surrogates: candidate ready ({of} iterations); before it, "
-                f"{meter.candidates:,} crafted in {meter.seconds:.0f} s"
-            )
-
+        retries.listeners.append(live.retry)
     try:
         kw: dict[str, Any] = {"seed": seed, "start": start, "success": success}
-        kw.update(on_step=first_step, surrogates=surrogates)
-        with metered(SurrogateMeter(on_iteration=on_surrogate if surrogates else None)):
+        kw.update(on_step=live.step, surrogates=surrogates)
+        with metered(SurrogateMeter(on_iteration=live.surrogate if surrogates else None)):
             if resume:
                 result = attack.resume(oracle, x, target, checkpoints=checkpoints, **kw)
             else:
                 result = attack.run(oracle, x, target, checkpoints=checkpoints, **kw)
-        progress.update(task, completed=result.images[0].queries)
+        live.progress.update(live.task, completed=result.images[0].queries)
     finally:
         if retries is not None:
-            retries.listeners.remove(on_retry)
-        if started:
-            progress.stop()
+            retries.listeners.remove(live.retry)
+        live.stop()
     return result
 
 
