@@ -8,18 +8,16 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ._classifier import Classifier, FloatArray, OutputKind
 from ._shared import cache_dir, parity_inputs
+from ._torch import TorchClassifier
 from .classes import ClassNames
 from .errors import BackendUnavailableError
-
-if TYPE_CHECKING:
-    from .models import TorchClassifier
 
 __all__ = ["OnnxClassifier", "make_session", "parity_problem"]
 

@@ -3,61 +3,24 @@
 A surrogate is handed to an attack beside the oracle, never through it, and costs no queries.
 It sees the target's input (224×224 RGB in [0, 1]) and applies its own normalisation and input
 size. A surrogate with the target's weights is refused: it would be a white-box attack.
+
+The type itself (:class:`Surrogate`, :func:`as_surrogate`) lives low, in ``_surrogate``, where
+the spec layer builds on it; this module resolves specs to surrogates above that layer.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import zoo
+from ._classifier import Classifier
+from ._surrogate import Surrogate, as_surrogate
 from .errors import UserInputError
-from .models import Classifier, TorchClassifier
+from .targets.spec import load_surrogate_spec
 
 __all__ = ["Surrogate", "as_surrogate", "load_surrogate", "resolve_surrogates", "surrogate_block"]
-
-
-@dataclass(frozen=True, eq=False)
-class Surrogate:
-    """A torch module from [0, 1] images (N, C, H, W) at the target's input size to logits."""
-
-    name: str
-    module: Any
-    family: str | None
-    weights_id: str
-
-    def logits(self, x: Any) -> Any:
-        """Logits on ``x``'s device; the module runs where its weights are (a CUDA model
-        gets its input moved there, and autograd carries the gradient back)."""
-        dev = next((p.device for p in self.module.parameters()), x.device)
-        return self.module(x.to(dev)).to(x.device)
-
-
-def as_surrogate(obj: Any, name: str | None = None) -> Surrogate:
-    """A Surrogate from a Surrogate, a TorchClassifier (its normalisation folded in), or a
-    torch module that takes [0, 1] images and returns logits."""
-    import torch
-
-    if isinstance(obj, Surrogate):
-        return obj
-    if isinstance(obj, TorchClassifier):
-        module = obj.normalized_module()
-        for p in module.parameters():
-            p.requires_grad_(False)
-        wid = obj.weights_id
-        assert wid is not None
-        return Surrogate(name or obj.name, module, obj.family, wid)
-    if isinstance(obj, torch.nn.Module):
-        obj = obj.eval()
-        for p in obj.parameters():
-            p.requires_grad_(False)
-        return Surrogate(name or type(obj).__name__, obj, None, zoo.state_digest(obj))
-    raise UserInputError(
-        f"surrogate {name or obj!r}: expected a torch module, a TorchClassifier or a Surrogate, "
-        f"got {type(obj).__name__}"
-    )
 
 
 def load_surrogate(spec: str) -> Surrogate:
@@ -65,8 +28,6 @@ def load_surrogate(spec: str) -> Surrogate:
     (``lite1``), a TorchScript file or a Hugging Face directory (their preprocessing after
     ``?``: ``net.pt?input_size=32&mean=0.5``), or ``module:function`` returning a torch
     module, a TorchClassifier or a Surrogate."""
-    from .targets.spec import load_surrogate_spec
-
     try:
         return load_surrogate_spec(spec)
     except UserInputError as e:  # says which flag: the target's spec fails in its own words

@@ -7,19 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from bbattack import BackendUnavailableError, TorchClassifier, UserInputError, models, tuning
+from bbattack import (
+    BackendUnavailableError,
+    TorchClassifier,
+    UserInputError,
+    _backend,
+    models,
+    tuning,
+)
 
 
 def test_auto_is_onnx_on_cpu_and_torch_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    # The probes are patched where resolve_backend reads them (bbattack.models re-exports it).
+    monkeypatch.setattr(_backend, "cuda_available", lambda: False)
     assert models.resolve_backend("auto") == "onnx"
-    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    monkeypatch.setattr(_backend, "cuda_available", lambda: True)
     assert models.resolve_backend("auto") == "torch"
 
 
 def test_named_backend_never_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "onnx_available", lambda: False)
-    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    monkeypatch.setattr(_backend, "onnx_available", lambda: False)
+    monkeypatch.setattr(_backend, "cuda_available", lambda: False)
     with pytest.raises(BackendUnavailableError, match="pip install onnxruntime"):
         models.resolve_backend("onnx")
     # Only an unnamed choice may fall back.

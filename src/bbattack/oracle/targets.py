@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from ..models import Classifier
+from .._classifier import Classifier
 from .views import Observation, View
 
 __all__ = ["ClassifierTarget", "NameIndex", "Target", "as_target", "target_identity"]

@@ -11,23 +11,24 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .. import tuning
+from .._backend import to_backend
 from .._classifier import Classifier
-from .._onnx import OnnxClassifier
+from .._onnx import OnnxClassifier, make_session, parity_problem
+from .._shared import cache_dir, parity_inputs
+from .._surrogate import Surrogate, as_surrogate
+from .._torch import TorchClassifier
 from ..classes import ClassNames
 from ..errors import BackendUnavailableError, UserInputError
 from . import _loaders
 from ._loaders import Source, first_line
+from ._parse import ModelSpec, pipeline_of, read_labels
 from ._preprocess import PIXELS, Pipeline
-
-if TYPE_CHECKING:
-    from ..models import TorchClassifier
-    from ..surrogates import Surrogate
-    from .spec import ModelSpec
 
 __all__ = ["SpecOnnxClassifier", "open_source", "surrogate", "target"]
 
@@ -84,9 +85,6 @@ def target(
     spec: ModelSpec, src: Source, backend: Backend, chosen: str, batch_size: int | None
 ) -> Classifier:
     """The classifier of an opened source, on ``chosen`` (auto: ONNX where the export works)."""
-    from .. import tuning
-    from .spec import pipeline_of
-
     if src.classifier is not None:
         return _given(spec, src, backend)
     if src.surrogate is not None:
@@ -133,9 +131,6 @@ def target(
 def _torch_target(
     spec: ModelSpec, src: Source, pipe: Pipeline, backend: Backend, chosen: str, bs: int | None
 ) -> Classifier:
-    from .. import tuning
-    from ..models import TorchClassifier
-
     module = pipe.torch_module(src.module)
     k = _dry_run(_torch_fn(module), pipe, spec.source)
     net = TorchClassifier(
@@ -170,9 +165,6 @@ def _onnx_twin(src: Source, pipe: Pipeline, net: TorchClassifier) -> SpecOnnxCla
     numpy before it, checked against torch once. The model is exported by itself: a loaded
     TorchScript module cannot be traced inside another module."""
     import torch
-
-    from .._onnx import make_session, parity_problem
-    from .._shared import cache_dir, parity_inputs
 
     path = cache_dir() / "onnx" / f"spec-{net.digest}.onnx"
     fresh = not path.exists()
@@ -219,8 +211,6 @@ def _onnx_twin(src: Source, pipe: Pipeline, net: TorchClassifier) -> SpecOnnxCla
 
 def _given(spec: ModelSpec, src: Source, backend: Backend) -> Classifier:
     """A factory's own Classifier: it takes its pixels itself, so only labels apply."""
-    from ..models import TorchClassifier, to_backend
-
     clf = src.classifier
     assert clf is not None
     if other := sorted(set(spec.options.given()) - {"labels"}):
@@ -241,10 +231,6 @@ def _given(spec: ModelSpec, src: Source, backend: Backend) -> Classifier:
 
 def surrogate(spec: ModelSpec, src: Source) -> Surrogate:
     """A surrogate from an opened torch source: logits from [0, 1] pixels, differentiable."""
-    from ..models import TorchClassifier
-    from ..surrogates import Surrogate, as_surrogate
-    from .spec import pipeline_of
-
     ready = src.surrogate or src.classifier
     if ready is not None:
         if spec.options.given():
@@ -332,8 +318,6 @@ def _classes(out: Any, outputs: str, name: str) -> int:
 
 def _names(spec: ModelSpec, src: Source, k: int) -> ClassNames:
     """The labels file's names, else the model's own, else the class ids; as many as classes."""
-    from .spec import read_labels
-
     path = spec.options.labels
     names = read_labels(path) if path is not None else src.labels
     if names is None:

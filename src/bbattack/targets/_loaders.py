@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import zoo
 from .._classifier import Classifier
+from .._onnx import make_session
+from .._surrogate import Surrogate
 from ..errors import BackendUnavailableError, UserInputError
 from ._preprocess import Preprocessing
 
@@ -46,7 +49,7 @@ class Source:
     module: Any = None
     session: Any = None
     classifier: Classifier | None = None
-    surrogate: Any = None  # a bbattack Surrogate
+    surrogate: Surrogate | None = None
     says: Preprocessing = field(default_factory=Preprocessing)  # what the file says
     labels: list[str] | None = None
     family: str | None = None
@@ -72,8 +75,6 @@ def file_digest(path: Path) -> str:
 
 def open_onnx(path: Path) -> Source:
     """An ONNX model's session; a static input shape gives the layout, size and batch."""
-    from .._onnx import make_session
-
     # ONNX Runtime raises its own exception types for a file that is not a model.
     try:
         session = make_session(path)
@@ -112,8 +113,6 @@ def open_torchscript(path: Path) -> Source:
     """A TorchScript module (``torch.jit.save``), on the CPU, frozen."""
     import torch
 
-    from .. import zoo
-
     try:
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as e:  # noqa: BLE001 - what torch raises for a non-TorchScript file varies
@@ -136,9 +135,6 @@ def open_factory(text: str) -> Source:
     """Import ``module:function`` and call it with no arguments: a torch module, a bbattack
     Classifier or a Surrogate."""
     import torch
-
-    from .. import zoo
-    from ..surrogates import Surrogate
 
     mod_name, _, fn_name = text.partition(":")
     # A user's factory can fail in any way; it gets one line naming it, not a traceback.
@@ -178,8 +174,6 @@ def open_hf(path: Path) -> Source:
         raise BackendUnavailableError(
             f"{path}: a Hugging Face model directory needs transformers: {HF_HINT}"
         ) from None
-    from .. import zoo
-
     says = _hf_says(path)
     with _quiet_hf(transformers):
         try:
