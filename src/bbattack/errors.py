@@ -108,6 +108,9 @@ class QueryRejected(TargetUnavailable):
     defence's name."""
 
     stop_reason: ClassVar[str] = "rejected"
+    # A remote API's refusal: the images of the same request that other calls answered and
+    # that were billed (positions in the request), for the query journal.
+    billed_rows: tuple[int, ...] = ()
 
     def __init__(self, message: str, defense: str = "") -> None:
         super().__init__(message)

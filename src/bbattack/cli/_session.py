@@ -167,15 +167,18 @@ def result_blocks(
     r = record.config.get("remote")
     if r is not None:
         price = r["price_per_1000"]  # None: an API not priced per image
+        # A label API's refusal (a defence behind it) is its answer to a paid call: billed.
+        # The CLI puts no defence of its own in front of a label API, so every refused row
+        # of a remote run is the API's.
+        paid = stats.paid + stats.refused
         extra["remote"] = {
             "endpoint": r["endpoint"],
             "schema": r.get("schema", "gcv"),
-            "paid_queries": stats.paid,
+            "paid_queries": paid,
+            "refused": stats.refused,  # of those, refused by the API's defence
             "lost_billed": stats.lost_billed,  # sent, never answered: billed all the same
             "cached_queries": stats.journal,
-            "cost_usd": None
-            if price is None
-            else (stats.paid + stats.lost_billed) * price / 1000.0,
+            "cost_usd": None if price is None else (paid + stats.lost_billed) * price / 1000.0,
             "price_per_1000": price,
             **(transport or {"http_calls": 0, "retries": 0}),
         }

@@ -21,8 +21,8 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
+from .._classifier import Classifier
 from ..errors import BudgetExhausted, UserInputError, ViewRefused
-from ..models import Classifier
 from .journal import Journal, JournalError, target_identity
 from .middleware import Forward, Middleware, Query
 from .targets import NameIndex, Target, as_target

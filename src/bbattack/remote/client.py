@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import UserInputError
+from ..errors import QueryRejected, UserInputError
 from ..images import encode_png
 from .answers import probe
 from .errors import QuotaExhausted, RemoteError, check_int, check_positive
@@ -68,14 +68,17 @@ class HttpLabelTarget(Settings):
     retried: 429 with reason QUOTA_EXCEEDED (:class:`QuotaExhausted`); 401/403 and a 400 for an
     invalid key (:class:`RemoteAuthError`, a UserInputError); other 4xx such as 400 and 413
     (:class:`RemoteError`, with the server's message); other schemas map their API's signals
-    alike (Rekognition's ThrottlingException, Clarifai's 11005, ...). An image answered with
+    alike (Rekognition's ThrottlingException, Clarifai's 11005, ...). A defence's refusal of a
+    call (``bbattack serve --defense``; each schema's form, :func:`.wire.refusal`) raises
+    QueryRejected or KeyBanned, not retried; its images are billed. An image answered with
     an error entry raises RemoteError naming its index, after the rest of its call is
     journalled. Running out of retries raises RemoteUnavailable. ``on_retry(message)`` is told
     of every retry. :meth:`probe` checks for free that the endpoint answers and takes the key.
 
     **Paid queries.** One per image that comes back labelled in a 200 answer (an error entry is
-    not billed). Images found in the journal, and repeats within one call, are free:
-    ``paid_queries + cached_queries`` is the number of images answered. A call the server
+    not billed), and one per image of a call a defence refused (billed, not answered). Images
+    found in the journal, and repeats within one call, are free: ``paid_queries +
+    cached_queries`` is the number of images answered or refused. A call the server
     billed but whose answer was lost (a timeout after the work was done) cannot be seen here.
     ``max_queries`` and ``max_cost`` (USD, ``price_per_1000`` per 1000 images; Google's list
     price for label detection is $1.50) cap this client's paid queries: an annotate() call
@@ -219,7 +222,7 @@ class HttpLabelTarget(Settings):
         self._reserve(len(todo))
         try:
             answers.update(self._fetch(list(todo.values())))
-        except RemoteError as e:
+        except (RemoteError, QueryRejected) as e:
             # Raised once every call in flight has come back: the count is what was billed.
             if isinstance(e, QuotaExhausted):
                 e = QuotaExhausted(f"{e}; {self.spend_cap.spent(self.paid_queries)}")
@@ -272,13 +275,19 @@ class HttpLabelTarget(Settings):
     def _run_batch(self, batch: list[_Query]) -> dict[str, Labels]:
         # The bytes sent are the bytes keyed: q.png, from the one encoder.
         pngs = [q.png for q in batch]
-        entries = self.retry_policy.run(
-            lambda: self._attempt(pngs),
-            what=self.endpoint,
-            jitter=self._jitter,
-            sleep=self._sleep,
-            on_retry=self._count_retry,
-        )
+        try:
+            entries = self.retry_policy.run(
+                lambda: self._attempt(pngs),
+                what=self.endpoint,
+                jitter=self._jitter,
+                sleep=self._sleep,
+                on_retry=self._count_retry,
+            )
+        except QueryRejected:
+            # A defence's answer to a paid call: billed; no labels, so nothing is cached.
+            with self._lock:
+                self.paid_queries += len(batch)
+            raise
         good: dict[str, Labels] = {}
         rows: list[tuple[str, int, str]] = []
         errors: list[str] = []

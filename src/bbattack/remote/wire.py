@@ -13,6 +13,7 @@ pre-flight call exists. Schemas live in :mod:`bbattack.remote.schemas`, one file
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import httpx
 
-from ..errors import UserInputError
+from ..errors import KeyBanned, QueryRejected, UserInputError
 from .errors import QuotaExhausted, RemoteAuthError, RemoteError
 from .prices import PRICES, Price
 from .retry import GarbledError, RetryableError, retry_after
@@ -35,6 +36,7 @@ __all__ = [
     "generic_failure",
     "json_body",
     "number",
+    "refusal",
     "sort_best_first",
     "text_of",
     "unit_score",
@@ -126,7 +128,8 @@ class WireSchema(ABC):
     @abstractmethod
     def failure(self, response: httpx.Response) -> Exception:
         """What a non-200 answer stands for: RetryableError, QuotaExhausted, RemoteAuthError
-        or RemoteError (with the server's message)."""
+        or RemoteError (with the server's message), or a defence's refusal (QueryRejected,
+        KeyBanned: :func:`refusal`)."""
 
     def probe_call(self) -> Call | None:
         """A call the API answers without billing (no image), or None where none is known."""
@@ -188,6 +191,26 @@ def generic_failure(
     if r.status_code == 413:
         return RemoteError(f"{what} (the image is too large for the API)")
     return RemoteError(what)
+
+
+# A defence's refusals as ``bbattack serve`` names them in each schema's error form
+# (QUERY_REJECTED, QueryRejectedException, query_rejected, ...; bbattack.service.app).
+_REFUSALS: dict[str, type[QueryRejected]] = {
+    "queryrejected": QueryRejected,
+    "keybanned": KeyBanned,
+}
+
+
+def refusal(code: object, what: str) -> QueryRejected | None:
+    """The refusal an error code names (any case, ``_`` or an ``Exception`` suffix aside),
+    else None. Never retried: a plain attack stops on it (stop reason ``rejected`` or
+    ``banned``), an adaptive one takes it as an answer and goes on."""
+    if not isinstance(code, str):
+        return None
+    cls = _REFUSALS.get(re.sub("[^a-z]", "", code.lower()).removesuffix("exception"))
+    if cls is None:
+        return None
+    return cls(f"{what[:MAX_QUOTED]} ({'the key is banned' if cls is KeyBanned else 'refused'})")
 
 
 def sort_best_first(labels: list[Label], limit: int) -> list[Label]:

@@ -23,16 +23,26 @@ Under ``gcv``, status codes follow Google where its behaviour is documented or w
   limit"; 413 is the HTTP status for it and lets a client tell it apart from bad input);
 * a body of more JSON values than ``max_images_per_call`` images can need: 400, refused from
   a count of its bytes before anything is parsed (a 10 MB list of ``{}`` costs milliseconds);
-* a body not received within ``body_timeout_s``: 408.
+* a body not received within ``body_timeout_s``: 408;
+* a call a defence refuses (``defenses``; ``bbattack serve --defense``): 400
+  FAILED_PRECONDITION with the ErrorInfo reason QUERY_REJECTED; a banned key: 403
+  PERMISSION_DENIED with the reason KEY_BANNED. Never 429, which clients retry: a refusal
+  must not be retried. The other schemas answer them in their own form (each wire's table):
+  Rekognition ``QueryRejectedException`` / ``KeyBannedException`` (400), Azure 400
+  ``InvalidRequest`` / 403 ``Forbidden`` with the inner code ``QueryRejected`` /
+  ``KeyBanned``, Clarifai status 11200 / 11201 (HTTP 400 / 403), Hugging Face 400 / 403 with
+  ``error_type`` ``query_rejected`` / ``key_banned``.
 
 Billing (every schema): one unit per image that gets labelled. Images whose bytes do not
-decode are not billed; a call refused as a whole bills nothing.
+decode are not billed; a call refused as a whole bills nothing, but for a defence's refusal:
+the caller paid for the query, and the defence saw it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,8 +50,10 @@ from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .._backend import Backend
+from .._classifier import Classifier
 from ..errors import UserInputError
-from ..models import Backend, Classifier
+from ..oracle import Middleware
 from ..targets.labels import DEFAULT_THRESHOLD, label_index
 from .core import Labeller
 from .errors import ApiError, validation_error
@@ -54,6 +66,7 @@ from .gateway import (
 )
 from .schema import HealthResponse
 from .wire import Context, Wire, make_wire
+from .wire.base import set_billed
 from .wire.gcv import ANNOTATE_PATH
 
 __all__ = [
@@ -83,6 +96,7 @@ def create_app(
     max_images_per_call: int | None = None,
     body_timeout_s: float = BODY_TIMEOUT_S,
     schema: str = "gcv",
+    defenses: Sequence[Middleware] = (),
 ) -> FastAPI:
     """The label service as a FastAPI app.
 
@@ -93,7 +107,9 @@ def create_app(
     key's calls per second (token bucket, bursts of ``burst`` calls); ``max_images_per_call``
     defaults to the API's own limit. Usage is on ``app.state.usage`` (key -> images billed)
     and ``app.state.ledger``; ``app.state.labeller.classify`` is the forward pass of every
-    schema (the place a defence wraps).
+    schema. ``defenses`` (:mod:`bbattack.defenses`, outermost first) stand in front of the
+    model for every key (``app.state.defenses``: their counters); a refused call is billed
+    and answered with the schema's 4xx.
     """
     wire = make_wire(schema)
     if not api_keys or not all(api_keys):
@@ -113,7 +129,7 @@ def create_app(
             f"the service needs a model of square RGB input, got {model.input_shape}"
         )
     ledger = KeyLedger(quota=quota, rate=rate, burst=burst)
-    labeller = Labeller(model, ledger)
+    labeller = Labeller(model, ledger, defenses)
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN.
     app = FastAPIOffline(
         title="bbattack label service",
@@ -125,6 +141,7 @@ def create_app(
     app.state.model_name = model.name
     app.state.wire = wire
     app.state.labeller = labeller
+    app.state.defenses = list(defenses)
     ctx = Context(
         labeller=labeller,
         index=label_index(model.class_names),
@@ -156,6 +173,8 @@ def _add_common_routes(app: FastAPI, model_name: str, wire: Wire) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
+        if exc.billed:  # a refused call that was billed all the same: the access log says so
+            set_billed(request, exc.billed)
         return wire.error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -189,13 +208,19 @@ def serve(
     threshold: float = DEFAULT_THRESHOLD,
     log_level: str = "info",
     schema: str = "gcv",
+    model_spec: str | None = None,
+    defenses: Sequence[str] = (),
 ) -> None:
-    """Run the service with uvicorn until interrupted (the built-in ImageNet model by default).
+    """Run the service with uvicorn until interrupted (the built-in ImageNet model by default,
+    else ``model`` or the model spec ``model_spec``: :mod:`bbattack.targets.spec`).
 
     API keys come from ``api_keys`` or else ``$BBATTACK_API_KEYS`` (comma-separated).
+    ``defenses``: defence specs (``blacklight:action=reject``; :mod:`bbattack.defenses`), in
+    front of the model, outermost first.
     """
     import uvicorn
 
+    from ..defenses import build, parse_specs
     from ..models import load_model
     from .server import bind, server_config
 
@@ -205,9 +230,15 @@ def serve(
     if not keys:
         raise UserInputError("no API keys: pass api_keys or set BBATTACK_API_KEYS")
     make_wire(schema).key_ids(keys)  # a bad schema or key form is one line, before the model
+    layers = [build(c) for c in parse_specs(defenses)]  # a bad defence too
     sock = bind(host, port)  # before the model loads: a port in use is one line, at once
     try:
-        clf = model if model is not None else load_model(backend=backend)
+        if model is not None:
+            clf = model
+        elif model_spec is not None:
+            clf = load_model(model_spec, backend=backend)
+        else:
+            clf = load_model(backend=backend)
         app = create_app(
             clf,
             api_keys=keys,
@@ -216,6 +247,7 @@ def serve(
             max_body_bytes=max_body_bytes,
             threshold=threshold,
             schema=schema,
+            defenses=layers,
         )
     except BaseException:
         sock.close()

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-__all__ = ["KINDS", "SERVICE", "ApiError", "redact", "validation_error"]
+from ..errors import KeyBanned, QueryRejected
+
+__all__ = ["KINDS", "SERVICE", "ApiError", "redact", "refusal", "validation_error"]
 
 SERVICE = "vision.googleapis.com"
 
@@ -30,6 +32,8 @@ KINDS = (
     "timeout",
     "internal",
     "unavailable",
+    "rejected",
+    "banned",
 )
 _KIND_OF_CODE = {
     401: "bad_key",
@@ -71,9 +75,13 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
         details: list[dict[str, Any]] | None = None,
         kind: str | None = None,
+        status: str | None = None,
+        billed: int = 0,
     ) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # google.rpc.Code name, where the HTTP status does not say it
+        self.billed = billed  # images billed all the same (a defence's refusal), for the log
         if kind is None:
             kind = _KIND_OF_CODE.get(code, "internal" if code >= 500 else "invalid")
         self.kind = kind
@@ -95,9 +103,8 @@ class ApiError(Exception):
         err: dict[str, Any] = {
             "code": self.code,
             "message": self.message,
-            "status": _STATUS.get(
-                self.code, "UNKNOWN" if self.code >= 500 else "FAILED_PRECONDITION"
-            ),
+            "status": self.status
+            or _STATUS.get(self.code, "UNKNOWN" if self.code >= 500 else "FAILED_PRECONDITION"),
         }
         if self.details:
             err["details"] = self.details
@@ -105,6 +112,32 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.code, headers=self.headers)
+
+
+def refusal(error: QueryRejected, billed: int) -> ApiError:
+    """A defence's refusal of a call (``billed`` images, billed all the same: the caller paid
+    for the call) as the error every schema renders in its own form: kind ``rejected`` (a 4xx
+    that says not to retry it) or ``banned`` (403: the key is refused from now on). Never 429:
+    clients retry that, and a refusal must not be retried."""
+    by = f" ({error.defense})" if error.defense else ""
+    if isinstance(error, KeyBanned):
+        message = (
+            f"This API key is banned: its queries were flagged by the service's abuse "
+            f"detection{by}. Every request from it is refused."
+        )
+        return ApiError(403, message, reason="KEY_BANNED", kind="banned", billed=billed)
+    message = (
+        f"Request rejected: the service's abuse detection{by} flagged it as part of a "
+        "query attack. Do not retry it unchanged."
+    )
+    return ApiError(
+        400,
+        message,
+        reason="QUERY_REJECTED",
+        kind="rejected",
+        status="FAILED_PRECONDITION",
+        billed=billed,
+    )
 
 
 def redact(key: str | None) -> str:

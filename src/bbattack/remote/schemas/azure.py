@@ -18,6 +18,7 @@ from ..wire import (
     WireSchema,
     generic_failure,
     json_body,
+    refusal,
     sort_best_first,
     text_of,
     unit_score,
@@ -98,6 +99,9 @@ class AzureVision(WireSchema):
         message ("Out of call volume quota") the quota spent, another 403 a refused key."""
         code, message = error_of(response)
         text = f"{code}: {message}" if code else message
+        what = f"HTTP {response.status_code} from {self.where()}: {text}"
+        if (refused := refusal(code, what)) is not None:  # inner QueryRejected, KeyBanned
+            return refused
         spent = response.status_code == 403 and "quota" in f"{code} {message}".lower()
         return generic_failure(self, response, text, quota=spent)
 

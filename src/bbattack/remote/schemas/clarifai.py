@@ -23,6 +23,7 @@ from ..wire import (
     Label,
     WireSchema,
     json_body,
+    refusal,
     sort_best_first,
     text_of,
     unit_score,
@@ -35,6 +36,8 @@ OK, MIXED = 10000, 10010
 _THROTTLED = frozenset({11005})
 _AUTH = frozenset({11000, 11001, 11002, 11007, 11008, 11009, 11010})
 _QUOTA = frozenset({11003, 11004, 11006})
+# A defence's refusals as ``bbattack serve`` sends them (codes of its own).
+_REFUSED = {11200: "query_rejected", 11201: "key_banned"}
 
 
 def status_of(body: Any) -> tuple[int | None, str]:
@@ -53,6 +56,8 @@ def status_failure(
     """What a Clarifai status (and the HTTP status it came with) means to bbattack."""
     what = f"HTTP {http} from {schema.where()}: status {code}: {text[:MAX_QUOTED]}"
     wait = retry_after(r) if r is not None else None
+    if (refused := refusal(_REFUSED.get(code or 0), what)) is not None:
+        return refused
     if code in _THROTTLED or http == 429 or http >= 500:
         return RetryableError(what, wait)
     if code in _QUOTA:

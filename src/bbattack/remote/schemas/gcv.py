@@ -13,7 +13,7 @@ import httpx
 
 from ..errors import QuotaExhausted, RemoteAuthError, RemoteError
 from ..retry import GarbledError, RetryableError, is_retryable_status, retry_after
-from ..wire import MAX_QUOTED, Call, ImageError, Label, WireSchema, json_body, number
+from ..wire import MAX_QUOTED, Call, ImageError, Label, WireSchema, json_body, number, refusal
 
 __all__ = [
     "ANNOTATE_PATH",
@@ -134,6 +134,8 @@ class GoogleVision(WireSchema):
         r = response
         message, reason = error_of(r)
         what = f"HTTP {r.status_code} from {self.endpoint}: {message}"
+        if (refused := refusal(reason, what)) is not None:  # QUERY_REJECTED, KEY_BANNED
+            return refused
         if is_retryable_status(r.status_code, reason):
             return RetryableError(what, retry_after(r))
         if r.status_code == 429:

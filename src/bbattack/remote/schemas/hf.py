@@ -21,6 +21,7 @@ from ..wire import (
     WireSchema,
     generic_failure,
     json_body,
+    refusal,
     sort_best_first,
     text_of,
     unit_score,
@@ -43,6 +44,15 @@ def error_of(r: httpx.Response) -> tuple[str, float | None]:
     if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t >= 0:
         return message or text_of(r), float(t)
     return message or text_of(r), None
+
+
+def _error_type(r: httpx.Response) -> object:
+    """An error body's ``error_type`` (``query_rejected``, ``key_banned``), if any."""
+    try:
+        body = json.loads(r.content)
+    except ValueError:
+        return None
+    return body.get("error_type") if isinstance(body, dict) else None
 
 
 class HuggingFace(WireSchema):
@@ -95,6 +105,9 @@ class HuggingFace(WireSchema):
 
     def failure(self, response: httpx.Response) -> Exception:
         message, eta = error_of(response)
+        what = f"HTTP {response.status_code} from {self.where()}: {message}"
+        if (refused := refusal(_error_type(response), what)) is not None:
+            return refused
         if response.status_code == 503 and eta is not None:
             what = f"HTTP 503 from {self.where()}: {message} (loading, about {eta:g} s)"
             return RetryableError(what, max(eta, retry_after(response) or 0.0))

@@ -24,6 +24,7 @@ from ..wire import (
     Label,
     WireSchema,
     json_body,
+    refusal,
     sort_best_first,
     text_of,
     unit_score,
@@ -189,6 +190,8 @@ class Rekognition(WireSchema):
         r = response
         kind, message = error_type(r)
         what = f"HTTP {r.status_code} from {self.where()}: {kind or 'error'}: {message}"
+        if (refused := refusal(kind, what)) is not None:  # QueryRejected/KeyBannedException
+            return refused
         if kind in _RETRY or r.status_code == 429 or r.status_code >= 500:
             return RetryableError(what, retry_after(r))
         if kind in _QUOTA:

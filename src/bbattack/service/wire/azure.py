@@ -58,6 +58,9 @@ _CODES: dict[str, tuple[int, str, str | None, str | None]] = {
     "method": (405, "405", None, None),
     "timeout": (408, "408", None, None),
     "internal": (500, "InternalServerError", None, "An unexpected error occurred."),
+    # A defence's refusals (inner codes of bbattack's own, in Azure's error form).
+    "rejected": (400, "InvalidRequest", "QueryRejected", None),
+    "banned": (403, "Forbidden", "KeyBanned", None),
     "unavailable": (503, "ServiceUnavailable", None, None),
 }
 

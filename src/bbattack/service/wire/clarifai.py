@@ -56,8 +56,14 @@ _CODES: dict[str, tuple[int, int, str]] = {
     "timeout": (408, 11102, "Invalid request"),
     "internal": (500, 98004, "Internal server issue"),
     "unavailable": (503, 10030, "Try again"),
+    # A defence's refusals: status codes of bbattack's own (Clarifai publishes none), outside
+    # the ranges clients read as auth, quota or throttling.
+    "rejected": (400, 11200, "Query rejected"),
+    "banned": (403, 11201, "API key banned"),
 }
-_OWN_DETAILS = frozenset({"invalid", "too_many_images", "bad_image", "image_too_large"})
+_OWN_DETAILS = frozenset(
+    {"invalid", "too_many_images", "bad_image", "image_too_large", "rejected", "banned"}
+)
 
 
 def _status(code: int, description: str, details: str = "") -> dict[str, Any]:

@@ -78,8 +78,8 @@ class GoogleVision(Wire):
         errors: dict[int | str, dict[str, Any]] = {
             code: {"model": ErrorBody, "description": text}
             for code, text in (
-                (400, "Malformed request, or an invalid API key"),
-                (403, "No API key"),
+                (400, "Malformed request, an invalid API key, or a call a defence rejected"),
+                (403, "No API key, or a key a defence banned"),
                 (413, "Body over the size limit"),
                 (429, "Rate limit or quota exceeded; see Retry-After"),
             )

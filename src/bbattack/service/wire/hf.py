@@ -45,7 +45,11 @@ _STATUS = {
     "timeout": (408, None),
     "internal": (500, "Internal Server Error"),
     "unavailable": (503, None),
+    "rejected": (400, None),  # a defence's refusals, told apart by error_type (below)
+    "banned": (403, None),
 }
+# ``error_type`` beside ``error`` (as Hugging Face's text-generation errors carry one).
+_ERROR_TYPES = {"rejected": "query_rejected", "banned": "key_banned"}
 
 
 class HuggingFace(Wire):
@@ -72,6 +76,8 @@ class HuggingFace(Wire):
         body: dict[str, Any] = {"error": message or error.message}
         if error.kind == "unavailable":
             body["estimated_time"] = ESTIMATED_TIME_S
+        if error.kind in _ERROR_TYPES:
+            body["error_type"] = _ERROR_TYPES[error.kind]
         return status, dict(error.headers), json.dumps(body).encode("utf-8")
 
     def sample_answer(self) -> bytes:

@@ -71,6 +71,10 @@ _TYPES: dict[str, tuple[int, str, str | None]] = {
     "method": (405, "UnknownOperationException", None),
     "internal": (500, "InternalServerError", "Internal server error"),
     "unavailable": (503, "ServiceUnavailableException", "Service unavailable"),
+    # A defence's refusals (bbattack's own types, in AWS's form; 400 as Rekognition's
+    # AccessDeniedException): not retried by boto3, unlike ThrottlingException.
+    "rejected": (400, "QueryRejectedException", None),
+    "banned": (400, "KeyBannedException", None),
 }
 
 
