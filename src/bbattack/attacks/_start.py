@@ -11,6 +11,7 @@ from ..errors import StartImageError
 from ..images import start_candidates
 from ..oracle import Oracle, QueryKind
 from .base import Attack, AttackState, FloatArray, IntArray
+from .goals import Goal
 
 __all__ = ["check_start", "decision_starts", "find_start_images", "noise_starts"]
 
@@ -21,15 +22,20 @@ def check_start(
     state: AttackState,
     rows: IntArray,
     start: FloatArray,
+    *,
+    below: bool = False,
 ) -> FloatArray:
     """Check (one INIT query per row) that the oracle puts each start image in the target's
-    top-k; what the answer revealed is recorded for the trace."""
+    top-k; what the answer revealed is recorded for the trace. ``below``: a label below the
+    target will do where ancestors count (attacks that decide by the goal alone; the others
+    need the target's own rank)."""
     if not attack.can_pay(oracle, state, rows, 1).all():
         raise StartImageError(
             "the budget cannot pay the start image's check and keep the final verification"
         )
     obs = oracle.query(np.clip(start, *oracle.bounds), state.ids[rows], QueryKind.INIT)
-    bad = obs.rank_of(state.target[rows]) < 0
+    shown = Goal("topk", state.goal.ancestry if below else None)
+    bad = shown.match(obs, state.target[rows]) < 0
     if bad.any():
         k = oracle.view.k or oracle.num_classes
         raise StartImageError(
@@ -111,7 +117,7 @@ def decision_starts(
             found = (
                 find_start_images(attack, oracle, state, need)
                 if start is None
-                else check_start(attack, oracle, state, need, start[need])
+                else check_start(attack, oracle, state, need, start[need], below=True)
             )
         else:
             found = noise_starts(attack, oracle, state, need, tries)
