@@ -116,3 +116,29 @@ def test_report_rows_say_when_a_surrogate_shares_the_targets_family() -> None:
         "square [reuse=True; schedule=adaptive]",
     ]
     assert with_surrogate_labels(cases[:1], None)[0]["attack"] == "transfer [lite2]"
+
+
+def test_guided_cases_under_labels_get_the_grids_start_image(tmp_path: Path) -> None:
+    """As ``--start-image`` on the CLI: a surrogate-guided PI/LO targeted case is given the
+    photo of its target class that PI-Square gets, instead of searching the bundled photos
+    (which rarely show a package photo's target class). QL and untargeted cases batch as
+    before, without one."""
+    from bbattack.bench.runner import _tasks
+
+    cfg = tmp_path / "grid.toml"
+    cfg.write_text(
+        GRID.replace('name = "transfer"\n', 'name = "transfer"\nthreat = ["ql", "pi"]\n')
+        + '[[attacks]]\nname = "transfer"\nsurrogates = ["bench_models:tiny_surrogate"]\n'
+        'threat = ["pi"]\ngoal = ["untargeted"]\nbudget = [300]\neps = [0.1]\n'
+    )
+    db_path = tmp_path / "r.sqlite"
+    assert main(["bench", str(cfg), "--db", str(db_path), "-q", "--only", "square"]) == 0
+    with BenchDB.open(db_path, create=False, read_only=True) as db:
+        tasks = _tasks(db, db.pending())
+    guided = [t for t in tasks if t.case.attack == "transfer"]
+    pi_targeted = [t for t in guided if t.case.threat == "pi" and t.case.target_id >= 0]
+    assert len(pi_targeted) == 4
+    assert all(t.start_png is not None and not t.more for t in pi_targeted)
+    others = [t for t in guided if t not in pi_targeted]
+    assert all(t.start_png is None for t in others)
+    assert any(len(t.cases) > 1 for t in others)  # QL targeted and PI untargeted still batch

@@ -165,6 +165,15 @@ def run_task(task: Task) -> list[CaseOutcome]:
     return out
 
 
+def _takes_start(c: CaseRow) -> bool:
+    """Whether a case is given the grid's start image: attacks that start from one (PI, LO,
+    HSJ), and surrogate-guided ones under labels (their guided start falls back to it, as
+    ``--start-image`` on the CLI, before the bundled photos: a package photo's target class is
+    rarely among those)."""
+    info = registry.get(c.attack)
+    return info.needs_start or (info.uses_surrogate and c.threat != "ql" and c.target_id >= 0)
+
+
 def _with_meter(prov: dict[str, Any], meter: SurrogateMeter) -> dict[str, Any]:
     # The task's surrogate work (a batch shares it): what a case waited for besides queries.
     return {**prov, "surrogate_work": meter.block()} if meter.candidates else prov
@@ -193,17 +202,14 @@ def _tasks(
     for c in cases:
         info = registry.get(c.attack)
         # A defended case runs alone: a defence's store is shared by what it sees.
-        alone = info.needs_start or info.baseline or "defense" in c.params_dict()
+        alone = _takes_start(c) or info.baseline or "defense" in c.params_dict()
         key = (c.id,) if alone else (c.attack, c.threat, c.k, c.norm, c.eps, c.budget)
         groups.setdefault((*key, c.params, c.target_id < 0), []).append(c)
     tasks = []
     for group in groups.values():
         for i in range(0, len(group), BATCH):
             head, *rest = group[i : i + BATCH]
-            # A start image goes only to the attacks that start from one (PI, LO, HSJ).
-            start = None
-            if registry.get(head.attack).needs_start and head.start_image is not None:
-                start = images[head.start_image]
+            start = images[head.start_image] if _takes_start(head) and head.start_image else None
             more = tuple((c, images[c.image]) for c in rest)
             where = None
             if work is not None:
