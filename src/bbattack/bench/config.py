@@ -362,9 +362,21 @@ class BenchConfig(_Frozen):
         return v
 
     def digest(self) -> str:
-        """Hash of the validated config: cosmetic TOML edits do not change it."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Hash of the validated config: cosmetic TOML edits do not change it, nor do fields
+        added since at their defaults (a database made before them still opens)."""
+        data = self.model_dump(mode="json")
+        for key, default in _LATER_IMAGES.items():
+            if data["images"].get(key) == default:
+                del data["images"][key]
+        for a in data["attacks"]:
+            if a.get("defense") == []:
+                del a["defense"]
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# [images] fields added after grids were first stored, with their defaults.
+_LATER_IMAGES: dict[str, Any] = {"sets": [], "min_confidence": 0.5}
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
