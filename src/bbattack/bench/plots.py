@@ -18,17 +18,19 @@ from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 from PIL import Image
 
-from .summary import (
+from ._format import (
     Case,
-    _attack_key,
     _class,
     _eps,
     _final,
     _int,
-    _q_success,
     _queries,
-    _threat_key,
     _threat_label,
+)
+from .summary import (
+    _attack_key,
+    _q_success,
+    _threat_key,
 )
 
 __all__ = ["PERTURBATION_GAIN"]

@@ -25,12 +25,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from ..errors import UserInputError
 from ..results import write_atomic
-from .db import BenchDB
-from .plots import PERTURBATION_GAIN, _histogram_plot, _sample, _success_plot
-from .summary import (
+from ._format import (
     _CASE_NUMERIC,
     _DASH,
-    _PAPER_NOTE,
     CASE_COLUMNS,
     Case,
     _case_cells,
@@ -38,9 +35,14 @@ from .summary import (
     _float,
     _int,
     _queries,
+    _threat_label,
+)
+from .db import BenchDB
+from .plots import PERTURBATION_GAIN, _histogram_plot, _sample, _success_plot
+from .summary import (
+    _PAPER_NOTE,
     _success,
     _table1,
-    _threat_label,
     pick_samples,
     summarise,
     versus_peers,

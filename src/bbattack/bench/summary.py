@@ -1,6 +1,5 @@
 """The numbers behind the benchmark report: finished cases grouped per grid point, the
-paper's Table 1 layout, the image-grid sample and the cell formatting that the HTML and
-Markdown reports share.
+paper's Table 1 layout and the image-grid sample (cell formatting: ``_format``).
 
 Which attacks are ours and which are baselines is decided in one place, ``_attack_key``,
 which asks the attack registry.
@@ -10,9 +9,19 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ._format import (
+    _DASH,
+    CASE_COLUMNS,
+    Case,
+    _eps,
+    _int,
+    _queries,
+    _threat_label,
+)
 
 __all__ = [
     "CASE_COLUMNS",
@@ -27,10 +36,8 @@ __all__ = [
     "with_surrogate_labels",
 ]
 
-Case = Mapping[str, Any]
 
 _THREAT_ORDER = {"ql": 0, "pi": 1, "lo": 2}
-_DASH = "—"
 
 
 @dataclass(frozen=True)
@@ -283,65 +290,8 @@ def pick_samples(cases: Sequence[Case], n: int) -> list[Case]:
 # -- formatting -----------------------------------------------------------------------------
 
 
-def _int(v: int | None) -> str:
-    return _DASH if v is None else f"{v:,}"
-
-
-def _queries(v: float | None) -> str:
-    if v is None:
-        return _DASH
-    return f"{v:,.0f}"  # a mean or median of query counts: a fraction of a query says nothing
-
-
-def _float(v: float | None, digits: int) -> str:
-    return _DASH if v is None else f"{v:.{digits}f}"
-
-
-def _wall(v: float | None) -> str:
-    if v is None:
-        return _DASH
-    return f"{v:.2f} s" if v < 10 else f"{v:,.1f} s"  # small cases run in well under 1 s
-
-
-def _eps(v: float) -> str:
-    return f"{v:g}"
-
-
 def _success(row: SummaryRow) -> str:
     return f"{row.successes:,}/{row.n:,} ({row.success_rate:.1%})"
-
-
-def _threat_label(threat: str, k: int, norm: str = "linf", goal: str = "targeted") -> str:
-    if threat == "ql":
-        base = "QL: full scores"
-    elif threat == "pi":
-        base = f"PI: top-{k} with scores"
-    elif threat == "lo":
-        base = f"LO: top-{k} labels"
-    else:
-        base = f"{threat}, k = {k}"
-    # The paper's setting (L∞, targeted) keeps the short label.
-    if (norm, goal) == ("linf", "targeted"):
-        return base
-    return f"{base}, {'L∞' if norm == 'linf' else 'L2'}, {goal}"
-
-
-def _class(name: str | None, cid: int | None) -> str:
-    if cid is not None and cid < 0:
-        return "untargeted"
-    if cid is None:
-        return name or _DASH
-    return f"{name} ({cid})" if name else f"class {cid}"
-
-
-def _final(c: Case) -> str:
-    topk = c.get("final_topk") or []
-    if not topk:
-        return _class(None, c.get("final_top1"))
-    top = topk[0]
-    label = _class(top.get("name"), top.get("id"))
-    score = top.get("score")
-    return label if score is None else f"{label}, p = {float(score):.3f}"
 
 
 @dataclass(frozen=True)
@@ -407,48 +357,3 @@ def _table1(rows: Sequence[SummaryRow]) -> tuple[list[str], list[_T1Row]]:
             )
             out.append(_T1Row(label, _PAPER_LABEL, _DASH, pcells, True))
     return [_eps(e) for e in eps], out
-
-
-CASE_COLUMNS = (
-    "idx",
-    "attack",
-    "threat",
-    "k",
-    "norm",
-    "ε",
-    "budget",
-    "image",
-    "target",
-    "success",
-    "queries",
-    "queries at success",
-    "L∞",
-    "L2",
-    "stop reason",
-    "wall time",
-)
-_CASE_NUMERIC = frozenset(
-    {"idx", "k", "ε", "budget", "queries", "queries at success", "L∞", "L2", "wall time"}
-)
-
-
-def _case_cells(c: Case) -> list[str]:
-    wall = c.get("wall_time_s")
-    return [
-        str(c["idx"]),
-        c["attack"],
-        c["threat"],
-        _DASH if c["threat"] == "ql" else str(c["k"]),  # QL reveals every score: no k
-        "L2" if c.get("norm") == "l2" else "L∞",
-        _eps(c["eps"]),
-        _int(c["budget"]),
-        c["image"],
-        _class(c.get("target_name"), c.get("target_id")),
-        "yes" if c["success"] else "no",
-        _int(c.get("queries")),
-        _int(c.get("queries_at_success")),
-        _float(c.get("linf"), 4),
-        _float(c.get("l2"), 3),
-        c.get("stop_reason") or _DASH,
-        _wall(wall),
-    ]
