@@ -9,19 +9,22 @@ import hashlib
 import json
 import shlex
 import sqlite3
+import threading
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 import bbattack.cli._remote as cli_remote
 import bbattack.cli.attack as cli_attack
 from bbattack.cli import main
 from bbattack.remote import HttpLabelTarget
-from crash_driver import colour_model
+from crash_driver import colour_logits, colour_model
 
 QL = ["--untargeted", "--attack", "ql", "--param", "samples=10", "--max-queries", "200"]
 
@@ -100,3 +103,19 @@ def paid(journal: Path) -> list[tuple[int, str]]:
     with closing(sqlite3.connect(journal)) as db:
         rows = db.execute("SELECT seq, digest FROM queries WHERE status = 'paid' ORDER BY seq")
         return [(int(s), str(d)) for s, d in rows]
+
+
+class Gate:
+    """A service's model that, on call ``hold_at``, says so and waits to be released (the
+    service bills a call before it runs its model, so a kill then lands in a billed call)."""
+
+    def __init__(self, hold_at: int) -> None:
+        self.hold_at, self.calls = hold_at, 0
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        self.calls += 1
+        if self.calls == self.hold_at:
+            self.entered.set()
+            self.release.wait(60)
+        return colour_logits(x)

@@ -16,7 +16,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,24 +37,10 @@ from bbattack.service import create_app
 from bbattack.service.runner import serve_in_thread
 from bbattack.targets import LabelTarget
 from crash_driver import colour_logits
+from kill_support import Gate
 
 DRIVER = str(Path(__file__).resolve().parents[1] / "crash_driver.py")
 KEY = "billing-kill-key-0001"
-
-
-class Gate:
-    """The service's model: on call ``hold_at`` it says so and waits to be released."""
-
-    def __init__(self, hold_at: int) -> None:
-        self.hold_at, self.calls = hold_at, 0
-        self.entered, self.release = threading.Event(), threading.Event()
-
-    def __call__(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        self.calls += 1
-        if self.calls == self.hold_at:
-            self.entered.set()
-            self.release.wait(60)
-        return colour_logits(x)
 
 
 @pytest.fixture

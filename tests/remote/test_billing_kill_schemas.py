@@ -15,40 +15,22 @@ import json
 import os
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from numpy.typing import NDArray
 
 from bbattack import CallableClassifier, imagenet_classes
 from bbattack.service.runner import serve_in_thread
-from crash_driver import colour_logits, start
-from kill_support import Here, make_here, paid
+from crash_driver import start
+from kill_support import Gate, Here, make_here, paid
 from schema_support import APIS, GOLDISH, GREEN, Api, label_app, solid
 
 # One call takes a whole batch of the attack (its 10 NES samples) under these schemas.
 BATCHED = {"gcv", "clarifai"}
-
-
-class Gate:
-    """The service's model: on call ``hold_at`` it says so and waits to be released."""
-
-    def __init__(self, hold_at: int) -> None:
-        self.hold_at, self.calls = hold_at, 0
-        self.entered, self.release = threading.Event(), threading.Event()
-
-    def __call__(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        self.calls += 1
-        if self.calls == self.hold_at:
-            self.entered.set()
-            self.release.wait(60)
-        return colour_logits(x)
 
 
 class Served:
