@@ -33,6 +33,7 @@ __all__ = [
     "Label",
     "WireSchema",
     "check_http_url",
+    "flat_labels",
     "generic_failure",
     "json_body",
     "number",
@@ -216,6 +217,26 @@ def refusal(code: object, what: str) -> QueryRejected | None:
 def sort_best_first(labels: list[Label], limit: int) -> list[Label]:
     """Highest score first (stable: the API's order among equals), at most ``limit``."""
     return sorted(labels, key=lambda lab: -lab.score)[:limit]
+
+
+def flat_labels(
+    items: list[Any], names: tuple[str, ...], score: str, missing: str, limit: int
+) -> list[Label]:
+    """Labels of a flat list of objects (Azure's tags, Clarifai's concepts, Hugging Face's
+    items): the name under ``names[0]`` (later keys stand in for a missing or empty one), the
+    score under ``score`` on a 0-1 scale, best first; GarbledError(``missing``) for an item
+    without a name."""
+    out: list[Label] = []
+    for item in items:
+        name = None
+        if isinstance(item, dict):
+            name = item.get(names[0])
+            for key in names[1:]:
+                name = name or item.get(key)
+        if not isinstance(name, str):
+            raise GarbledError(missing)
+        out.append(Label(name, unit_score(item.get(score))))
+    return sort_best_first(out, limit)
 
 
 def unit_score(v: Any, scale: float = 1.0) -> float:

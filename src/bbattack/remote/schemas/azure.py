@@ -16,12 +16,11 @@ from ..wire import (
     Call,
     Label,
     WireSchema,
+    flat_labels,
     generic_failure,
     json_body,
     refusal,
-    sort_best_first,
     text_of,
-    unit_score,
 )
 
 __all__ = ["ANALYZE_PATH", "API_VERSION", "AzureVision"]
@@ -86,13 +85,9 @@ class AzureVision(WireSchema):
         values = tags.get("values", []) if isinstance(tags, dict) else None
         if not isinstance(values, list):
             raise GarbledError("tagsResult.values is not a list")
-        out: list[Label] = []
-        for t in values:
-            name = t.get("name") if isinstance(t, dict) else None
-            if not isinstance(name, str):
-                raise GarbledError("a tag lacks its name")
-            out.append(Label(name, unit_score(t.get("confidence"))))
-        return sort_best_first(out, self.max_results)
+        return flat_labels(
+            values, ("name",), "confidence", "a tag lacks its name", self.max_results
+        )
 
     def failure(self, response: httpx.Response) -> Exception:
         """429 and 5xx retried (Retry-After); 401 a refused key; 403 with a quota code or

@@ -22,11 +22,10 @@ from ..wire import (
     ImageError,
     Label,
     WireSchema,
+    flat_labels,
     json_body,
     refusal,
-    sort_best_first,
     text_of,
-    unit_score,
 )
 
 __all__ = ["Clarifai", "status_failure"]
@@ -120,13 +119,9 @@ class Clarifai(WireSchema):
         concepts = data.get("concepts", []) if isinstance(data, dict) else None
         if not isinstance(concepts, list):
             raise GarbledError("data.concepts is not a list")
-        out: list[Label] = []
-        for c in concepts:
-            name = (c.get("name") or c.get("id")) if isinstance(c, dict) else None
-            if not isinstance(name, str):
-                raise GarbledError("a concept lacks its name")
-            out.append(Label(name, unit_score(c.get("value"))))
-        return sort_best_first(out, self.max_results)
+        return flat_labels(
+            concepts, ("name", "id"), "value", "a concept lacks its name", self.max_results
+        )
 
     def failure(self, response: httpx.Response) -> Exception:
         try:

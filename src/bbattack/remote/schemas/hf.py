@@ -19,12 +19,11 @@ from ..wire import (
     Call,
     Label,
     WireSchema,
+    flat_labels,
     generic_failure,
     json_body,
     refusal,
-    sort_best_first,
     text_of,
-    unit_score,
 )
 
 __all__ = ["HuggingFace"]
@@ -95,13 +94,7 @@ class HuggingFace(WireSchema):
             entry = entry[0]
         if not isinstance(entry, list):
             raise GarbledError("the answer is not a list of labels")
-        out: list[Label] = []
-        for item in entry:
-            label = item.get("label") if isinstance(item, dict) else None
-            if not isinstance(label, str):
-                raise GarbledError("an item lacks its label")
-            out.append(Label(label, unit_score(item.get("score"))))
-        return sort_best_first(out, self.max_results)
+        return flat_labels(entry, ("label",), "score", "an item lacks its label", self.max_results)
 
     def failure(self, response: httpx.Response) -> Exception:
         message, eta = error_of(response)
