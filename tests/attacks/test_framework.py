@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,11 +25,14 @@ from bbattack import (
     ViewRefused,
 )
 from bbattack.attacks import AttackState, L2Ball, LinfBall, make_ball, registry
+from bbattack.attacks.checkpoint import Checkpointer, CheckpointError
 from bbattack.attacks.finish import Ending, finish
 from bbattack.attacks.goals import Goal
 from bbattack.attacks.partial import PIAttack, PIConfig
 from bbattack.attacks.ql import QLAttack
+from bbattack.attacks.request import RunRequest
 from bbattack.oracle import LabelsObservation, TopKObservation
+from bbattack.results import AttackResult
 from bbattack.targets import LabelTarget
 from support import DIGITS_SHAPE, FloatArray, Task
 
@@ -311,3 +315,29 @@ def test_results_name_the_norm_and_the_lost_queries(
     assert r.norm == "linf"
     assert r.eps == 0.1
     assert r.lost_queries == 0
+
+
+# ---------------------------------------------------------------- one request object
+
+
+def test_a_run_request_gives_what_run_gives_and_a_baseline_refuses_to_resume(
+    digits_torch: TorchClassifier, task: Task, tmp_path: Path
+) -> None:
+    def run(request: RunRequest | None) -> AttackResult:
+        oracle = Oracle(digits_torch, Scores(), max_queries=200)
+        attack = QLAttack(eps=0.1, samples=10)
+        if request is None:
+            return attack.run(oracle, task.x[:2], task.target[:2], seed=[4, 9])
+        return attack.execute(oracle, request)
+
+    by_run = run(None)
+    by_request = run(RunRequest(task.x[:2], task.target[:2], seed=[4, 9]))
+    np.testing.assert_array_equal(by_request.x_adv, by_run.x_adv)
+    assert [r.queries for r in by_request.images] == [r.queries for r in by_run.images]
+    baseline = registry.build("ta-square", eps=0.1)
+    oracle = Oracle(digits_torch, Scores(), max_queries=50)
+    ck = Checkpointer(tmp_path)
+    resume = RunRequest(task.x[:1], task.target[:1], checkpoints=ck, resume=True)
+    with pytest.raises(CheckpointError, match="cannot be resumed"):
+        baseline.execute(oracle, resume)
+    assert oracle.total_queries == 0

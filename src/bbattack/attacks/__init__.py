@@ -19,6 +19,7 @@ from .registry import (
     public_classes,
     register,
 )
+from .request import RunRequest
 
 __all__ = [
     "NORMS",
@@ -31,6 +32,7 @@ __all__ = [
     "L2Ball",
     "LinfBall",
     "Paper",
+    "RunRequest",
     "StepInfo",
     "all_attacks",
     "default_attack",

@@ -7,9 +7,8 @@ loop, the per-step trace, the 8-bit quantisation and the counted final verificat
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -21,11 +20,13 @@ from ..oracle import LabelsObservation, Observation, Oracle, QueryKind, ScoresOb
 from ..results import AttackResult, StepRecord
 from ..surrogates import Surrogate
 from .balls import Ball, Norm, make_ball
-from .checkpoint import Checkpointer, restore_state, run_fingerprint
+from .checkpoint import restore_state, run_fingerprint
 from .checks import check_budget, check_run, check_surrogates, run_inputs, with_overrides
 from .finish import finish_run, step_records
-from .goals import Goal, Within
+from .goals import Goal
 from .registry import AttackInfo
+from .request import Runnable, RunRequest
+from .request import StepInfo as StepInfo
 from .state import AttackState as AttackState
 from .state import BoolArray as BoolArray
 from .state import FloatArray as FloatArray
@@ -56,25 +57,11 @@ class AttackConfig(BaseModel):
         return make_ball(self.norm, self.eps)
 
 
-@dataclass(frozen=True)
-class StepInfo:
-    """Summary passed to ``on_step`` callbacks (progress bars)."""
-
-    step: int
-    active: int
-    succeeded: int
-    total: int
-    queries: IntArray
-    target_prob: FloatArray
-    target_rank: IntArray
-    eps: FloatArray
-
-
 C = TypeVar("C", bound=AttackConfig)
 S = TypeVar("S")
 
 
-class Attack(ABC, Generic[C]):
+class Attack(Runnable, Generic[C]):
     """Base class. Subclasses are declared with :func:`~bbattack.attacks.registry.register`
     (which sets ``name`` and ``info``), set ``config_class`` and implement init/step.
 
@@ -203,95 +190,25 @@ class Attack(ABC, Generic[C]):
 
     # -- the run loop
 
-    def run(
-        self,
-        oracle: Oracle,
-        x: NDArray[np.floating],
-        target: int | Sequence[int] | IntArray | None = None,
-        *,
-        seed: int | Sequence[int] = 0,
-        start: NDArray[np.floating] | None = None,
-        success: Within = "top1",
-        on_step: Callable[[StepInfo], None] | None = None,
-        surrogates: Sequence[Surrogate] = (),
-        checkpoints: Checkpointer | None = None,
-    ) -> AttackResult:
-        """Attack a batch of images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
-
-        Args:
-            target: target class per image (or one for all); None for an untargeted attack.
-            seed: an int gives image i the seed ``seed + i``; a sequence gives one per image.
-                A batch reproduces single-image runs with the same per-image seeds.
-            start: PI/LO start images of the target class (N, C, H, W); None searches the
-                bundled photos through the oracle (counted queries).
-            success: ``top1`` (the target is the top label) or ``topk`` (anywhere in what the
-                view reveals); untargeted: the top label is not the clean one.
-            on_step: called after every outer iteration.
-            surrogates: local models for a surrogate-guided attack: free, never the target
-                (see :func:`bbattack.surrogates.resolve_surrogates`).
-            checkpoints: write checkpoints between steps (see :mod:`.checkpoint`), so that
-                :meth:`resume` can continue the run after a crash.
-        """
-        return self._go(oracle, x, target, seed, start, success, on_step, surrogates, checkpoints)
-
-    def resume(
-        self,
-        oracle: Oracle,
-        x: NDArray[np.floating],
-        target: int | Sequence[int] | IntArray | None = None,
-        *,
-        seed: int | Sequence[int] = 0,
-        start: NDArray[np.floating] | None = None,
-        success: Within = "top1",
-        on_step: Callable[[StepInfo], None] | None = None,
-        surrogates: Sequence[Surrogate] = (),
-        checkpoints: Checkpointer,
-    ) -> AttackResult:
-        """Continue a :meth:`run` from the newest good checkpoint in ``checkpoints`` (from the
-        start where there is none). Give the run's arguments and a fresh oracle; with the
-        run's journal (``Journal.resume_run``) the queries asked after the checkpoint are
-        answered from it, unpaid, and the result equals an unbroken run's, timings aside.
-        A checkpoint of another config, inputs, target or attack version is refused."""
-        return self._go(
-            oracle, x, target, seed, start, success, on_step, surrogates, checkpoints, True
-        )
-
-    def _go(
-        self,
-        oracle: Oracle,
-        x: NDArray[np.floating],
-        target: int | Sequence[int] | IntArray | None,
-        seed: int | Sequence[int],
-        start: NDArray[np.floating] | None,
-        success: Within,
-        on_step: Callable[[StepInfo], None] | None,
-        surrogates: Sequence[Surrogate],
-        checkpoints: Checkpointer | None,
-        resume: bool = False,
-    ) -> AttackResult:
-        goal = Goal.of(success, oracle.class_names)
-        check_run(self.info, oracle, self.config.norm, target is None, success)
-        check_surrogates(self.info, surrogates)
-        xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.info.untargeted)
-        n = len(xb)
-        check_budget(
-            oracle,
-            n,
-            self.init_queries(start is not None) + self.reserve,
-            self.config.max_steps is not None,
-            "the attack max_steps",
-        )
-        st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
+    def execute(self, oracle: Oracle, request: RunRequest) -> AttackResult:
+        """Run ``request`` through ``oracle`` (see :meth:`Runnable.run` and
+        :meth:`Runnable.resume`): the checks, then ``init`` (or the checkpoint), then steps
+        until no image is active, then the one finish path."""
+        goal = Goal.of(request.success, oracle.class_names)
+        xb, tgt, seeds, st = self._checked(oracle, request)
         saved = None
-        if checkpoints is not None:
-            checkpoints.bind(run_fingerprint(self, oracle, xb, tgt, seeds, st, success, surrogates))
-            saved = checkpoints.load() if resume else None
+        if request.checkpoints is not None:
+            fingerprint = run_fingerprint(
+                self, oracle, xb, tgt, seeds, st, request.success, request.surrogates
+            )
+            request.checkpoints.bind(fingerprint)
+            saved = request.checkpoints.load() if request.resume else None
         if saved is not None:
             oracle.restore(saved.oracle)
             ids = np.asarray(saved.state["ids"], np.int64)
         else:
-            ids = oracle.register(n)
-        state = self._new_state(ids, xb, tgt, seeds, goal, surrogates)
+            ids = oracle.register(len(xb))
+        state = self._new_state(ids, xb, tgt, seeds, goal, request.surrogates)
         trace: list[StepRecord] = []
         step_no = 0
         if saved is None:
@@ -299,11 +216,44 @@ class Attack(ABC, Generic[C]):
                 self.init(oracle, state, st)
             except TargetUnavailable as e:  # keep what was paid for; nothing more can be sent
                 self.stop(state, np.flatnonzero(state.active), e.stop_reason)
-            if checkpoints is not None:
-                checkpoints.step_done(0, state, oracle, trace)
+            if request.checkpoints is not None:
+                request.checkpoints.step_done(0, state, oracle, trace)
         else:
             restore_state(state, saved)
             trace, step_no = saved.trace, saved.step
+        self._loop(oracle, state, request, trace, step_no)
+        return finish_run(self, oracle, state, trace, request.surrogates)
+
+    def _checked(
+        self, oracle: Oracle, request: RunRequest
+    ) -> tuple[FloatArray, IntArray, IntArray, FloatArray | None]:
+        """The request's inputs as batches, after every check a user's mistake can fail
+        (before any query): the images, targets, seeds and start images."""
+        check_run(self.info, oracle, self.config.norm, request.target is None, request.success)
+        check_surrogates(self.info, request.surrogates)
+        xb, tgt, seeds = run_inputs(
+            oracle, request.x, request.target, request.seed, self.name, self.info.untargeted
+        )
+        check_budget(
+            oracle,
+            len(xb),
+            self.init_queries(request.start is not None) + self.reserve,
+            self.config.max_steps is not None,
+            "the attack max_steps",
+        )
+        start = request.start
+        st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
+        return xb, tgt, seeds, st
+
+    def _loop(
+        self,
+        oracle: Oracle,
+        state: AttackState,
+        request: RunRequest,
+        trace: list[StepRecord],
+        step_no: int,
+    ) -> None:
+        """Step every active image until none is; the trace, the caps and the checkpoints."""
         max_steps = self.config.max_steps
         while state.active.any():
             was = np.flatnonzero(state.active)
@@ -323,22 +273,10 @@ class Attack(ABC, Generic[C]):
             if max_steps is not None:
                 self.stop(state, stepped[state.steps[stepped] >= max_steps], "max_steps")
             trace.extend(step_records(state, stepped, q))
-            if on_step is not None:
-                on_step(
-                    StepInfo(
-                        step_no,
-                        int(state.active.sum()),
-                        int(state.success.sum()),
-                        n,
-                        q,
-                        state.target_prob.copy(),
-                        state.target_rank.copy(),
-                        state.eps.copy(),
-                    )
-                )
-            if checkpoints is not None and state.active.any():
-                checkpoints.step_done(step_no, state, oracle, trace)
-        return finish_run(self, oracle, state, trace, surrogates)
+            if request.on_step is not None:
+                request.on_step(_step_info(step_no, state, q))
+            if request.checkpoints is not None and state.active.any():
+                request.checkpoints.step_done(step_no, state, oracle, trace)
 
     def _new_state(
         self,
@@ -374,6 +312,19 @@ class Attack(ABC, Generic[C]):
             ball=self.config.ball(),
             ctx=RunContext(surrogates=tuple(surrogates)),
         )
+
+
+def _step_info(step_no: int, state: AttackState, q: IntArray) -> StepInfo:
+    return StepInfo(
+        step_no,
+        int(state.active.sum()),
+        int(state.success.sum()),
+        len(state.x),
+        q,
+        state.target_prob.copy(),
+        state.target_rank.copy(),
+        state.eps.copy(),
+    )
 
 
 def noise_generator(seed: int) -> Any:

@@ -31,6 +31,7 @@ __all__ = ["Ending", "finish", "finish_run", "step_records"]
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -65,25 +66,7 @@ def finish(
     down = np.isin(end.stop_reason.astype(str), list(_DOWN))
     can = oracle.affordable(end.ids, 1, total_reserve=total_reserve) & ~down
     rows = np.flatnonzero(can)
-    verified = np.zeros(n, dtype=bool)
-    hit = np.zeros(n, dtype=bool)
-    matched = np.full(n, -1, dtype=np.int64)
-    obs: Observation | None = None
-    if len(rows):
-        try:
-            obs = oracle.query(xq[rows], end.ids[rows], QueryKind.FINAL)
-        except TargetUnavailable as e:
-            end.stop_reason[rows] = e.stop_reason
-            if isinstance(e, QueryRejected):
-                # A defence refused the check: the repeat of an image the target already
-                # answered, with the goal holding, when the attack claimed it (a remote target's
-                # journal would answer the repeat from its records). That answer stands.
-                seen = rows[end.claimed[rows]]
-                verified[seen] = hit[seen] = True
-        else:
-            verified[rows] = True
-            hit[rows] = goal.hit(obs, end.target[rows], end.orig[rows])
-            matched[rows] = goal.match(obs, end.target[rows])
+    obs, verified, hit, matched = _verify(oracle, goal, end, xq, rows)
     already = hit & _unattacked(ball, end, xq)
     ok = hit & ~already & ball.contains(xq, end.x0)
     linf = np.abs((xq - end.x0).reshape(n, -1).astype(np.float64)).max(axis=1)
@@ -136,6 +119,35 @@ def finish(
             )
         )
     return xq, images
+
+
+def _verify(
+    oracle: Oracle, goal: Goal, end: Ending, xq: FloatArray, rows: IntArray
+) -> tuple[Observation | None, BoolArray, BoolArray, IntArray]:
+    """The counted final check of ``rows``: its observation (None: none was made), and per
+    image whether it was verified, whether the goal holds, and the class the goal matched."""
+    n = len(xq)
+    verified = np.zeros(n, dtype=bool)
+    hit = np.zeros(n, dtype=bool)
+    matched = np.full(n, -1, dtype=np.int64)
+    obs: Observation | None = None
+    if not len(rows):
+        return obs, verified, hit, matched
+    try:
+        obs = oracle.query(xq[rows], end.ids[rows], QueryKind.FINAL)
+    except TargetUnavailable as e:
+        end.stop_reason[rows] = e.stop_reason
+        if isinstance(e, QueryRejected):
+            # A defence refused the check: the repeat of an image the target already
+            # answered, with the goal holding, when the attack claimed it (a remote target's
+            # journal would answer the repeat from its records). That answer stands.
+            seen = rows[end.claimed[rows]]
+            verified[seen] = hit[seen] = True
+    else:
+        verified[rows] = True
+        hit[rows] = goal.hit(obs, end.target[rows], end.orig[rows])
+        matched[rows] = goal.match(obs, end.target[rows])
+    return obs, verified, hit, matched
 
 
 def _unattacked(ball: Ball, end: Ending, xq: FloatArray) -> NDArray[np.bool_]:

@@ -16,20 +16,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import Any, Literal, TypeVar
 
 from ..errors import UserInputError
-from ..oracle import Oracle, View
+from ..oracle import View
 from ..oracle.views import THREAT_VIEWS
-
-if TYPE_CHECKING:
-    from ..results import AttackResult
+from .request import Runnable
 
 __all__ = [
     "THREAT_VIEWS",
@@ -95,42 +90,6 @@ class AttackInfo:
         d["default_for"] = list(self.default_for)
         d["against"] = list(self.against)
         return d
-
-
-class Runnable(Protocol):
-    """What the CLI and the bench call: our attacks and the baselines alike."""
-
-    name: str
-    info: AttackInfo
-    config: Any
-
-    def run(
-        self,
-        oracle: Oracle,
-        x: NDArray[np.floating],
-        target: int | Sequence[int] | NDArray[np.int64] | None = None,
-        *,
-        seed: int | Sequence[int] = 0,
-        start: NDArray[np.floating] | None = None,
-        success: Literal["top1", "topk"] = "top1",
-        on_step: Callable[[Any], None] | None = None,
-        surrogates: Sequence[Any] = (),
-        checkpoints: Any = None,
-    ) -> AttackResult: ...
-
-    def resume(
-        self,
-        oracle: Oracle,
-        x: NDArray[np.floating],
-        target: int | Sequence[int] | NDArray[np.int64] | None = None,
-        *,
-        seed: int | Sequence[int] = 0,
-        start: NDArray[np.floating] | None = None,
-        success: Literal["top1", "topk"] = "top1",
-        on_step: Callable[[Any], None] | None = None,
-        surrogates: Sequence[Any] = (),
-        checkpoints: Any,
-    ) -> AttackResult: ...
 
 
 _REGISTRY: dict[str, AttackInfo] = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -15,7 +15,6 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..attacks.balls import Ball, Norm, make_ball
-from ..attacks.base import StepInfo
 from ..attacks.checkpoint import CheckpointError
 from ..attacks.checks import (
     check_budget,
@@ -25,8 +24,9 @@ from ..attacks.checks import (
     with_overrides,
 )
 from ..attacks.finish import Ending, finish
-from ..attacks.goals import Goal, Within
+from ..attacks.goals import Goal
 from ..attacks.registry import AttackInfo
+from ..attacks.request import Runnable, RunRequest, StepInfo
 from ..errors import BackendUnavailableError
 from ..oracle import Observation, Oracle, QueryKind
 from ..results import AttackResult, ImageResult, StepRecord
@@ -83,13 +83,48 @@ C = TypeVar("C", bound=BaselineConfig)
 
 
 class _Progress:
-    """What ``on_step`` callbacks see across the images of a run."""
+    """What ``on_step`` callbacks see across the images of a run: one step per library call."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(
+        self, oracle: Oracle, ids: IntArray, eps: float, on_step: Callable[[StepInfo], None] | None
+    ) -> None:
+        n = len(ids)
+        self.oracle, self.ids, self.eps, self.on_step = oracle, ids, eps, on_step
         self.step = 0
         self.succeeded = 0
         self.prob = np.full(n, np.nan, np.float32)
         self.rank = np.full(n, -1, np.int64)
+
+    def on_call(self, tr: Tracker) -> None:
+        self.step += 1
+        self.prob[tr.image] = tr.target_prob
+        self.rank[tr.image] = tr.target_rank
+        if self.on_step is not None:
+            n = len(self.ids)
+            self.on_step(
+                StepInfo(
+                    self.step,
+                    n - tr.image,
+                    self.succeeded,
+                    n,
+                    self.oracle.queries(self.ids),
+                    self.prob.copy(),
+                    self.rank.copy(),
+                    np.full(n, self.eps, np.float32),
+                )
+            )
+
+
+@dataclass(frozen=True)
+class _One:
+    """One image of a run: its oracle id, index, pixels, target, seed, and how many follow."""
+
+    ids: IntArray
+    i: int
+    x0: FloatArray
+    target: int
+    seed: int
+    later: int
 
 
 @dataclass
@@ -99,7 +134,7 @@ class _Outcome:
     trace: list[StepRecord]
 
 
-class Baseline(ABC, Generic[C]):
+class Baseline(Runnable, Generic[C]):
     """A library's attack behind the oracle. Called exactly like :class:`~bbattack.Attack`.
 
     Subclasses are declared with :func:`~bbattack.attacks.registry.register` (views, norms,
@@ -149,81 +184,39 @@ class Baseline(ABC, Generic[C]):
 
     # -- the run
 
-    def resume(self, *args: Any, **kwargs: Any) -> AttackResult:
-        """Refused: a library's attack keeps its state inside the library, so it cannot be
-        continued exactly. Run it again: the journal answers the queries already paid."""
-        raise CheckpointError(
-            f"{self.name} runs inside its library and cannot be resumed exactly; run it "
-            "again (--force): its journal answers the queries already paid"
-        )
+    def execute(self, oracle: Oracle, request: RunRequest) -> AttackResult:
+        """Attack ``request``'s images through ``oracle``; the arguments and result are those
+        of :meth:`bbattack.Attack.run`. Images are attacked one after another; image i gets the
+        seed ``seed + i`` (or ``seed[i]``). Raises StartImageError where a start image is
+        needed and none works. ``checkpoints`` is accepted and unused: the library's loop holds
+        its state, so none is written (an oracle's journal still records every query).
 
-    def run(
-        self,
-        oracle: Oracle,
-        x: NDArray[np.floating],
-        target: int | Sequence[int] | IntArray | None = None,
-        *,
-        seed: int | Sequence[int] = 0,
-        start: NDArray[np.floating] | None = None,
-        success: Within = "top1",
-        on_step: Callable[[StepInfo], None] | None = None,
-        surrogates: Sequence[Any] = (),
-        checkpoints: Any = None,
-    ) -> AttackResult:
-        """Attack images (N, C, H, W) (or one image (C, H, W)) through ``oracle``.
-
-        Same arguments and result as :meth:`bbattack.Attack.run`. Images are attacked one
-        after another; image i gets the seed ``seed + i`` (or ``seed[i]``). Raises
-        StartImageError where a start image is needed and none works. ``checkpoints`` is
-        accepted and unused: the library's loop holds its state, so none is written (an
-        oracle's journal still records every query).
-        """
-        goal = Goal.of(success, oracle.class_names)
-        check_run(self.info, oracle, self.config.norm, target is None, success)
-        check_surrogates(self.info, surrogates)
+        A resume is refused: a library's attack keeps its state inside the library, so it
+        cannot be continued exactly. Run it again: the journal answers the queries already
+        paid."""
+        if request.resume:
+            raise CheckpointError(
+                f"{self.name} runs inside its library and cannot be resumed exactly; run it "
+                "again (--force): its journal answers the queries already paid"
+            )
+        goal = Goal.of(request.success, oracle.class_names)
+        check_run(self.info, oracle, self.config.norm, request.target is None, request.success)
+        check_surrogates(self.info, request.surrogates)
         self._require()
-        xb, tgt, seeds = run_inputs(oracle, x, target, seed, self.name, self.info.untargeted)
+        xb, tgt, seeds = run_inputs(
+            oracle, request.x, request.target, request.seed, self.name, self.info.untargeted
+        )
         n = len(xb)
         # The clean query and the final verification.
         check_budget(oracle, n, 2, self.config.max_iter is not None, "the baseline max_iter")
+        start = request.start
         st = None if start is None else np.asarray(start, dtype=np.float32).reshape(xb.shape)
-
         ids = oracle.register(n)
-        progress = _Progress(n)
-
-        def on_call(tr: Tracker) -> None:
-            progress.step += 1
-            progress.prob[tr.image] = tr.target_prob
-            progress.rank[tr.image] = tr.target_rank
-            if on_step is not None:
-                on_step(
-                    StepInfo(
-                        progress.step,
-                        n - tr.image,
-                        progress.succeeded,
-                        n,
-                        oracle.queries(ids),
-                        progress.prob.copy(),
-                        progress.rank.copy(),
-                        np.full(n, self.config.eps, np.float32),
-                    )
-                )
-
+        progress = _Progress(oracle, ids, self.config.eps, request.on_step)
         outcomes: list[_Outcome] = []
         for i in range(n):
-            later = n - i - 1
-            out = self._run_one(
-                oracle,
-                goal,
-                ids[i : i + 1],
-                i,
-                xb[i],
-                int(tgt[i]),
-                int(seeds[i]),
-                None if st is None else st[i],
-                later,
-                on_call,
-            )
+            one = _One(ids[i : i + 1], i, xb[i], int(tgt[i]), int(seeds[i]), n - i - 1)
+            out = self._run_one(oracle, goal, one, None if st is None else st[i], progress.on_call)
             progress.succeeded += int(out.result.success)
             outcomes.append(out)
         return AttackResult(
@@ -239,15 +232,11 @@ class Baseline(ABC, Generic[C]):
         self,
         oracle: Oracle,
         goal: Goal,
-        ids: IntArray,
-        i: int,
-        x0: FloatArray,
-        target: int,
-        seed: int,
+        one: _One,
         start: FloatArray | None,
-        later: int,
         on_call: Callable[[Tracker], None],
     ) -> _Outcome:
+        ids, i, x0, target, seed, later = one.ids, one.i, one.x0, one.target, one.seed, one.later
         t0 = time.perf_counter()
         ball = self.config.ball()
         k = oracle.num_classes

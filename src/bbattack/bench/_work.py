@@ -8,13 +8,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
 from ..attacks.checkpoint import Checkpoint, Checkpointer, CheckpointError, Every
+from ..attacks.request import Runnable, RunRequest
 from ..models import Classifier
 from ..oracle import Oracle
 from ..oracle.journal import Journal
@@ -61,15 +60,13 @@ class TaskWork:
     def _loaded(self, ck: Checkpoint) -> None:
         self.from_step = ck.step
 
-    def run(
-        self, attack: Any, oracle: Any, x: NDArray[np.float32], target: Any, **kw: Any
-    ) -> AttackResult:
+    def run(self, attack: Runnable, oracle: Oracle, request: RunRequest) -> AttackResult:
+        """Run ``request`` with this task's checkpoints: resumed where the task left some."""
         if self.resumed:
             try:
-                out: AttackResult = attack.resume(
-                    oracle, x, target, checkpoints=self.checkpoints, **kw
+                return attack.execute(
+                    oracle, replace(request, checkpoints=self.checkpoints, resume=True)
                 )
-                return out
             except CheckpointError as e:
                 # Left by other attack code or another model (bbattack changed between the
                 # runs): the task starts over. Refused before any query; the old journal
@@ -79,7 +76,7 @@ class TaskWork:
                 self.checkpoints = self._checkpointer()
                 self.journal.restart_run(note={"task": self._key, "restarted": self.restarted})
                 self.resumed = False
-        return attack.run(oracle, x, target, checkpoints=self.checkpoints, **kw)  # type: ignore[no-any-return]
+        return attack.execute(oracle, replace(request, checkpoints=self.checkpoints, resume=False))
 
     def journal_block(self) -> dict[str, Any]:
         """The provenance's journal: where it was, its run, last query, chain head, counts

@@ -21,9 +21,10 @@ import numpy as np
 from ..attacks import registry
 from ..attacks._transfer import SurrogateMeter, metered
 from ..attacks.checkpoint import Every
+from ..attacks.request import RunRequest
 from ..defenses import defense_block, from_config
 from ..errors import StartImageError, UserInputError
-from ..images import encode_png
+from ..images import decode_png, encode_png
 from ..models import Classifier
 from ..oracle import Middleware, Oracle
 from ..surrogates import Surrogate, resolve_surrogates
@@ -87,8 +88,6 @@ def _surrogates(names: tuple[str, ...], spec: dict[str, Any], model: Classifier)
 
 def run_task(task: Task) -> list[CaseOutcome]:
     """Run a task's cases through one fresh oracle with their budget (per image) and view."""
-    from ..images import decode_png
-
     c, cases = task.case, task.cases
     model = _model(task.model)
     params = c.params_dict()
@@ -103,46 +102,20 @@ def run_task(task: Task) -> list[CaseOutcome]:
     journal = None if work is None else work.journal
     view = make_view(c.threat, c.k)
     oracle = Oracle(model, view, max_queries=c.budget, journal=journal, middleware=layers)
-    x = np.stack([decode_png(png) for png in [task.image_png, *(p for _, p in task.more)]])
-    start = None if task.start_png is None else decode_png(task.start_png)[None]
+    request = _request(task, surrogates)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     t0 = time.perf_counter()
     try:
-        targets = [e.target_id for e in cases]
-        untargeted = all(t < 0 for t in targets)  # -1: untargeted; a batch is all one goal
-        kw: dict[str, Any] = {"seed": [e.seed for e in cases], "start": start}
-        kw["surrogates"] = surrogates
-        tgt = None if untargeted else targets
         with metered(SurrogateMeter()) as meter:
-            res = (
-                attack.run(oracle, x, tgt, **kw)
-                if work is None
-                else work.run(attack, oracle, x, tgt, **kw)
-            )
+            if work is None:
+                res = attack.execute(oracle, request)
+            else:
+                res = work.run(attack, oracle, request)
     except StartImageError:
         # The start image does not show the target under this view: a failed case, with
         # the queries it spent looking.
-        q = oracle.total_queries
-        return [
-            CaseOutcome(
-                case_id=c.id,
-                success=False,
-                queries=q,
-                queries_at_success=None,
-                queries_by_kind=oracle.queries_by_kind(0) if q else {},
-                linf=0.0,
-                l2=0.0,
-                final_top1=None,
-                final_topk=[],
-                stop_reason="no_start_image",
-                steps=0,
-                wall_time_s=time.perf_counter() - t0,
-                worker=worker,
-                adv_png=task.image_png,
-                trace=[],
-                provenance=case_provenance(c, model, oracle, work, cases),
-            )
-        ]
+        prov = case_provenance(c, model, oracle, work, cases)
+        return [_no_start(task, oracle, worker, time.perf_counter() - t0, prov)]
     finally:
         if work is not None:
             work.close()
@@ -150,6 +123,7 @@ def run_task(task: Task) -> list[CaseOutcome]:
     for i, (e, r) in enumerate(zip(cases, res.images, strict=True)):
         # Image i of the batch is image 0 of its own case, as in a single run.
         trace = [{**t.to_dict(), "image": 0} for t in res.trace if t.image == i]
+        prov = _with_meter(case_provenance(e, model, oracle, work, cases), meter)
         out.append(
             CaseOutcome.from_image(
                 e.id,
@@ -157,12 +131,46 @@ def run_task(task: Task) -> list[CaseOutcome]:
                 worker=worker,
                 adv_png=encode_png(res.x_adv[i]),
                 trace=trace,
-                provenance=_with_defense(
-                    _with_meter(case_provenance(e, model, oracle, work, cases), meter), layers
-                ),
+                provenance=_with_defense(prov, layers),
             )
         )
     return out
+
+
+def _request(task: Task, surrogates: Sequence[Surrogate]) -> RunRequest:
+    """A task's cases as one run: their images, targets (a batch is all one goal) and seeds."""
+    cases = task.cases
+    x = np.stack([decode_png(png) for png in [task.image_png, *(p for _, p in task.more)]])
+    start = None if task.start_png is None else decode_png(task.start_png)[None]
+    targets = [e.target_id for e in cases]
+    untargeted = all(t < 0 for t in targets)  # -1: untargeted
+    seeds = [e.seed for e in cases]
+    tgt = None if untargeted else targets
+    return RunRequest(x, tgt, seed=seeds, start=start, surrogates=surrogates)
+
+
+def _no_start(
+    task: Task, oracle: Oracle, worker: str, wall_s: float, prov: dict[str, Any]
+) -> CaseOutcome:
+    q = oracle.total_queries
+    return CaseOutcome(
+        case_id=task.case.id,
+        success=False,
+        queries=q,
+        queries_at_success=None,
+        queries_by_kind=oracle.queries_by_kind(0) if q else {},
+        linf=0.0,
+        l2=0.0,
+        final_top1=None,
+        final_topk=[],
+        stop_reason="no_start_image",
+        steps=0,
+        wall_time_s=wall_s,
+        worker=worker,
+        adv_png=task.image_png,
+        trace=[],
+        provenance=prov,
+    )
 
 
 def _takes_start(c: CaseRow) -> bool:

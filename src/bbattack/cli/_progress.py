@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..attacks import StepInfo, registry
 from ..attacks._transfer import SurrogateMeter, metered
-from ..attacks.checkpoint import Checkpointer
-from ..attacks.goals import Within
+from ..attacks.request import RunRequest
 from ..oracle import Oracle
 from ..results import AttackResult, ClassRef, TopKEntry
-from ..surrogates import Surrogate
 from ._common import err, out
 from ._watch import RetryNotes, Watched
 
@@ -102,9 +99,9 @@ class _Live:
             )
 
 
-def _status(target: int | None, watched: Watched | None, show_rank: bool) -> Any:
+def _status(untargeted: bool, watched: Watched | None, show_rank: bool) -> Any:
     def status_of(info: StepInfo) -> str:
-        if target is None and watched is not None and watched.curve.last is not None:
+        if untargeted and watched is not None and watched.curve.last is not None:
             _, p_orig, r_orig = watched.curve.last
             if show_rank or p_orig is None:
                 what = f"original rank {'-' if r_orig is None else r_orig + 1}"
@@ -124,35 +121,26 @@ def _status(target: int | None, watched: Watched | None, show_rank: bool) -> Any
 def progress_run(
     attack: registry.Runnable,
     oracle: Oracle,
-    x: NDArray[np.float32],
-    target: int | None,
-    seed: int,
-    start: NDArray[np.float32] | None,
+    request: RunRequest,
     quiet: bool,
-    success: Within = "top1",
     watched: Watched | None = None,
     retries: RetryNotes | None = None,
     log_every_s: float = LOG_EVERY_S,
-    surrogates: Sequence[Surrogate] = (),
-    checkpoints: Checkpointer | None = None,
-    resume: bool = False,
 ) -> AttackResult:
-    """Run the attack with a live bar on a terminal; without one (CI, nohup, a pipe), one line
-    every ``log_every_s`` seconds and one per remote retry. An untargeted run shows the clean
-    class's score (from ``watched``) where a targeted one shows the target's."""
-    status_of = _status(target, watched, not oracle.view.reveals_scores)
+    """Run (or resume) ``request`` with a live bar on a terminal (its ``on_step``); without
+    one (CI, nohup, a pipe), one line every ``log_every_s`` seconds and one per remote retry.
+    An untargeted run shows the clean class's score (from ``watched``) where a targeted one
+    shows the target's."""
+    untargeted = request.target is None
+    status_of = _status(untargeted, watched, not oracle.view.reveals_scores)
     title = f"{attack.name.upper()} attack"
     live = _Live(title, oracle.max_queries or 0, quiet, log_every_s, status_of, retries)
     if retries is not None:
         retries.listeners.append(live.retry)
     try:
-        kw: dict[str, Any] = {"seed": seed, "start": start, "success": success}
-        kw.update(on_step=live.step, surrogates=surrogates)
-        with metered(SurrogateMeter(on_iteration=live.surrogate if surrogates else None)):
-            if resume:
-                result = attack.resume(oracle, x, target, checkpoints=checkpoints, **kw)
-            else:
-                result = attack.run(oracle, x, target, checkpoints=checkpoints, **kw)
+        request = replace(request, on_step=live.step)
+        with metered(SurrogateMeter(on_iteration=live.surrogate if request.surrogates else None)):
+            result = attack.execute(oracle, request)
         live.progress.update(live.task, completed=result.images[0].queries)
     finally:
         if retries is not None:

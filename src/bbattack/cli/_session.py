@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from ..attacks import registry
 from ..attacks.checkpoint import Checkpoint, Checkpointer, Every
+from ..attacks.request import RunRequest
 from ..defenses import defense_block, from_config
 from ..errors import UserInputError
 from ..models import Classifier, load_model
@@ -67,31 +68,14 @@ def execute(
     command watched (the target's last failure, the clean class's curve)."""
     out, record = plan.out, plan.record
     retries = RetryNotes()
-    client = None
-    view: View
-    # Everything that can be refused is, before the journal or run.json is written.
-    if job.remote is not None:
-        from ..targets import LabelTarget
-
-        client = open_checked(job.remote, budget, "{e}; no image was sent", retries)
-        target = LabelTarget(client, name=job.remote.endpoint, ancestors=job.remote.ancestors)
-        watched = Watched(target)
-        view = TopK(job.k) if job.threat is Threat.pi else Labels(job.k or 10)
-    else:
-        model = model or load_model(backend=job.backend.value)
-        if job.target is not None and model.class_names is not None:
-            model.class_names.resolve(job.target)  # an unknown class: refused now
-        watched = Watched(model)
-        view = _local_view(job.threat, job.k or 1)
+    client, watched, view, model = _open_target(job, model, budget, retries)
     target_info = describe_target(None if job.remote else model, target_identity(watched))
-    if plan.resume and record.target.get("identity") != target_info["identity"]:
-        if client is not None:
-            client.close()
-        raise UserInputError(
-            f"--resume {out}: the run was made against {record.target.get('identity')}, "
-            f"this one is {target_info['identity']} (another model or backend)"
-        )
     try:
+        if plan.resume and record.target.get("identity") != target_info["identity"]:
+            raise UserInputError(
+                f"--resume {out}: the run was made against {record.target.get('identity')}, "
+                f"this one is {target_info['identity']} (another model or backend)"
+            )
         # Paid queries are fsynced before use; a local model's are free to ask again.
         journal = Journal(record.journal_path(out), durable=job.remote is not None)
     except BaseException:
@@ -120,22 +104,18 @@ def execute(
             record.target, record.target_class = target_info, tgt
             record.write(out, x, start)  # before the first query
         checkpoints = _checkpointer(plan, watched, out)
+        request = RunRequest(
+            x,
+            tgt,
+            seed=job.seed,
+            start=start,
+            success=job.goal,
+            surrogates=surrogates,
+            checkpoints=checkpoints,
+            resume=plan.resume,
+        )
         with _ctrl_c(checkpoints):
-            result = progress_run(
-                attack,
-                oracle,
-                x,
-                tgt,
-                job.seed,
-                start,
-                quiet=False,
-                success=job.goal,
-                watched=watched,
-                retries=retries,
-                surrogates=surrogates,
-                checkpoints=checkpoints,
-                resume=plan.resume,
-            )
+            result = progress_run(attack, oracle, request, False, watched, retries)
     finally:
         if client is not None:
             client.close()  # waits for calls in flight: the paid count is final after this
@@ -146,6 +126,25 @@ def execute(
         transport = {"http_calls": client.http_calls, "retries": client.retries}
     extra = result_blocks(record, stats, last, chain, surrogates, transport, layers)
     return result, extra, (watched.failure, watched.curve)
+
+
+def _open_target(
+    job: Any, model: Classifier | None, budget: int, retries: RetryNotes
+) -> tuple[Any, Watched, View, Classifier | None]:
+    """The job's target, watched, and its view: a label API's client (checked: refused before
+    the journal or run.json is written) or the local model (an unknown target class is
+    refused now). The client is None for a local model; the model None for a label API."""
+    if job.remote is not None:
+        from ..targets import LabelTarget
+
+        client = open_checked(job.remote, budget, "{e}; no image was sent", retries)
+        target = LabelTarget(client, name=job.remote.endpoint, ancestors=job.remote.ancestors)
+        view: View = TopK(job.k) if job.threat is Threat.pi else Labels(job.k or 10)
+        return client, Watched(target), view, model
+    model = model or load_model(backend=job.backend.value)
+    if job.target is not None and model.class_names is not None:
+        model.class_names.resolve(job.target)  # an unknown class: refused now
+    return None, Watched(model), _local_view(job.threat, job.k or 1), model
 
 
 def result_blocks(

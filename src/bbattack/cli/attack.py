@@ -7,7 +7,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import typer
@@ -22,9 +22,9 @@ from ..report import write_outputs
 from ..results import AttackResult
 from ..surrogates import resolve_surrogates
 from ..targets.spec import with_options
+from . import _attack_flags as flags
 from . import _common, _model_flags
 from ._common import (
-    SEED_MAX,
     BackendOpt,
     Threat,
     app,
@@ -203,111 +203,38 @@ def _tell(
 
 @app.command()
 def attack(
-    image: Annotated[Path, typer.Argument(help="image to attack")],
-    target: Annotated[str | None, typer.Option(help="target class name or id (or label)")] = None,
-    threat: Annotated[Threat, typer.Option(help="ql: scores, pi: top-k scores, lo: labels")] = (
-        Threat.ql
-    ),
-    k: Annotated[
-        int | None,
-        typer.Option("--k", help="labels revealed per query (default 1; a label API: all)"),
-    ] = None,
-    attack_name: Annotated[
-        str | None,
-        typer.Option(
-            "--attack", help="attack by name (`bbattack attacks`); default: the threat's own"
-        ),
-    ] = None,
-    norm: Annotated[str, typer.Option(help="the ball: linf or l2")] = "linf",
-    eps: Annotated[float, typer.Option(help="radius of the ball in [0, 1] pixel units")] = 0.05,
-    max_queries: Annotated[
-        int | None, typer.Option(help="hard query budget (default: the attack's own)")
-    ] = None,
-    start_image: Annotated[
-        Path | None,
-        typer.Option(
-            help="PI/LO start image of the target class (default: search the bundled photos)"
-        ),
-    ] = None,
-    untargeted: Annotated[bool, typer.Option(help="any wrong class will do")] = False,
-    seed: Annotated[int, typer.Option(help="random seed", min=0, max=SEED_MAX)] = 0,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option("--out", help="output directory (default: bbattack-out/<date-time>)"),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            "--overwrite",
-            help="start over in a non-empty --out: its result and checkpoints go, its journal "
-            "stays (else: refused)",
-        ),
-    ] = False,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="go on with the run in DIR (killed, interrupted, or stopped by its target: "
-            "exit 3) from its latest checkpoint and journal; give the same command"
-        ),
-    ] = None,
-    checkpoint_every: Annotated[
-        str,
-        typer.Option(
-            help="checkpoint every N steps (50) or every so long (30s, 5m); off: only on "
-            "Ctrl-C (a resume replays the run from its journal)"
-        ),
-    ] = "60s",
-    as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
-    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(help="attack hyperparameter KEY=VALUE (repeatable), e.g. samples=100"),
-    ] = None,
-    success: Annotated[
-        str, typer.Option(help="PI/LO success: target is the top label (top1) or in the top-k")
-    ] = "top1",
-    endpoint: Annotated[
-        str | None,
-        typer.Option(help="attack a label API at this URL (env BBATTACK_ENDPOINT); see --schema"),
-    ] = None,
+    image: flags.Image,
+    target: flags.Target = None,
+    threat: flags.ThreatModel = Threat.ql,
+    k: flags.K = None,
+    attack_name: flags.AttackName = None,
+    norm: flags.Norm = "linf",
+    eps: flags.Eps = 0.05,
+    max_queries: flags.MaxQueries = None,
+    start_image: flags.StartImage = None,
+    untargeted: flags.Untargeted = False,
+    seed: flags.Seed = 0,
+    out_dir: flags.OutDir = None,
+    force: flags.Force = False,
+    resume: flags.Resume = None,
+    checkpoint_every: flags.CheckpointEvery = "60s",
+    as_json: flags.AsJson = False,
+    backend: flags.Backend = BackendOpt.auto,
+    param: flags.Param = None,
+    success: flags.Success = "top1",
+    endpoint: flags.Endpoint = None,
     schema: SchemaOpt = "gcv",
-    api_key: Annotated[str | None, typer.Option(help="API key (env BBATTACK_API_KEY)")] = None,
-    max_cost: Annotated[
-        float | None, typer.Option(help="spend cap in USD for the label API")
-    ] = None,
-    price_per_1000: Annotated[
-        float | None,
-        typer.Option(help="USD per 1,000 images (default: the schema's list price; gcv 1.50)"),
-    ] = None,
-    journal: Annotated[
-        Path | None, typer.Option(help="query journal (SQLite): cache and audit log")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option(help="print the expected queries and cost, send nothing")
-    ] = False,
-    max_results: Annotated[
-        int, typer.Option(help="labels asked of the label API per image (maxResults)")
-    ] = 10,
+    api_key: flags.ApiKey = None,
+    max_cost: flags.MaxCost = None,
+    price_per_1000: flags.PricePer1000 = None,
+    journal: flags.JournalPath = None,
+    dry_run: flags.DryRun = False,
+    max_results: flags.MaxResults = 10,
     labels_path: LabelsPathOpt = None,
     scores_path: ScoresPathOpt = None,
     ancestors: AncestorsOpt = False,
-    model_name: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="target model: lite0 (default), lite1, lite2, squeezenet, a model file (.onnx, "
-            "TorchScript .pt/.ts), module:function, or a Hugging Face directory",
-        ),
-    ] = None,
-    surrogate: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="local surrogate model (repeatable): a built-in name, a TorchScript file or "
-            "Hugging Face directory ('net.pt?input_size=32&mean=0.5'), module:function, or "
-            "all (every built-in model but the target); free, never the target"
-        ),
-    ] = None,
+    model_name: flags.ModelName = None,
+    surrogate: flags.Surrogate = None,
     input_size: _model_flags.InputSize = None,
     mean: _model_flags.Mean = None,
     std: _model_flags.Std = None,
@@ -317,14 +244,7 @@ def attack(
     resize: _model_flags.Resize = None,
     labels: _model_flags.Labels = None,
     outputs: _model_flags.Outputs = None,
-    defense: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="a defence in front of the local model (repeatable, outermost first): "
-            "blacklight, piha, stateful, rnd or aaa, with KEY=VALUE after a colon, e.g. "
-            "blacklight:action=reject,T=25 or rnd:nu=0.02"
-        ),
-    ] = None,
+    defense: flags.Defense = None,
 ) -> None:
     """Attack one image; writes adv.png, figure.png, trace.png, result.json and trace.jsonl
     (and keeps run.json, inputs.npz, journal.sqlite and, while it runs, checkpoints/)."""
@@ -334,28 +254,24 @@ def attack(
         ("--price-per-1000", price_per_1000),
     ):
         guard(finite, name=name, value=value)
-    ep = endpoint or os.environ.get("BBATTACK_ENDPOINT") or None
-    remote = None
-    if ep is not None:
-        remote = remote_options(
-            endpoint=ep,
-            api_key=api_key or os.environ.get("BBATTACK_API_KEY") or None,
-            max_cost=max_cost,
-            price_per_1000=price_per_1000,
-            journal=journal,
-            dry_run=dry_run,
-            max_results=max_results,
-            schema=schema,
-            labels_path=labels_path,
-            scores_path=scores_path,
-            ancestors=ancestors,
-        )
-    elif dry_run or journal is not None or max_cost is not None or api_key is not None:
-        raise fail("--dry-run, --journal, --max-cost and --api-key need --endpoint")
-    elif schema != "gcv" or labels_path or scores_path or ancestors:
-        raise fail("--schema, --labels-path, --scores-path and --ancestors need --endpoint")
+    remote = _remote(
+        endpoint=endpoint,
+        api_key=api_key,
+        max_cost=max_cost,
+        price_per_1000=price_per_1000,
+        journal=journal,
+        dry_run=dry_run,
+        max_results=max_results,
+        schema=schema,
+        labels_path=labels_path,
+        scores_path=scores_path,
+        ancestors=ancestors,
+    )
     if resume is not None and out_dir is not None and out_dir.resolve() != resume.resolve():
         raise fail("--resume DIR is the run's --out: give one of them")
+    pre = {"input_size": input_size, "mean": mean, "std": std, "scale": scale}
+    pre |= {"channels": channels, "layout": layout, "resize": resize, "labels": labels}
+    pre["outputs"] = outputs  # in the flags' order: it is the order of the spec's options
     job = AttackJob(
         image=image,
         target=target,
@@ -375,21 +291,48 @@ def attack(
         attack=attack_name,
         norm=norm,
         overwrite=force,
-        model=with_options(
-            model_name,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-            scale=scale,
-            channels=channels,
-            layout=layout,
-            resize=resize,
-            labels=labels,
-            outputs=outputs,
-        ),
+        model=with_options(model_name, **pre),
         surrogates=tuple(surrogate or []),
         resume=resume is not None,
         checkpoint_every=checkpoint_every,
         defenses=tuple(defense or []),
     )
     guard(run_attack, job=job)
+
+
+def _remote(
+    *,
+    endpoint: str | None,
+    api_key: str | None,
+    max_cost: float | None,
+    price_per_1000: float | None,
+    journal: Path | None,
+    dry_run: bool,
+    max_results: int,
+    schema: str,
+    labels_path: str | None,
+    scores_path: str | None,
+    ancestors: bool,
+) -> RemoteOptions | None:
+    """The label API the flags name (``--endpoint`` or $BBATTACK_ENDPOINT), or None; a flag
+    that only means something for a label API, given without one, is refused."""
+    ep = endpoint or os.environ.get("BBATTACK_ENDPOINT") or None
+    if ep is not None:
+        return remote_options(
+            endpoint=ep,
+            api_key=api_key or os.environ.get("BBATTACK_API_KEY") or None,
+            max_cost=max_cost,
+            price_per_1000=price_per_1000,
+            journal=journal,
+            dry_run=dry_run,
+            max_results=max_results,
+            schema=schema,
+            labels_path=labels_path,
+            scores_path=scores_path,
+            ancestors=ancestors,
+        )
+    if dry_run or journal is not None or max_cost is not None or api_key is not None:
+        raise fail("--dry-run, --journal, --max-cost and --api-key need --endpoint")
+    if schema != "gcv" or labels_path or scores_path or ancestors:
+        raise fail("--schema, --labels-path, --scores-path and --ancestors need --endpoint")
+    return None

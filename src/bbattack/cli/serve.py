@@ -30,6 +30,34 @@ class SchemaOpt(enum.StrEnum):
     hf = "hf"
 
 
+# The longer options' types, so that the command's signature is one line per option.
+_ApiKeys = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--api-key",
+        help="accepted API key (repeatable; default: $BBATTACK_API_KEYS); "
+        "rekognition: ACCESS_KEY_ID:SECRET",
+    ),
+]
+_ModelName = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="the model served: lite0 (default), lite1, lite2, squeezenet, a model file "
+        "(.onnx, TorchScript .pt/.ts), module:function, or a Hugging Face directory",
+    ),
+]
+_Defense = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="a defence in front of the model for every key (repeatable, outermost "
+        "first): blacklight, piha, stateful, rnd or aaa, with KEY=VALUE after a colon, "
+        "e.g. blacklight:action=reject; a refusal is billed and answered with the "
+        "schema's 4xx (never 429)",
+    ),
+]
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
@@ -37,14 +65,7 @@ def serve(
     schema: Annotated[
         SchemaOpt, typer.Option(help="the API to imitate (its paths, auth, answers, errors)")
     ] = SchemaOpt.gcv,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--api-key",
-            help="accepted API key (repeatable; default: $BBATTACK_API_KEYS); "
-            "rekognition: ACCESS_KEY_ID:SECRET",
-        ),
-    ] = None,
+    api_key: _ApiKeys = None,
     quota: Annotated[int | None, typer.Option(help="images billable per key")] = None,
     rate: Annotated[float | None, typer.Option(help="calls per second per key")] = None,
     threshold: Annotated[float, typer.Option(help="lowest label score returned")] = 0.2,
@@ -52,14 +73,7 @@ def serve(
         10 * 1024 * 1024
     ),
     backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
-    model_name: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="the model served: lite0 (default), lite1, lite2, squeezenet, a model file "
-            "(.onnx, TorchScript .pt/.ts), module:function, or a Hugging Face directory",
-        ),
-    ] = None,
+    model_name: _ModelName = None,
     input_size: _model_flags.InputSize = None,
     mean: _model_flags.Mean = None,
     std: _model_flags.Std = None,
@@ -69,15 +83,7 @@ def serve(
     resize: _model_flags.Resize = None,
     labels: _model_flags.Labels = None,
     outputs: _model_flags.Outputs = None,
-    defense: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="a defence in front of the model for every key (repeatable, outermost "
-            "first): blacklight, piha, stateful, rnd or aaa, with KEY=VALUE after a colon, "
-            "e.g. blacklight:action=reject; a refusal is billed and answered with the "
-            "schema's 4xx (never 429)",
-        ),
-    ] = None,
+    defense: _Defense = None,
 ) -> None:
     """Serve a model behind a label API (Cloud Vision's images:annotate by default)."""
 

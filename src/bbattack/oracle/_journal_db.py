@@ -221,6 +221,23 @@ def name_list(names: Any, num_classes: int) -> list[str] | None:
     return [str(names.name(i)) for i in range(num_classes)]
 
 
+def target_info(target: Any) -> dict[str, Any]:
+    """What a run records of its target (``runs.info``): enough for a replay to stand in for
+    it (names, shape, limits) without the target."""
+    names = target.class_names
+    return {
+        "name": target.name,
+        "backend": target.backend,
+        "input_shape": list(target.input_shape),
+        "num_classes": int(target.num_classes),
+        "names": name_list(names, target.num_classes),
+        "vocabulary": grows(names),
+        "query_limit": target.query_limit(),
+        "eight_bit": bool(getattr(target, "eight_bit", False)),
+        "billed": bool(getattr(target, "billed", False)),
+    }
+
+
 def describe_error(e: BaseException) -> str:
     """``<stop reason or exception name>: <message>``, one line."""
     reason = getattr(e, "stop_reason", None) if isinstance(e, TargetUnavailable) else None

@@ -40,8 +40,8 @@ from ._journal_db import (
     lookup,
     lost_again,
     migrate,
-    name_list,
     row_status,
+    target_info,
 )
 from ._journal_read import JournalReading, open_read_only
 from ._journal_refused import JournalRefusals
@@ -219,21 +219,10 @@ class Journal(JournalRefusals, JournalReading):
         names: Any = target.class_names
         if was_target is None:
             self._writable()
-            info = {
-                "name": target.name,
-                "backend": target.backend,
-                "input_shape": list(target.input_shape),
-                "num_classes": int(target.num_classes),
-                "names": name_list(names, target.num_classes),
-                "vocabulary": grows(names),
-                "query_limit": target.query_limit(),
-                "eight_bit": bool(getattr(target, "eight_bit", False)),
-                "billed": bool(getattr(target, "billed", False)),
-            }
             with self._tx():
                 self._conn.execute(
                     "UPDATE runs SET target = ?, view = ?, info = ? WHERE run = ?",
-                    (ident, vkey, json.dumps(info), self.run),
+                    (ident, vkey, json.dumps(target_info(target)), self.run),
                 )
         elif (was_target, was_view) != (ident, vkey):
             what, was, now = (

@@ -9,8 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,6 +19,7 @@ from numpy.typing import NDArray
 
 from ..errors import QueryRejected, UserInputError
 from ..images import encode_png
+from ._queries import Query, checked_images, first_error, to_send
 from .answers import probe
 from .errors import QuotaExhausted, RemoteError, check_int, check_positive
 from .journal import Journal, JournalEntry, cache_key
@@ -33,13 +33,6 @@ from .wire import MAX_QUOTED, ImageError, WireSchema
 __all__ = ["HttpLabelTarget"]
 
 FloatArray = NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class _Query:
-    key: str
-    index: int  # first position of this image in the annotate() call, for error messages
-    png: bytes
 
 
 class HttpLabelTarget(Settings):
@@ -203,7 +196,7 @@ class HttpLabelTarget(Settings):
         the order the API returned them (best first), one list per image, in input order."""
         if self._closed:
             raise RemoteError("this HttpLabelTarget is closed")
-        arr = _checked(x)
+        arr = checked_images(x)
         if len(arr) == 0:
             return []
         pngs = [encode_png(img) for img in arr]
@@ -214,10 +207,7 @@ class HttpLabelTarget(Settings):
                 answers[k] = self._decode(json.loads(text))
             except (ValueError, GarbledError):
                 raise RemoteError(f"journal row {k} does not hold a labelled response") from None
-        todo: dict[str, _Query] = {}
-        for i, (k, p) in enumerate(zip(keys, pngs, strict=True)):
-            if k not in answers and k not in todo:
-                todo[k] = _Query(k, i, p)
+        todo = to_send(keys, pngs, answers)
 
         self._reserve(len(todo))
         try:
@@ -243,7 +233,7 @@ class HttpLabelTarget(Settings):
         self._journal.count_hits(hits)
         return [list(answers[k]) for k in keys]
 
-    def _fetch(self, queries: list[_Query]) -> dict[str, Labels]:
+    def _fetch(self, queries: list[Query]) -> dict[str, Labels]:
         """Send the queries in batches, ``concurrency`` at a time; raise the first failure once
         every batch already in flight has finished (and been journalled)."""
         batches = [
@@ -267,12 +257,12 @@ class HttpLabelTarget(Settings):
             for f in pending:
                 f.cancel()
             wait(pending)
-            raise _first_error(futures)
+            raise first_error(futures)
         for f in futures:
             out.update(f.result())
         return out
 
-    def _run_batch(self, batch: list[_Query]) -> dict[str, Labels]:
+    def _run_batch(self, batch: list[Query]) -> dict[str, Labels]:
         # The bytes sent are the bytes keyed: q.png, from the one encoder.
         pngs = [q.png for q in batch]
         try:
@@ -385,25 +375,3 @@ class HttpLabelTarget(Settings):
             f"key={self.schema.key_hint()!r}, "
             f"paid_queries={self.paid_queries}, cost={self.cost:.4f})"
         )
-
-
-def _checked(x: FloatArray) -> FloatArray:
-    """``x`` if it is a batch of images in [0, 1]; UserInputError otherwise."""
-    arr = np.asarray(x)
-    if arr.ndim != 4 or arr.shape[1] not in (1, 3) or min(arr.shape[2:], default=0) < 1:
-        raise UserInputError(f"images must be (N, C, H, W) with C 1 or 3, got {arr.shape}")
-    if len(arr) and not np.issubdtype(arr.dtype, np.floating):
-        raise UserInputError(f"images must be floats in [0, 1], got dtype {arr.dtype}")
-    if len(arr) and (not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0):
-        raise UserInputError("images must be finite and within [0, 1]")
-    return arr
-
-
-def _first_error(futures: list[Future[dict[str, Labels]]]) -> BaseException:
-    """The error of the earliest failed batch (in batch order, so messages are stable)."""
-    for f in futures:
-        if not f.cancelled():
-            e = f.exception()
-            if e is not None:
-                return e
-    raise AssertionError("no batch failed")  # pragma: no cover - only called after a failure
