@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,baselines,ray,photos,conformance,hf]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,baselines,ray,photos,conformance,hf,tune]'
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps torchattacks
 	touch $(STAMP)
 

@@ -6,6 +6,12 @@
 - ``ai-benchmark``: ai-benchmark's 100 ImageNet-style photos (``ai_benchmark/data/
   classification/0..99.jpg``), no labels.
 
+Two of them are the project's fixed **splits**, never mixed in one grid: ``tuning`` (foolbox's
+20 labelled photos; a photo qualifies when the target's top-1 is its label), on which every
+default is chosen, and ``heldout`` (ai-benchmark's 100; a photo qualifies at a top-1
+probability of at least the grid's ``min_confidence``), on which the figures are measured
+(``benchmarks/README-sets.md``).
+
 The package files are found through the installed distribution's file list, so the packages are
 never imported (foolbox's import pulls eagerpy, ai-benchmark's TensorFlow).
 """
@@ -24,10 +30,13 @@ from numpy.typing import NDArray
 from .errors import UserInputError
 from .images import bundled_photos
 
-__all__ = ["PHOTO_SETS", "Photo", "SetName", "photo_set", "qualify"]
+__all__ = ["PHOTO_SETS", "SPLITS", "Photo", "SetName", "SplitName", "photo_set", "qualify"]
 
 SetName = Literal["bundled", "foolbox", "ai-benchmark"]
 PHOTO_SETS: tuple[SetName, ...] = ("bundled", "foolbox", "ai-benchmark")
+SplitName = Literal["tuning", "heldout"]
+# Chosen once (issue #31): defaults are tuned on one, figures measured on the other.
+SPLITS: dict[SplitName, SetName] = {"tuning": "foolbox", "heldout": "ai-benchmark"}
 _FOOLBOX = re.compile(r"foolbox/data/imagenet_(\d+)_(\d+)\.jpg")
 _AIB = re.compile(r"ai_benchmark/data/classification/(\d+)\.jpg")
 

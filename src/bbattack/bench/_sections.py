@@ -95,6 +95,11 @@ class ImagesSpec(_Frozen):
         0.5, gt=0, le=1, description="an unlabelled set photo qualifies at this top-1 probability"
     )
     limit: Whole | None = Field(None, ge=1, description="use the first N images")
+    split: Literal["tuning", "heldout"] | None = Field(
+        None,
+        description="the project's tuning or held-out photos (bbattack.photosets.SPLITS), "
+        "alone: a split grid takes no other images",
+    )
 
     @field_validator("photos")
     @classmethod
@@ -113,13 +118,27 @@ class ImagesSpec(_Frozen):
 
     @model_validator(mode="after")
     def _some(self) -> ImagesSpec:
-        if not self.photos and not self.paths and not self.sets:
-            raise ValueError("give photos, paths and/or sets")
+        if self.split is not None and (self.photos or self.paths or self.sets):
+            # Defaults chosen on one split and measured on the other: never both in one grid.
+            raise ValueError(
+                f"split {self.split!r} takes no photos, paths or sets beside it "
+                "(the tuning and held-out photos are never mixed)"
+            )
+        if not self.photos and not self.paths and not self.sets and self.split is None:
+            raise ValueError("give photos, paths and/or sets, or a split")
         if len(set(self.sets)) != len(self.sets):
             raise ValueError("a photo set is listed twice")
         if "bundled" in self.sets and self.photos:
             raise ValueError("the bundled set and bundled photos by name: give one")
         return self
+
+    def set_names(self) -> list[str]:
+        """The package photo sets the images come from: the split's one, or ``sets``."""
+        if self.split is not None:
+            from ..photosets import SPLITS
+
+            return [SPLITS[self.split]]
+        return list(self.sets)
 
 
 class TargetsSpec(_Frozen):

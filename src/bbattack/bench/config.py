@@ -11,6 +11,8 @@
     [images]
     photos = ["coffee", "chelsea"]  # bundled photos by name, or "all"
     paths = ["my.png"]              # files, relative to the config file
+    # or split = "tuning" | "heldout" alone: the project's fixed photo splits, never mixed
+    #   (benchmarks/README-sets.md); sets, min_confidence and limit as for package sets
     [targets]
     pool = "images"               # "classes": uniform over all classes; "images": the clean
     per_image = 1                 #   classes of the other images (which serve as start images)
@@ -266,7 +268,7 @@ class BenchConfig(_Frozen):
 
 
 # [images] fields added after grids were first stored, with their defaults.
-_LATER_IMAGES: dict[str, Any] = {"sets": [], "min_confidence": 0.5}
+_LATER_IMAGES: dict[str, Any] = {"sets": [], "min_confidence": 0.5, "split": None}
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

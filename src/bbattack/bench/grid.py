@@ -103,7 +103,8 @@ def collect_images(cfg: BenchConfig, base: Path, size: tuple[int, int]) -> list[
         except ImageLoadError as e:
             raise UserInputError(f"images.paths[{i}]: {e}") from None
         out.append(SourceImage(p.stem, str(p), encode_png(x)))
-    for set_name in cfg.images.sets:
+    sets = cfg.images.set_names()
+    for set_name in sets:
         for ph in photo_set(set_name):
             png = encode_png(load_image(ph.path, size))
             out.append(SourceImage(ph.name, str(ph.path), png, ph.label, set_name))
@@ -112,7 +113,7 @@ def collect_images(cfg: BenchConfig, base: Path, size: tuple[int, int]) -> list[
         if im.name in seen:
             raise UserInputError(f"images: two images are named {im.name!r}; rename one")
         seen.add(im.name)
-    if cfg.images.limit and not cfg.images.sets:
+    if cfg.images.limit and not sets:
         return out[: cfg.images.limit]
     return out
 
@@ -124,20 +125,23 @@ def select_images(
     an unlabelled one: a top-1 probability of at least ``min_confidence``), every other image,
     then the first ``limit``. Also returns, per set, how many were offered and kept and the
     rule: the report's denominator."""
-    if not cfg.images.sets:
+    sets = cfg.images.set_names()
+    if not sets:
         return images, {}
     keep = np.ones(len(images), bool)
     report: dict[str, Any] = {}
-    for set_name in cfg.images.sets:
+    for set_name in sets:
         rows = [i for i, im in enumerate(images) if im.set == set_name]
         labels = [images[i].label for i in rows]
         ok, rule = qualify(labels, probs[rows], cfg.images.min_confidence)
         keep[rows] = ok
         report[set_name] = {"offered": len(rows), "qualified": int(ok.sum()), "rule": rule}
+        if cfg.images.split is not None:
+            report[set_name]["split"] = cfg.images.split
     out = [im for im, k in zip(images, keep.tolist(), strict=True) if k]
     if cfg.images.limit:
         out = out[: cfg.images.limit]
-    for set_name in cfg.images.sets:
+    for set_name in sets:
         report[set_name]["used"] = sum(im.set == set_name for im in out)
     return out, report
 

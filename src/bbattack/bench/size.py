@@ -56,10 +56,10 @@ def image_count(cfg: BenchConfig) -> int:
         n = len(bundled_photos()) + len(cfg.images.paths)
     else:
         n = len(cfg.images.photos) + len(cfg.images.paths)
-    if cfg.images.sets:
+    if sets := cfg.images.set_names():
         from ..photosets import photo_set
 
-        n += sum(len(photo_set(s)) for s in cfg.images.sets)
+        n += sum(len(photo_set(s)) for s in sets)
     return min(n, cfg.images.limit) if cfg.images.limit else n
 
 

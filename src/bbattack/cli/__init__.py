@@ -13,7 +13,7 @@ import typer
 
 # Importing a command module registers its commands on ``app``; this order is --help's.
 # isort: off
-from . import classify, attack, replay, attacks, models, tune, serve, demo, bench  # noqa: F401
+from . import classify, attack, replay, attacks, models, tune, batch_size, serve, demo, bench  # noqa: F401
 
 # isort: on
 from . import _common
