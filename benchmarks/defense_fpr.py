@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageEnhance
 
-from bbattack.defenses import Blacklight, Detector, Piha, Stateful
+from bbattack.defenses import Detector, build, parse_spec
 from bbattack.errors import UserInputError
 from bbattack.oracle import Query, Scores
 from bbattack.photosets import photo_set
@@ -83,13 +83,18 @@ def _array(im: Image.Image) -> FloatArray:
     return np.asarray(im, np.float32).transpose(2, 0, 1)[None] / np.float32(255.0)
 
 
+# Keyed by the spec a bench grid or `--defense` takes, so that `bbattack report --benign`
+# finds each figure's row.
+SPECS = ("blacklight:window=50,hash=mix64", "blacklight:window=50", "piha", "stateful")
+
+
 def _detectors() -> dict[str, Detector]:
-    return {
-        "blacklight (window 50, mix64)": Blacklight(window=50, hash="mix64"),
-        "blacklight (window 50, sha256)": Blacklight(window=50),
-        "piha": Piha(),
-        "stateful (k 50, one key)": Stateful(),
-    }
+    out = {}
+    for spec in SPECS:
+        det = build(parse_spec(spec))
+        assert isinstance(det, Detector), spec
+        out[spec] = det
+    return out
 
 
 def measure(limit: int | None = None, seed: int = 0) -> dict[str, Any]:
@@ -109,6 +114,7 @@ def measure(limit: int | None = None, seed: int = 0) -> dict[str, Any]:
         dup = flagged["resubmitted"]
         n_dup = sum(k == "resubmitted" for k, _ in stream)
         out["detectors"][name] = {
+            "spec": name,
             "flagged": total,
             "fpr": total / len(stream),
             "fpr_without_resubmissions": (total - dup) / (len(stream) - n_dup),

@@ -4,6 +4,7 @@ provenance, and its name in the report's row label."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,18 @@ def test_a_grid_with_a_defence_axis_runs_and_reports_it(tmp_path: Path) -> None:
     assert r"square \[vs piha:action=silent\]" in text
     assert r"adaptive-square \[vs blacklight+rnd\]" in text
     assert "| square |" in text
+    # The defences table: plain Square against Blacklight caught on both photos.
+    assert "#### Defences: detection" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| blacklight | square |"))
+    assert "| 2/2 |" in row
+    # The benign false positives, measured apart, fill the table's last column.
+    fpr = tmp_path / "fpr.json"
+    spec = {"spec": "blacklight", "fpr_without_resubmissions": 0.0168}
+    fpr.write_text(json.dumps({"detectors": {"blacklight": spec}}))
+    argv = ["report", str(db_path), "-o", str(md), "--format", "md", "--benign", str(fpr)]
+    assert main(argv) == 0
+    row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| blacklight | square |"))
+    assert row.endswith("| 1.68% |")
 
 
 def _grid(attack: dict[str, Any]) -> Any:

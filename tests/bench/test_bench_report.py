@@ -318,7 +318,7 @@ def test_failed_render_keeps_the_old_report(
     out = tmp_path / "report.html"
     out.write_text("old report", encoding="utf-8")
 
-    def broken(db: BenchDB, samples: int = 8) -> str:
+    def broken(db: BenchDB, samples: int = 8, benign: object = None) -> str:
         raise RuntimeError("renderer crashed")
 
     monkeypatch.setattr("bbattack.bench.report.render_html", broken)

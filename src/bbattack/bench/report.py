@@ -15,7 +15,7 @@ grid is written, so the report is consistent without locking out the writer.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -38,6 +38,7 @@ from ._format import (
     _threat_label,
 )
 from .db import BenchDB
+from .defense_table import DEFENSE_HEADER, DEFENSE_NOTE, defense_cells, defense_rows
 from .plots import PERTURBATION_GAIN, _histogram_plot, _sample, _success_plot
 from .summary import (
     _PAPER_NOTE,
@@ -105,7 +106,8 @@ def _qualified(raw: str) -> str:
     if not isinstance(sets, dict) or not sets:
         return _DASH
     return "; ".join(
-        f"{name}: {q.get('qualified')} of {q.get('offered')} photos qualify "
+        (f"{q['split']} split, " if q.get("split") else "")
+        + f"{name}: {q.get('qualified')} of {q.get('offered')} photos qualify "
         f"({q.get('rule')}), {q.get('used')} used"
         for name, q in sets.items()
         if isinstance(q, dict)
@@ -126,9 +128,10 @@ def _template() -> Template:
     return env.get_template("report.html.j2")
 
 
-def render_html(db: BenchDB, samples: int = 8) -> str:
+def render_html(db: BenchDB, samples: int = 8, benign: Mapping[str, float] | None = None) -> str:
     """The self-contained HTML report of the database's finished cases."""
-    cases = with_surrogate_labels(db.cases("done"), db.meta().get("model"))
+    raw = db.cases("done")
+    cases = with_surrogate_labels(raw, db.meta().get("model"))
     h = _header(db, cases)
     rows = summarise(cases)
     t1_eps, t1 = _table1(rows)
@@ -163,6 +166,9 @@ def render_html(db: BenchDB, samples: int = 8) -> str:
         case_columns=CASE_COLUMNS,
         case_numeric=_CASE_NUMERIC,
         case_rows=[list(zip(CASE_COLUMNS, _case_cells(c), strict=True)) for c in cases],
+        defense_header=DEFENSE_HEADER,
+        defense_rows=defense_cells(defense_rows(raw, benign)),
+        defense_note=DEFENSE_NOTE,
     )
 
 
@@ -218,9 +224,26 @@ def _md_peers(cases: Sequence[Case]) -> list[str]:
     ]
 
 
-def render_markdown(db: BenchDB) -> str:
-    """GitHub Markdown for BENCHMARKS.md: a header line, Table 1 layout, per-case table."""
-    cases = with_surrogate_labels(db.cases("done"), db.meta().get("model"))
+def _md_defenses(cases: Sequence[Case], benign: Mapping[str, float] | None) -> list[str]:
+    rows = defense_rows(cases, benign)
+    if not rows:
+        return []
+    body = [[_md(v) for v in r] for r in defense_cells(rows)]
+    return [
+        "#### Defences: detection, cost to the attacker, and success",
+        "",
+        _md_table(DEFENSE_HEADER, body, set(range(3, len(DEFENSE_HEADER)))),
+        "",
+        _md(DEFENSE_NOTE),
+        "",
+    ]
+
+
+def render_markdown(db: BenchDB, benign: Mapping[str, float] | None = None) -> str:
+    """GitHub Markdown for BENCHMARKS.md: a header line, Table 1 layout, the defences' table
+    (``benign``: see :func:`~.defense_table.defense_rows`), per-case table."""
+    raw = db.cases("done")
+    cases = with_surrogate_labels(raw, db.meta().get("model"))
     h = _header(db, cases)
     out = [
         f"**Benchmark {_md(h.name)}**: run {_md(h.created)}, model {_md(h.model)} "
@@ -254,6 +277,7 @@ def render_markdown(db: BenchDB) -> str:
         f"only. Rows in italics are the paper's, not ours: {_md(_PAPER_NOTE)}",
         "",
         *_md_peers(cases),
+        *_md_defenses(raw, benign),
         "#### All finished cases",
         "",
         _md_table(
@@ -272,6 +296,7 @@ def write_report(
     fmt: Literal["html", "md"] = "html",
     *,
     samples: int = 8,
+    benign: str | Path | None = None,
 ) -> None:
     """Render the report of ``db_path`` and write it to ``out`` atomically: on any error
     nothing is written and an existing ``out`` is left as it was."""
@@ -286,9 +311,25 @@ def write_report(
         raise UserInputError(f"{out_p}: is a directory")
     if out_p.exists() and db_p.exists() and out_p.samefile(db_p):
         raise UserInputError(f"{out_p}: is the benchmark database itself")
+    rates = _benign(Path(benign)) if benign is not None else None
     with BenchDB.open(db_p, create=False, read_only=True) as db:
-        text = render_html(db, samples) if fmt == "html" else render_markdown(db)
+        text = render_html(db, samples, rates) if fmt == "html" else render_markdown(db, rates)
     try:
         write_atomic(out_p, text)
     except OSError as e:
         raise UserInputError(f"{out_p}: cannot write ({e.strerror})") from None
+
+
+def _benign(path: Path) -> dict[str, float]:
+    """``benchmarks/defense_fpr.py --json``'s file as {defence stack: benign FPR}."""
+    from .defense_table import benign_rates
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise UserInputError(f"{path}: not JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise UserInputError(f"{path}: not the JSON of benchmarks/defense_fpr.py")
+    return benign_rates(raw)

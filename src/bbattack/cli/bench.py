@@ -80,41 +80,7 @@ def bench(
         from ..bench import run_bench
 
         every = checkpoint_every_opt(checkpoint_every)  # refused before the config is read
-        progress = _bar(quiet)
-        task = progress.add_task("bench", total=None, rate="", ok="")
-
-        def fields(s: Any) -> dict[str, Any]:
-            rate = f"{s.queries / s.wall_s:,.0f} q/s" if s.wall_s > 0 else "- q/s"
-            ok = f"success {s.succeeded}/{s.done}" if s.done else "success -"
-            return {"completed": s.done, "total": s.total, "rate": rate, "ok": ok}
-
-        size = _Size(yes, workers)
-
-        def on_start(s: Any) -> None:
-            size.say()  # every check has passed: never a line beside an error
-            progress.update(task, **fields(s))
-            if s.done:
-                err.print(f"resuming: {s.done}/{s.total} cases already done", highlight=False)
-            progress.start()
-
-        # Without a terminal (CI, nohup) the bar is not drawn: log one line per case instead.
-        lines = not quiet and not err.is_terminal
-
-        def on_case(c: Any, o: Any, s: Any) -> None:
-            progress.update(task, **fields(s))
-            if lines:
-                what = c.attack if c.attack == c.threat else f"{c.attack} ({c.threat})"
-                what += f" k={c.k}" if c.k else ""
-                tgt = c.target_name or f"class {c.target_id}"
-                err.print(
-                    f"[{s.done}/{s.total}] {what} eps={c.eps:g} seed={c.seed} {c.image} -> {tgt}: "
-                    f"{'success' if o.success else o.stop_reason}, {o.queries:,} queries, "
-                    f"{o.wall_time_s:.0f} s; {fields(s)['rate']}, {fields(s)['ok']}",
-                    markup=False,
-                    highlight=False,
-                    soft_wrap=True,
-                )
-
+        live = _Live(quiet, _Size(yes, workers))
         try:
             summary = run_bench(
                 config,
@@ -122,14 +88,14 @@ def bench(
                 workers=workers,
                 use_ray=ray is not None,
                 ray_address=ray or "local",
-                on_start=on_start,
-                on_case=on_case,
+                on_start=live.on_start,
+                on_case=live.on_case,
                 only=tuple(only or ()),
                 checkpoint_every=None if every is None else checkpoint_every.strip(),
-                confirm=size.confirm,
+                confirm=live.size.confirm,
             )
         except KeyboardInterrupt:
-            progress.stop()
+            live.progress.stop()
             err.print(
                 f"interrupted; finished cases are saved in {db}: "
                 "run the same command again to resume",
@@ -138,7 +104,7 @@ def bench(
             )
             raise typer.Exit(130) from None
         finally:
-            progress.stop()
+            live.progress.stop()
         out.print(
             f"{summary.done}/{summary.total} cases done ({summary.ran} now, "
             f"{summary.queries:,} queries), {summary.succeeded} succeeded; results in {db}\n"
@@ -148,6 +114,47 @@ def bench(
         )
 
     guard(go)
+
+
+class _Live:
+    """The bar of a grid's cases; without a terminal (CI, nohup) it is not drawn, and a line
+    per case is logged instead."""
+
+    def __init__(self, quiet: bool, size: _Size) -> None:
+        self.size = size
+        self.progress = _bar(quiet)
+        self.task = self.progress.add_task("bench", total=None, rate="", ok="")
+        self.lines = not quiet and not err.is_terminal
+
+    @staticmethod
+    def fields(s: Any) -> dict[str, Any]:
+        rate = f"{s.queries / s.wall_s:,.0f} q/s" if s.wall_s > 0 else "- q/s"
+        ok = f"success {s.succeeded}/{s.done}" if s.done else "success -"
+        return {"completed": s.done, "total": s.total, "rate": rate, "ok": ok}
+
+    def on_start(self, s: Any) -> None:
+        self.size.say()  # every check has passed: never a line beside an error
+        self.progress.update(self.task, **self.fields(s))
+        if s.done:
+            err.print(f"resuming: {s.done}/{s.total} cases already done", highlight=False)
+        self.progress.start()
+
+    def on_case(self, c: Any, o: Any, s: Any) -> None:
+        fields = self.fields(s)
+        self.progress.update(self.task, **fields)
+        if not self.lines:
+            return
+        what = c.attack if c.attack == c.threat else f"{c.attack} ({c.threat})"
+        what += f" k={c.k}" if c.k else ""
+        tgt = c.target_name or f"class {c.target_id}"
+        err.print(
+            f"[{s.done}/{s.total}] {what} eps={c.eps:g} seed={c.seed} {c.image} -> {tgt}: "
+            f"{'success' if o.success else o.stop_reason}, {o.queries:,} queries, "
+            f"{o.wall_time_s:.0f} s; {fields['rate']}, {fields['ok']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _bar(quiet: bool) -> Progress:
@@ -209,6 +216,13 @@ def report(
     ),
     fmt: Annotated[ReportFormat, typer.Option("--format", help="html or md")] = ReportFormat.html,
     samples: Annotated[int, typer.Option(help="cases shown in the image grid")] = 8,
+    benign: Annotated[
+        Path | None,
+        typer.Option(
+            help="benign false positives per defence (benchmarks/defense_fpr.py --json) for "
+            "the defences table"
+        ),
+    ] = None,
 ) -> None:
     """Write a self-contained HTML report (tables, plots, images) or Markdown tables."""
 
@@ -217,7 +231,7 @@ def report(
 
         if samples < 0:
             raise UserInputError(f"--samples must be >= 0, got {samples}")
-        write_report(db, output, fmt.value, samples=samples)
+        write_report(db, output, fmt.value, samples=samples, benign=benign)
         out.print(f"wrote {output}", markup=False, highlight=False)
 
     guard(go)
