@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 import bbattack as bb
-from bbattack.attacks.square import SquareAttack
-from bbattack.attacks.transfer import TransferAttack
+from bbattack.attacks.score.square import SquareAttack
+from bbattack.attacks.transfer.transfer import TransferAttack
 from bbattack.surrogates import load_surrogate
 from bbattack.tuning import measure_throughput
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from bbattack import Oracle, Scores
 from bbattack.attacks.checkpoint import Checkpointer, Every
-from bbattack.attacks.square import SquareAttack
+from bbattack.attacks.score.square import SquareAttack
 from bbattack.bench.config import load_config
 from bbattack.bench.grid import collect_images, draw_targets
 from bbattack.models import load_model

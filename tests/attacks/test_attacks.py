@@ -26,8 +26,8 @@ from bbattack import (
     View,
 )
 from bbattack.attacks import Attack
-from bbattack.attacks.partial import LOAttack, LOConfig, PIAttack, PIConfig
-from bbattack.attacks.ql import QLAttack, QLConfig
+from bbattack.attacks.label.partial import LOAttack, LOConfig, PIAttack, PIConfig
+from bbattack.attacks.score.ql import QLAttack, QLConfig
 from support import Task
 
 FloatArray = NDArray[np.float32]

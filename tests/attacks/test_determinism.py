@@ -21,8 +21,8 @@ from bbattack import (
     View,
 )
 from bbattack.attacks import Attack
-from bbattack.attacks.partial import LOAttack, PIAttack
-from bbattack.attacks.ql import QLAttack
+from bbattack.attacks.label.partial import LOAttack, PIAttack
+from bbattack.attacks.score.ql import QLAttack
 from support import Task
 
 Setup = tuple[Attack[Any], View, bool]  # attack, view, targeted

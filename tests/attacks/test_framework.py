@@ -28,9 +28,9 @@ from bbattack.attacks import AttackState, L2Ball, LinfBall, make_ball, registry
 from bbattack.attacks.checkpoint import Checkpointer, CheckpointError
 from bbattack.attacks.finish import Ending, finish
 from bbattack.attacks.goals import Goal
-from bbattack.attacks.partial import PIAttack, PIConfig
-from bbattack.attacks.ql import QLAttack
+from bbattack.attacks.label.partial import PIAttack, PIConfig
 from bbattack.attacks.request import RunRequest
+from bbattack.attacks.score.ql import QLAttack
 from bbattack.oracle import LabelsObservation, TopKObservation
 from bbattack.results import AttackResult
 from bbattack.targets import LabelTarget
@@ -71,7 +71,7 @@ def test_the_registry_lists_ours_and_the_baselines_with_what_they_declare() -> N
 def test_the_default_surrogate_attack_fits_the_norm_whatever_the_import_order() -> None:
     # CI imported gfcs (L2) before transfer and --surrogate alone picked gfcs for an L∞ ball.
     code = (
-        "import bbattack.attacks.gfcs\n"
+        "import bbattack.attacks.transfer.gfcs\n"
         "from bbattack.attacks import registry\n"
         "print(list(registry.all_attacks())[:11])\n"
         "print(registry.default_attack('ql', surrogate=True, norm='linf').name,"

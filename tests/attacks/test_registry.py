@@ -28,7 +28,7 @@ THROWAWAY = '''
 Paper: none. Threat model: full scores. Norm: L∞. Query cost per step: 1.
 """
 from bbattack.attacks.registry import Paper, register
-from bbattack.attacks.square import SquareAttack
+from bbattack.attacks.score.square import SquareAttack
 
 
 @register(
@@ -57,6 +57,9 @@ def dropped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dropped")
     shutil.copytree(SRC, root / "bbattack", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "bbattack" / "attacks" / "throwaway.py").write_text(THROWAWAY)
+    # A family folder is an attack folder too.
+    in_family = THROWAWAY.replace('"throwaway"', '"throwaway-score"').replace("Throwaway", "Scored")
+    (root / "bbattack" / "attacks" / "score" / "scored.py").write_text(in_family)
     return root
 
 
@@ -72,6 +75,7 @@ def test_a_dropped_attack_file_is_listed_and_public(dropped: Path) -> None:
     where, names, public = out.stdout.splitlines()
     assert where.startswith(str(dropped))
     assert "'throwaway'" in names
+    assert "'throwaway-score'" in names
     assert public == "throwaway True"
     listing = _python(dropped, "-m", "bbattack", "attacks", "--json")
     assert listing.returncode == 0, listing.stderr
@@ -125,17 +129,21 @@ def test_a_broken_plug_in_is_named_and_the_rest_still_load(tmp_path: Path) -> No
 
 
 def test_an_attack_version_follows_its_own_code_only() -> None:
-    square = {name for name, _ in code_closure("bbattack.attacks.square")}
-    assert "bbattack.attacks.square" in square
+    square = {name for name, _ in code_closure("bbattack.attacks.score.square")}
+    assert "bbattack.attacks.score.square" in square
     assert "bbattack.attacks.base" in square  # what it imports counts
     # Another attack's file is not Square's code: editing it keeps Square's checkpoints valid.
-    assert not {"bbattack.attacks.simba", "bbattack.attacks.hsj", "bbattack.cli"} & square
-    assert code_digest("bbattack.attacks.square") != code_digest("bbattack.attacks.simba")
-    assert attack_version("bbattack.attacks.square").endswith(
-        code_digest("bbattack.attacks.square")
+    assert (
+        not {"bbattack.attacks.score.simba", "bbattack.attacks.label.hsj", "bbattack.cli"} & square
     )
-    transfer = {name for name, _ in code_closure("bbattack.attacks.transfer")}
-    assert "bbattack.attacks.square" in transfer  # transfer hands rows over to Square
+    assert code_digest("bbattack.attacks.score.square") != code_digest(
+        "bbattack.attacks.score.simba"
+    )
+    assert attack_version("bbattack.attacks.score.square").endswith(
+        code_digest("bbattack.attacks.score.square")
+    )
+    transfer = {name for name, _ in code_closure("bbattack.attacks.transfer.transfer")}
+    assert "bbattack.attacks.score.square" in transfer  # transfer hands rows over to Square
 
 
 def test_the_public_names_come_from_the_registry() -> None:

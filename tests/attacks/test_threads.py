@@ -16,7 +16,7 @@ import torch
 from bbattack import AttackResult, Oracle, Scores, load_image
 from bbattack.attacks import registry
 from bbattack.attacks.checkpoint import Checkpointer, Every
-from bbattack.attacks.gfcs import surrogate_directions
+from bbattack.attacks.transfer.gfcs import surrogate_directions
 from bbattack.images import bundled_photos
 from bbattack.models import builtin_classifier, load_model
 from bbattack.oracle.journal import Journal

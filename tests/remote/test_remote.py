@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from bbattack import CallableClassifier, Oracle, imagenet_classes
-from bbattack.attacks.partial import PIAttack
+from bbattack.attacks.label.partial import PIAttack
 from bbattack.errors import OracleError, UserInputError
 from bbattack.oracle import TopK, TopKObservation
 from bbattack.remote import (

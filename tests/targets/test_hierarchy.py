@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from api_fakes import AKID, SECRET, RekognitionFake
 from bbattack import Oracle
 from bbattack.attacks.goals import Goal
-from bbattack.attacks.partial import PIAttack
+from bbattack.attacks.label.partial import PIAttack
 from bbattack.oracle import LabelsObservation, TopK, TopKObservation
 from bbattack.remote import HttpLabelTarget
 from bbattack.targets import LabelTarget, Vocabulary

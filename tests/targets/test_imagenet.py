@@ -17,9 +17,9 @@ from bbattack import (
     load_image,
     load_model,
 )
-from bbattack.attacks.ql import QLAttack
-from bbattack.attacks.rays import RaySAttack
-from bbattack.attacks.square import SquareAttack
+from bbattack.attacks.label.rays import RaySAttack
+from bbattack.attacks.score.ql import QLAttack
+from bbattack.attacks.score.square import SquareAttack
 
 pytestmark = pytest.mark.imagenet
 

@@ -23,7 +23,7 @@ from bbattack import (
 )
 from bbattack.attacks import registry
 from bbattack.attacks.goals import Within
-from bbattack.attacks.partial import LOAttack, LOConfig, PIAttack
+from bbattack.attacks.label.partial import LOAttack, LOConfig, PIAttack
 from bbattack.targets import LabelTarget, Vocabulary
 from support import Task
 

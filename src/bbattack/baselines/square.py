@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from ..attacks.registry import register
-from ..attacks.square import SQUARE_2020
+from ..attacks.score.square import SQUARE_2020
 from ..oracle import Observation
 from .base import Baseline, BaselineConfig, C, library
 from .tracker import Tracker, log_probs

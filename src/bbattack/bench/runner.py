@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..attacks import registry
-from ..attacks._transfer import SurrogateMeter, metered
 from ..attacks.checkpoint import Every
 from ..attacks.request import RunRequest
+from ..attacks.transfer._transfer import SurrogateMeter, metered
 from ..defenses import defense_block, from_config
 from ..errors import StartImageError, UserInputError
 from ..images import decode_png, encode_png

@@ -12,8 +12,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..attacks import StepInfo, registry
-from ..attacks._transfer import SurrogateMeter, metered
 from ..attacks.request import RunRequest
+from ..attacks.transfer._transfer import SurrogateMeter, metered
 from ..oracle import Oracle
 from ..results import AttackResult, ClassRef, TopKEntry
 from ._common import err, out

@@ -19,14 +19,14 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .._threads import one_torch_thread
-from ..classes import imagenet_classes
-from ..errors import UserInputError
-from ..oracle import LabelsObservation, Observation, Oracle, ScoresObservation, TopKObservation
-from ..surrogates import Surrogate
-from ..targets import Vocabulary
-from ..targets.labels import LabelIndex
-from .balls import Ball
+from ..._threads import one_torch_thread
+from ...classes import imagenet_classes
+from ...errors import UserInputError
+from ...oracle import LabelsObservation, Observation, Oracle, ScoresObservation, TopKObservation
+from ...surrogates import Surrogate
+from ...targets import Vocabulary
+from ...targets.labels import LabelIndex
+from ..balls import Ball
 
 __all__ = [
     "DRAWS",

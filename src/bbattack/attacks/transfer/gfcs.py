@@ -12,16 +12,16 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from .._threads import one_torch_thread
-from ..oracle import Oracle, QueryKind, ScoresObservation
-from ..surrogates import Surrogate
-from ._losses import Loss, goal_loss
-from ._plain import PlainState
-from ._rand import Streams
+from ..._threads import one_torch_thread
+from ...oracle import Oracle, QueryKind, ScoresObservation
+from ...surrogates import Surrogate
+from .._losses import Loss, goal_loss
+from .._plain import PlainState
+from .._rand import Streams
+from ..balls import Norm
+from ..base import Attack, AttackConfig, AttackState, FloatArray, IntArray
+from ..registry import Paper, register
 from ._transfer import class_masks, surrogate_classes
-from .balls import Norm
-from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
-from .registry import Paper, register
 
 __all__ = ["GFCS_2022", "GFCSAttack", "GFCSConfig", "surrogate_directions"]
 

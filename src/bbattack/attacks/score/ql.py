@@ -8,12 +8,12 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import Oracle, QueryKind, ScoresObservation
-from ._losses import Loss, score_loss
-from ._nes import NESConfig, NESState, nes_gradient
-from ._plain import PlainState
-from .base import Attack, AttackState, FloatArray, IntArray
-from .registry import Paper, register
+from ...oracle import Oracle, QueryKind, ScoresObservation
+from .._losses import Loss, score_loss
+from .._nes import NESConfig, NESState, nes_gradient
+from .._plain import PlainState
+from ..base import Attack, AttackState, FloatArray, IntArray
+from ..registry import Paper, register
 
 __all__ = ["QLAttack", "QLConfig", "QLState"]
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from bbattack import AttackResult, Label, Labels, Oracle, TopK, TorchClassifier, View
-from bbattack.attacks.rays import RaySAttack
+from bbattack.attacks.label.rays import RaySAttack
 from bbattack.errors import UserInputError
 from support import Task
 

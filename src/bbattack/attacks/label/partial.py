@@ -10,13 +10,13 @@ import torch
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import Oracle, QueryKind
-from ._nes import NESConfig, NESState, nes_gradient
-from ._plain import PlainState
-from ._start import check_start, find_start_images
-from .base import Attack, AttackState, FloatArray, IntArray
-from .ql import ILYAS_2018
-from .registry import register
+from ...oracle import Oracle, QueryKind
+from .._nes import NESConfig, NESState, nes_gradient
+from .._plain import PlainState
+from .._start import check_start, find_start_images
+from ..base import Attack, AttackState, FloatArray, IntArray
+from ..registry import register
+from ..score.ql import ILYAS_2018
 
 __all__ = ["LOAttack", "LOConfig", "PIAttack", "PIConfig", "ShrinkState"]
 

@@ -9,15 +9,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import Oracle, QueryKind
-from ._losses import visible_margin
-from ._plain import PlainState
-from ._rand import Streams
-from ._start import check_start, find_start_images
-from ._windows import paper_p, positions, side, window_mask
-from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
-from .ql import ILYAS_2018
-from .registry import register
+from ...oracle import Oracle, QueryKind
+from .._losses import visible_margin
+from .._plain import PlainState
+from .._rand import Streams
+from .._start import check_start, find_start_images
+from .._windows import paper_p, positions, side, window_mask
+from ..base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
+from ..registry import register
+from ..score.ql import ILYAS_2018
 
 __all__ = ["PISquareAttack", "PISquareConfig"]
 

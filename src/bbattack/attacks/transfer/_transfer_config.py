@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..base import AttackConfig
 from ._transfer import Craft, TransferLoss
-from .base import AttackConfig
 
 __all__ = ["TransferConfig"]
 

@@ -10,13 +10,13 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import Oracle, QueryKind, ScoresObservation
-from ._losses import Loss, score_loss
-from ._plain import PlainState
-from ._rand import Streams
-from .balls import Norm
-from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
-from .registry import Paper, register
+from ...oracle import Oracle, QueryKind, ScoresObservation
+from .._losses import Loss, score_loss
+from .._plain import PlainState
+from .._rand import Streams
+from ..balls import Norm
+from ..base import Attack, AttackConfig, AttackState, FloatArray, IntArray
+from ..registry import Paper, register
 
 __all__ = ["SIMBA_2019", "SimBAAttack", "SimBAConfig", "SimBAState"]
 

@@ -11,11 +11,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import Oracle, QueryKind
-from ._plain import PlainState
-from ._start import decision_starts
-from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
-from .registry import Paper, register
+from ...oracle import Oracle, QueryKind
+from .._plain import PlainState
+from .._start import decision_starts
+from ..base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
+from ..registry import Paper, register
 
 __all__ = ["HSJ_2020", "HSJState", "HopSkipJumpAttack", "HopSkipJumpConfig"]
 

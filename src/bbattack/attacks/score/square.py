@@ -10,13 +10,13 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from ..oracle import Oracle, QueryKind, ScoresObservation
-from ._losses import Loss, goal_loss
-from ._plain import PlainState
-from ._rand import Streams
-from ._windows import bumps, paper_p, positions, side, window_mask
-from .base import Attack, AttackConfig, AttackState, FloatArray, IntArray
-from .registry import Paper, register
+from ...oracle import Oracle, QueryKind, ScoresObservation
+from .._losses import Loss, goal_loss
+from .._plain import PlainState
+from .._rand import Streams
+from .._windows import bumps, paper_p, positions, side, window_mask
+from ..base import Attack, AttackConfig, AttackState, FloatArray, IntArray
+from ..registry import Paper, register
 
 __all__ = ["SQUARE_2020", "SquareAttack", "SquareConfig", "SquareState"]
 

@@ -9,10 +9,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import Oracle, QueryKind
-from ._plain import PlainState
-from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
-from .registry import Paper, register
+from ...oracle import Oracle, QueryKind
+from .._plain import PlainState
+from ..base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
+from ..registry import Paper, register
 
 __all__ = ["RAYS_2020", "RaySAttack", "RaySConfig", "RaySState"]
 

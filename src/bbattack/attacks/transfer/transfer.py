@@ -10,13 +10,19 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
-from ..targets import Vocabulary
+from ...oracle import LabelsObservation, Observation, Oracle, QueryKind
+from ...targets import Vocabulary
+from .._losses import visible_margin
+from .._plain import PlainState
+from .._rand import Streams
+from ..base import Attack, AttackState, FloatArray, IntArray
+from ..label.hsj import HopSkipJumpAttack
+from ..label.pi_square import PISquareAttack
+from ..label.rays import RaySAttack
+from ..registry import Paper, register
+from ..score.square import SquareAttack
 from ._bases import judge_weights, propose_weights, weight_state
 from ._guided import SHRINK, START, GuidedShrink
-from ._losses import visible_margin
-from ._plain import PlainState
-from ._rand import Streams
 from ._transfer import (
     DRAWS,
     calibration,
@@ -27,13 +33,7 @@ from ._transfer import (
 )
 from ._transfer_config import TransferConfig
 from ._transfer_state import TransferState
-from .base import Attack, AttackState, FloatArray, IntArray
 from .gfcs import GFCSAttack
-from .hsj import HopSkipJumpAttack
-from .pi_square import PISquareAttack
-from .rays import RaySAttack
-from .registry import Paper, register
-from .square import SquareAttack
 
 __all__ = ["TRANSFER_PAPERS", "TransferAttack", "TransferConfig"]
 
@@ -70,11 +70,11 @@ class TransferAttack(Attack[TransferConfig]):
        round pushes down the classes the target prefers, not those the surrogates prefer.
     2. When the rounds end (``rounds``, or ``patience`` rounds without visible progress), the
        best point goes on: under scores, Square (L∞, with a small first window) or GFCS
-       (L2, :class:`~bbattack.attacks.gfcs.GFCSAttack`); untargeted under
+       (L2, :class:`~bbattack.attacks.transfer.gfcs.GFCSAttack`); untargeted under
        top-k or labels, RayS from the candidate's signs; targeted under top-k or labels, a
        start at a larger radius (``start_radii``, then the given start image or a bundled
        photo) that the target shows in the target class, then a surrogate-guided ε-shrink
-       (:class:`~bbattack.attacks._guided.GuidedShrink`).
+       (:class:`~bbattack.attacks.transfer._guided.GuidedShrink`).
 
     Papers: MI-FGSM (Dong et al., CVPR 2018, arXiv:1710.06081), input diversity (Xie et al.,
     CVPR 2019, arXiv:1803.06978), targeted transfer with many iterations (Zhao et al.,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ._plain import PlainState
-from .base import BoolArray, IntArray
+from .._plain import PlainState
+from ..base import BoolArray, IntArray
 
 __all__ = ["Weights", "judge_weights", "propose_weights", "weight_state"]
 

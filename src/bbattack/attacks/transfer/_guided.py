@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import StartImageError
-from ..oracle import LabelsObservation, Observation, Oracle, QueryKind
-from ._losses import visible_margin
-from ._start import check_start, find_start_images
+from ...errors import StartImageError
+from ...oracle import LabelsObservation, Observation, Oracle, QueryKind
+from .._losses import visible_margin
+from .._start import check_start, find_start_images
+from ..base import Attack, AttackState, IntArray
 from ._transfer_state import GuidedState, TransferState
-from .base import Attack, AttackState, IntArray
 
 __all__ = ["SHRINK", "START", "GuidedShrink"]
 
@@ -25,7 +25,7 @@ _LEVELS = 255  # radii live on the 8-bit grid: level k is an L∞ radius of k/25
 
 
 class GuidedShrink:
-    """Runs the START and SHRINK phases of a :class:`~bbattack.attacks.transfer.
+    """Runs the START and SHRINK phases of a :class:`~bbattack.attacks.transfer.transfer.
     TransferAttack` (``attack``: its config, ``craft``, ``calibrate`` and bookkeeping).
 
     Query cost: 1 per start radius tried (``transfer``), the start image's check or the

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from bbattack import AttackResult, Labels, Oracle, Scores, TopK, TorchClassifier, View
 from bbattack.attacks._losses import visible_margin
-from bbattack.attacks.pi_square import PISquareAttack
+from bbattack.attacks.label.pi_square import PISquareAttack
 from bbattack.errors import ThreatModelError, UserInputError
 from bbattack.oracle import ScoresObservation, TopKObservation
 from support import Task, check_batch_and_seeds

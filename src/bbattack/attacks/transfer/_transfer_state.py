@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from .._plain import PlainState
+from ..base import FloatArray, IntArray
 from ._bases import Weights
-from ._plain import PlainState
-from .base import FloatArray, IntArray
 
 __all__ = ["GuidedState", "TransferState"]
 

@@ -15,8 +15,8 @@ from numpy.typing import NDArray
 
 from bbattack import Labels, Oracle, Scores, TopK, TorchClassifier, View
 from bbattack.attacks import registry
-from bbattack.attacks._transfer import SurrogateMeter, metered
-from bbattack.attacks.transfer import TransferAttack
+from bbattack.attacks.transfer._transfer import SurrogateMeter, metered
+from bbattack.attacks.transfer.transfer import TransferAttack
 from bbattack.errors import UserInputError
 from bbattack.surrogates import Surrogate, as_surrogate, resolve_surrogates, surrogate_block
 from support import Digits
@@ -219,7 +219,7 @@ class _Labels:
 
 
 def test_label_api_labels_map_to_the_surrogates_imagenet_classes() -> None:
-    from bbattack.attacks._transfer import class_masks
+    from bbattack.attacks.transfer._transfer import class_masks
     from bbattack.targets import LabelTarget
 
     target = LabelTarget(_Labels())
@@ -248,7 +248,7 @@ def test_a_surrogate_with_other_classes_is_refused(
 
 
 def test_calibration_makes_the_ensemble_agree_with_what_the_target_revealed() -> None:
-    from bbattack.attacks._transfer import calibration
+    from bbattack.attacks.transfer._transfer import calibration
     from bbattack.oracle import LabelsObservation, ScoresObservation, TopKObservation
 
     rng = np.random.default_rng(0)

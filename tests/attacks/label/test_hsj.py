@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from bbattack import AttackResult, Label, Oracle, TorchClassifier
 from bbattack.attacks import registry
-from bbattack.attacks.hsj import HopSkipJumpAttack
+from bbattack.attacks.label.hsj import HopSkipJumpAttack
 from bbattack.errors import UserInputError
 from support import Task, check_batch_and_seeds
 

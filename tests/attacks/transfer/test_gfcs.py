@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from bbattack import AttackResult, Oracle, Scores, TorchClassifier
-from bbattack.attacks.gfcs import GFCSAttack
+from bbattack.attacks.transfer.gfcs import GFCSAttack
 from bbattack.errors import UserInputError
 from bbattack.surrogates import Surrogate, resolve_surrogates
 from support import Digits

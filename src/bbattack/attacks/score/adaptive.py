@@ -10,11 +10,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..errors import KeyBanned, QueryRejected
-from ..oracle import Oracle, QueryKind, ScoresObservation, frozen_array
-from ._windows import side
-from .base import AttackState, BoolArray, FloatArray, IntArray
-from .registry import Paper, register
+from ...errors import KeyBanned, QueryRejected
+from ...oracle import Oracle, QueryKind, ScoresObservation, frozen_array
+from .._windows import side
+from ..base import AttackState, BoolArray, FloatArray, IntArray
+from ..registry import Paper, register
 from .square import SquareAttack, SquareConfig, SquareState
 
 __all__ = ["OARS_2023", "AdaptiveSquareAttack", "AdaptiveSquareConfig", "AdaptiveSquareState"]

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from bbattack import AttackResult, Label, Oracle, TorchClassifier
 from bbattack.attacks import registry
-from bbattack.attacks.signopt import SignOPTAttack
+from bbattack.attacks.label.signopt import SignOPTAttack
 from bbattack.errors import UserInputError
 from support import Task, check_batch_and_seeds
 

@@ -10,13 +10,13 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ..oracle import Oracle, QueryKind, ScoresObservation
-from ._losses import Loss, goal_loss
-from ._plain import PlainState
-from ._rand import Streams
-from ._windows import window_mask
-from .base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
-from .registry import Paper, register
+from ...oracle import Oracle, QueryKind, ScoresObservation
+from .._losses import Loss, goal_loss
+from .._plain import PlainState
+from .._rand import Streams
+from .._windows import window_mask
+from ..base import Attack, AttackConfig, AttackState, BoolArray, FloatArray, IntArray
+from ..registry import Paper, register
 
 __all__ = [
     "PARSIMONIOUS_2019",

@@ -1,0 +1,1 @@
+"""Score-based attacks (full scores, QL): one file each, found by the registry."""
