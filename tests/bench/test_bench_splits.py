@@ -44,21 +44,35 @@ def test_only_the_two_splits() -> None:
         parse_config(_grid({"split": "test"}))
 
 
-def test_the_tuning_split_is_foolbox_by_label(tmp_path: Path) -> None:
+def test_the_tuning_split_is_foolbox_and_the_second_half_of_ai_benchmark(tmp_path: Path) -> None:
     cfg = parse_config(_grid({"split": "tuning", "limit": 3}))
-    assert cfg.images.set_names() == ["foolbox"]
+    assert cfg.images.set_names() == ["foolbox", "ai-benchmark"]
     images = collect_images(cfg, tmp_path, (8, 8))
-    assert len(images) == 20
-    assert all(im.label is not None for im in images)
-    probs = np.full((20, 1000), 1e-4)
-    probs[np.arange(20), [im.label or 0 for im in images]] = 0.9
+    fool = [im for im in images if im.set == "foolbox"]
+    aib = [im for im in images if im.set == "ai-benchmark"]
+    assert len(fool) == 20
+    assert all(im.label is not None for im in fool)
+    assert [im.name for im in aib] == [f"aib-{i:03d}" for i in range(50, 100)]
+    probs = np.full((len(images), 1000), 1e-4)
+    probs[np.arange(20), [im.label or 0 for im in fool]] = 0.9
     probs[0, :] = 1e-3  # photo 0's top-1 is not its label: it does not qualify
     probs[0, 0] = 0.9
+    probs[20:, 5] = 0.3  # no ai-benchmark photo is confident enough
     kept, report = select_images(cfg, images, probs)
     assert [im.name for im in kept] == ["foolbox-01", "foolbox-02", "foolbox-03"]
     assert report["foolbox"]["split"] == "tuning"
     assert report["foolbox"]["qualified"] == 19
+    assert report["ai-benchmark"]["qualified"] == 0
     assert _qualified(json.dumps(report)).startswith("tuning split, foolbox: 19 of 20")
+
+
+def test_the_two_splits_share_no_photo(tmp_path: Path) -> None:
+    names = {}
+    for split in ("tuning", "heldout"):
+        cfg = parse_config(_grid({"split": split}))
+        names[split] = {im.name for im in collect_images(cfg, tmp_path, (8, 8))}
+    assert not names["tuning"] & names["heldout"]
+    assert {f"aib-{i:03d}" for i in range(50)} == names["heldout"]
 
 
 def test_the_heldout_grid() -> None:

@@ -133,11 +133,11 @@ class ImagesSpec(_Frozen):
         return self
 
     def set_names(self) -> list[str]:
-        """The package photo sets the images come from: the split's one, or ``sets``."""
+        """The package photo sets the images come from: the split's, or ``sets``."""
         if self.split is not None:
             from ..photosets import SPLITS
 
-            return [SPLITS[self.split]]
+            return [name for name, _ in SPLITS[self.split]]
         return list(self.sets)
 
 

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from ..errors import ImageLoadError, UserInputError
 from ..images import bundled_photos, decode_png, encode_png, load_image
 from ..models import Classifier, TorchClassifier, load_model, to_backend
-from ..photosets import photo_set, qualify
+from ..photosets import photo_set, qualify, split_photos
 from .config import BenchConfig, ModelSpec
 from .db import CaseRow
 
@@ -104,8 +104,9 @@ def collect_images(cfg: BenchConfig, base: Path, size: tuple[int, int]) -> list[
             raise UserInputError(f"images.paths[{i}]: {e}") from None
         out.append(SourceImage(p.stem, str(p), encode_png(x)))
     sets = cfg.images.set_names()
+    split = cfg.images.split
     for set_name in sets:
-        for ph in photo_set(set_name):
+        for ph in photo_set(set_name) if split is None else split_photos(split, set_name):
             png = encode_png(load_image(ph.path, size))
             out.append(SourceImage(ph.name, str(ph.path), png, ph.label, set_name))
     seen: set[str] = set()

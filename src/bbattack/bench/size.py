@@ -57,9 +57,10 @@ def image_count(cfg: BenchConfig) -> int:
     else:
         n = len(cfg.images.photos) + len(cfg.images.paths)
     if sets := cfg.images.set_names():
-        from ..photosets import photo_set
+        from ..photosets import photo_set, split_photos
 
-        n += sum(len(photo_set(s)) for s in sets)
+        split = cfg.images.split
+        n += sum(len(photo_set(s) if split is None else split_photos(split, s)) for s in sets)
     return min(n, cfg.images.limit) if cfg.images.limit else n
 
 
