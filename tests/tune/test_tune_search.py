@@ -19,6 +19,7 @@ from bbattack.bench import runner
 from bbattack.bench.config import parse_config
 from bbattack.cli import main
 from bbattack.tune import TuneSpec, evaluate, search
+from bbattack.tune.trial import Score
 from bench_models import tiny_net
 
 pytest.importorskip("optuna")
@@ -163,3 +164,11 @@ def test_user_errors_are_one_line_before_anything(
     assert main(_argv(photos, out, 1)) == 2
     assert "bbattack[tune]" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_objective_is_the_median_with_ties_broken_by_the_mean() -> None:
+    def score(median: float, mean: float) -> float:
+        return Score(median, mean, 10, 10, "").objective(10_000)
+
+    assert score(2, 10) < score(2, 20)  # the same median: the lower mean wins
+    assert score(2, 10_000) < score(2.5, 2.5)  # a lower median wins whatever the means

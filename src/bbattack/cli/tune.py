@@ -114,10 +114,10 @@ def tune(
     workers: Annotated[int, typer.Option(help="local worker processes per trial")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no per-trial lines")] = False,
 ) -> None:
-    """Search ATTACK's hyperparameters: objective = median queries (failures at the budget)
-    over the tuning split's cases, each trial a bench grid under the bench's own oracle. Writes
-    OUT/best.toml (the best point as a grid's attacks entry), trials.csv, trials.json and
-    trials.png."""
+    """Search ATTACK's hyperparameters: objective = median queries (failures at the budget,
+    ties broken by the mean) over the tuning split's cases, each trial a bench grid under the
+    bench's own oracle; the first trial is the attack's defaults. Writes OUT/best.toml (the
+    best point as a grid's attacks entry), trials.csv, trials.json and trials.png."""
 
     def go() -> None:
         from ..attacks import registry

@@ -47,7 +47,8 @@ def trial_rows(study: Any) -> list[TrialRow]:
             TrialRow(
                 number=t.number,
                 state=t.state.name.lower(),
-                score=t.value if t.state.name == "COMPLETE" else None,
+                # The median (the value the sampler saw also carries the mean's tie-break).
+                score=a.get("median", t.value) if t.state.name == "COMPLETE" else None,
                 mean=a.get("mean"),
                 successes=a.get("successes"),
                 cases=a.get("cases"),

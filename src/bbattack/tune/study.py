@@ -136,7 +136,7 @@ def search(
             score = evaluate(spec, params, grids, on_case)
             for key, v in score.attrs().items():
                 trial.set_user_attr(key, v)
-            study.tell(trial, score.median)
+            study.tell(trial, score.objective(spec.budget))
             if on_trial is not None:
                 on_trial(trial.number, params, score)
     return study
