@@ -74,45 +74,66 @@ def _images(paths: list[Path]) -> tuple[str, ...]:
     return tuple(str(p.expanduser().resolve()) for p in paths)
 
 
+# The options, one alias each (the command's signature stays one line per option).
+AttackArg = Annotated[str, typer.Argument(help="the attack to tune (bbattack attacks)")]
+PhotosOpt = Annotated[
+    Photos, typer.Option(help="the photo split: tuning (defaults are chosen here)")
+]
+AllowOpt = Annotated[
+    bool, typer.Option(help="allow --photos heldout (a check, never to pick a default)")
+]
+ImagesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--images", help="your own photo files instead of a split (repeatable)"),
+]
+ThreatOpt = Annotated[Threat | None, typer.Option(help="threat model (default: the attack's own)")]
+GoalOpt = Annotated[Goal | None, typer.Option(help="default: targeted where it can")]
+NormArg = Annotated[NormOpt, typer.Option(help="the ball's norm")]
+EpsOpt = Annotated[float, typer.Option(help="the ball's radius in [0, 1] pixel units")]
+KOpt = Annotated[int, typer.Option(help="labels revealed per query (pi, lo)")]
+BudgetOpt = Annotated[int, typer.Option(help="queries per case")]
+TrialsOpt = Annotated[int, typer.Option(help="complete trials the study should hold")]
+LimitOpt = Annotated[int | None, typer.Option(help="use the first N qualifying photos")]
+ConfidenceOpt = Annotated[
+    float, typer.Option(help="an unlabelled photo qualifies at this top-1 probability")
+]
+ModelOpt = Annotated[str, typer.Option(help="target model spec")]
+BackendArg = Annotated[BackendOpt, typer.Option(help="inference backend")]
+SurrogateOpt = Annotated[
+    list[str] | None, typer.Option("--surrogate", help="surrogate models (transfer)")
+]
+StudyOpt = Annotated[
+    Path | None, typer.Option(help="SQLite study (default OUT/study.sqlite); rerun to resume")
+]
+SeedOpt = Annotated[int, typer.Option(help="the sampler's seed (same seed, same trials)")]
+OutOpt = Annotated[Path, typer.Option("--out", help="where the outputs go")]
+WorkersOpt = Annotated[int, typer.Option(help="local worker processes per trial")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no per-trial lines")]
+
+
 @app.command()
 def tune(
-    attack: Annotated[str, typer.Argument(help="the attack to tune (bbattack attacks)")],
-    photos: Annotated[
-        Photos, typer.Option(help="the photo split: tuning (defaults are chosen here)")
-    ] = Photos.tuning,
-    allow_heldout: Annotated[
-        bool, typer.Option(help="allow --photos heldout (a check, never to pick a default)")
-    ] = False,
-    images: Annotated[
-        list[Path] | None,
-        typer.Option("--images", help="your own photo files instead of a split (repeatable)"),
-    ] = None,
-    threat: Annotated[
-        Threat | None, typer.Option(help="threat model (default: the attack's own)")
-    ] = None,
-    goal: Annotated[Goal | None, typer.Option(help="default: targeted where it can")] = None,
-    norm: Annotated[NormOpt, typer.Option(help="the ball's norm")] = NormOpt.linf,
-    eps: Annotated[float, typer.Option(help="the ball's radius in [0, 1] pixel units")] = 0.05,
-    k: Annotated[int, typer.Option(help="labels revealed per query (pi, lo)")] = 1,
-    budget: Annotated[int, typer.Option(help="queries per case")] = 10_000,
-    trials: Annotated[int, typer.Option(help="complete trials the study should hold")] = 20,
-    limit: Annotated[int | None, typer.Option(help="use the first N qualifying photos")] = None,
-    min_confidence: Annotated[
-        float, typer.Option(help="heldout: a photo qualifies at this top-1 probability")
-    ] = 0.5,
-    model: Annotated[str, typer.Option(help="target model spec")] = "efficientnet-lite0",
-    backend: Annotated[BackendOpt, typer.Option(help="inference backend")] = BackendOpt.auto,
-    surrogate: Annotated[
-        list[str] | None, typer.Option("--surrogate", help="surrogate models (transfer)")
-    ] = None,
-    study: Annotated[
-        Path | None,
-        typer.Option(help="SQLite study (default OUT/study.sqlite); rerun to resume"),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="the sampler's seed (same seed, same trials)")] = 0,
-    out_dir: Annotated[Path, typer.Option("--out", help="where the outputs go")] = Path("tune-out"),
-    workers: Annotated[int, typer.Option(help="local worker processes per trial")] = 1,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no per-trial lines")] = False,
+    attack: AttackArg,
+    photos: PhotosOpt = Photos.tuning,
+    allow_heldout: AllowOpt = False,
+    images: ImagesOpt = None,
+    threat: ThreatOpt = None,
+    goal: GoalOpt = None,
+    norm: NormArg = NormOpt.linf,
+    eps: EpsOpt = 0.05,
+    k: KOpt = 1,
+    budget: BudgetOpt = 10_000,
+    trials: TrialsOpt = 20,
+    limit: LimitOpt = None,
+    min_confidence: ConfidenceOpt = 0.5,
+    model: ModelOpt = "efficientnet-lite0",
+    backend: BackendArg = BackendOpt.auto,
+    surrogate: SurrogateOpt = None,
+    study: StudyOpt = None,
+    seed: SeedOpt = 0,
+    out_dir: OutOpt = Path("tune-out"),
+    workers: WorkersOpt = 1,
+    quiet: QuietOpt = False,
 ) -> None:
     """Search ATTACK's hyperparameters: objective = median queries (failures at the budget,
     ties broken by the mean) over the tuning split's cases, each trial a bench grid under the
@@ -121,7 +142,7 @@ def tune(
 
     def go() -> None:
         from ..attacks import registry
-        from ..tune import TuneSpec, search, search_space, write_outputs
+        from ..tune import TuneSpec
 
         info = registry.get(attack)  # an unknown attack: one line
         if photos is Photos.heldout and not allow_heldout and not images:
@@ -150,35 +171,44 @@ def tune(
             surrogates=tuple(surrogate or ()),
             workers=workers,
         )
-        knobs = [kn.name for kn in search_space(spec.attack, spec.goal, spec.threat)]
-        study_path = study if study is not None else out_dir / "study.sqlite"
-
-        lines = _Lines(spec, knobs, trials, quiet)
-
-        try:
-            st = search(
-                spec,
-                trials=trials,
-                study_path=study_path,
-                grids=out_dir / "grids",
-                seed=seed,
-                on_resume=lines.resume,
-                on_trial=lines.trial,
-                make_parent=study is None,
-            )
-        except KeyboardInterrupt:
-            err.print(
-                f"interrupted; the study in {study_path} keeps every trial: run the same "
-                "command again to resume",
-                markup=False,
-            )
-            raise typer.Exit(130) from None
-        command = " ".join(["bbattack", *(_common.ARGV or [])])
-        best = write_outputs(st, spec, knobs, out_dir, command)
-        out.print(
-            f"best config: {best}; trials: {out_dir / 'trials.csv'}, {out_dir / 'trials.png'}",
-            markup=False,
-            highlight=False,
-        )
+        _search(spec, trials, study, out_dir, seed, quiet)
 
     guard(go)
+
+
+def _search(
+    spec: TuneSpec, trials: int, study: Path | None, out_dir: Path, seed: int, quiet: bool
+) -> None:
+    """Run (or resume) the search and write its outputs; Ctrl-C keeps every trial."""
+    from ..tune import search, search_space, write_outputs
+
+    knobs = [kn.name for kn in search_space(spec.attack, spec.goal, spec.threat)]
+    study_path = study if study is not None else out_dir / "study.sqlite"
+
+    lines = _Lines(spec, knobs, trials, quiet)
+
+    try:
+        st = search(
+            spec,
+            trials=trials,
+            study_path=study_path,
+            grids=out_dir / "grids",
+            seed=seed,
+            on_resume=lines.resume,
+            on_trial=lines.trial,
+            make_parent=study is None,
+        )
+    except KeyboardInterrupt:
+        err.print(
+            f"interrupted; the study in {study_path} keeps every trial: run the same "
+            "command again to resume",
+            markup=False,
+        )
+        raise typer.Exit(130) from None
+    command = " ".join(["bbattack", *(_common.ARGV or [])])
+    best = write_outputs(st, spec, knobs, out_dir, command)
+    out.print(
+        f"best config: {best}; trials: {out_dir / 'trials.csv'}, {out_dir / 'trials.png'}",
+        markup=False,
+        highlight=False,
+    )
