@@ -113,7 +113,11 @@ JournalPath = Annotated[
 ]
 DryRun = Annotated[bool, typer.Option(help="print the expected queries and cost, send nothing")]
 MaxResults = Annotated[
-    int, typer.Option(help="labels asked of the label API per image (maxResults)")
+    int,
+    typer.Option(
+        help="labels asked of the label API per image (maxResults); --threat ql: its number "
+        "of classes (--schema hf's top_k)"
+    ),
 ]
 ModelName = Annotated[
     str | None,

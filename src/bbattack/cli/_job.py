@@ -131,8 +131,9 @@ def check_job(job: AttackJob) -> registry.AttackInfo:
                 "its own (bbattack serve --defense)"
             )
         parse_specs(job.defenses)
-    if job.remote is not None and job.threat is Threat.ql:
+    if job.remote is not None and job.threat is Threat.ql and not job.remote.every_class:
         raise UserInputError(
-            "a label API reveals labels (and scores), not a score vector: use --threat pi or lo"
+            "a label API reveals labels (and scores), not a score vector, unless it is asked "
+            "for every class (RemoteOptions.every_class): use --threat pi or lo"
         )
     return info

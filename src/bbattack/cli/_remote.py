@@ -81,9 +81,16 @@ class RemoteOptions:
     scores_path: str | None = None
     ancestors: bool = False
     min_confidence: float | None = None  # Rekognition's MinConfidence (None: its default, 55)
+    every_class: bool = False  # --threat ql: ask for every class's score (top_k = max_results)
 
     def __post_init__(self) -> None:
-        schema_class(self.schema)  # an unknown schema: refused before anything is opened
+        api = schema_class(self.schema)  # an unknown schema: refused before anything is opened
+        if self.every_class and not api.lists_every_class:
+            raise UserInputError(
+                f"--threat ql needs a score for every class, and {api.title} cannot list every "
+                "class (a score threshold or a hierarchy cuts its answers): use --schema hf "
+                "(top_k) with --max-results at least its number of classes, or --threat pi or lo"
+            )
         if self.schema != "json" and (self.labels_path or self.scores_path):
             raise UserInputError("--labels-path and --scores-path apply to --schema json")
         if self.schema != "rekognition" and self.min_confidence is not None:
@@ -99,6 +106,8 @@ class RemoteOptions:
         """What the schema's constructor takes besides the endpoint and key."""
         if self.schema == "rekognition" and self.min_confidence is not None:
             return {"min_confidence": self.min_confidence}
+        if self.every_class:  # a schema that lists every class (checked above)
+            return {"every_class": True}
         if self.schema != "json":
             return {}
         return {"labels_path": self.labels_path, "scores_path": self.scores_path}
@@ -124,6 +133,7 @@ class RemoteOptions:
             scores_path=block.get("scores_path"),
             ancestors=bool(block.get("ancestors", False)),
             min_confidence=block.get("min_confidence"),
+            every_class=bool(block.get("every_class", False)),
         )
 
     @property

@@ -112,9 +112,15 @@ def _open_target(
         model = load_model(str(cfg["model"]), backend=chosen)
         return as_target(model), lambda: None, None
     from ..targets import LabelTarget, Vocabulary
+    from ..targets.every_class import EveryClassTarget
 
     opts = RemoteOptions.from_config(r, api_key)
     client = open_checked(opts, 1, "--verify: {e}; nothing was sent")
     # The journal's vocabulary: the fresh answer's label ids are the journal's.
-    target = LabelTarget(client, Vocabulary(vocabulary), name=opts.endpoint)
+    names = Vocabulary(vocabulary)
+    target = (
+        EveryClassTarget(client, opts.max_results, names, name=opts.endpoint)
+        if opts.every_class
+        else LabelTarget(client, names, name=opts.endpoint)
+    )
     return target, client.close, opts.price

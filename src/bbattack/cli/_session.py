@@ -21,7 +21,7 @@ from ..attacks.request import RunRequest
 from ..defenses import defense_block, from_config
 from ..errors import UserInputError
 from ..models import Classifier, load_model
-from ..oracle import Labels, Middleware, Oracle, TopK, View
+from ..oracle import Labels, Middleware, Oracle, Scores, TopK, View
 from ..oracle.journal import Journal, JournalStats, target_identity
 from ..oracle.views import threat_view
 from ..provenance import describe_target, provenance
@@ -138,6 +138,11 @@ def _open_target(
         from ..targets import LabelTarget
 
         client = open_checked(job.remote, budget, "{e}; no image was sent", retries)
+        if job.threat is Threat.ql:  # the API lists every class (RemoteOptions.every_class)
+            from ..targets.every_class import EveryClassTarget
+
+            scored = EveryClassTarget(client, job.remote.max_results, name=job.remote.endpoint)
+            return client, Watched(scored), Scores(), model
         target = LabelTarget(client, name=job.remote.endpoint, ancestors=job.remote.ancestors)
         view: View = TopK(job.k) if job.threat is Threat.pi else Labels(job.k or 10)
         return client, Watched(target), view, model

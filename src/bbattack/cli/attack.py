@@ -266,6 +266,7 @@ def attack(
         labels_path=labels_path,
         scores_path=scores_path,
         ancestors=ancestors,
+        every_class=threat is Threat.ql,
     )
     if resume is not None and out_dir is not None and out_dir.resolve() != resume.resolve():
         raise fail("--resume DIR is the run's --out: give one of them")
@@ -313,6 +314,7 @@ def _remote(
     labels_path: str | None,
     scores_path: str | None,
     ancestors: bool,
+    every_class: bool = False,
 ) -> RemoteOptions | None:
     """The label API the flags name (``--endpoint`` or $BBATTACK_ENDPOINT), or None; a flag
     that only means something for a label API, given without one, is refused."""
@@ -330,6 +332,7 @@ def _remote(
             labels_path=labels_path,
             scores_path=scores_path,
             ancestors=ancestors,
+            every_class=every_class,
         )
     if dry_run or journal is not None or max_cost is not None or api_key is not None:
         raise fail("--dry-run, --journal, --max-cost and --api-key need --endpoint")

@@ -85,7 +85,7 @@ class Replayed:
 def _view(cfg: dict[str, Any]) -> View:
     """The view the run was made through."""
     threat, k = Threat(cfg["threat"]), cfg["k"]
-    if cfg.get("remote") is not None:
+    if cfg.get("remote") is not None and threat is not Threat.ql:  # ql: every class's score
         return TopK(k) if threat is Threat.pi else Labels(k or 10)
     return threat_view(threat.value, k or 1)
 

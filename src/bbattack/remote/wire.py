@@ -87,6 +87,9 @@ class WireSchema(ABC):
     auth: ClassVar[str]  # how the key travels, for the docs
     hierarchy: ClassVar[str]  # "parents" (every ancestor named), "levels", "flat"
     scale: ClassVar[str]  # the API's own score scale, for the docs
+    # Whether a request can ask for every class with its score (the QL view: Hugging Face's
+    # top_k); not where a score threshold cuts the answers or labels form a hierarchy.
+    lists_every_class: ClassVar[bool] = False
 
     def __init__(self, endpoint: str, api_key: str, max_results: int) -> None:
         self.endpoint = self.resolve(check_http_url(endpoint))

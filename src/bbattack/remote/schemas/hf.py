@@ -2,10 +2,14 @@
 the router) or any Inference Endpoint URL, ``Authorization: Bearer {token}``, the image's
 bytes as the body; the answer ``[{"label", "score"}]`` (0-1, the model's own label set).
 503 with ``estimated_time`` while the model loads: wait that long and retry; 429 retried;
-402: the credits are spent."""
+402: the credits are spent. ``every_class`` (``--threat ql``) sends the API's JSON form
+instead, ``{"inputs": base64, "parameters": {"top_k": max_results, "function_to_apply":
+"softmax"}}``: every class with its probability, where max_results is at least the model's
+number of classes (:mod:`bbattack.targets.every_class` reads it as a score vector)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Sequence
@@ -64,6 +68,19 @@ class HuggingFace(WireSchema):
     auth = "Authorization: Bearer token"
     hierarchy = "flat"
     scale = "0-1"
+    lists_every_class = True
+
+    def __init__(
+        self, endpoint: str, api_key: str, max_results: int, every_class: bool = False
+    ) -> None:
+        super().__init__(endpoint, api_key, max_results)
+        # Ask for top_k = max_results labels with softmax scores (the API's JSON form): every
+        # class where max_results is at least the model's number of classes.
+        self.every_class = every_class
+
+    @property
+    def tag(self) -> str:
+        return "hf+top_k" if self.every_class else self.name
 
     def resolve(self, url: httpx.URL) -> str:
         if url.path in ("", "/"):
@@ -79,7 +96,12 @@ class HuggingFace(WireSchema):
 
     def request(self, images: Sequence[bytes]) -> Call:
         (png,) = images
-        return self._call(png)
+        if not self.every_class:
+            return self._call(png)
+        params = {"top_k": self.max_results, "function_to_apply": "softmax"}
+        body = {"inputs": base64.b64encode(png).decode("ascii"), "parameters": params}
+        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
+        return Call(self.endpoint, headers, json.dumps(body).encode("utf-8"))
 
     def split(self, response: httpx.Response, n: int) -> list[Any]:
         data = json_body(response)
