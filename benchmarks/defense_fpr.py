@@ -11,7 +11,7 @@ A flagged query counts as a false positive whatever the action: the query would 
 refused (``reject``/``ban``) or answered stale (``silent``). Resubmissions of the same photo
 are flagged by design (they are exact duplicates); the figures say so separately.
 
-    python benchmarks/defense_fpr.py [--photos N] [--json out.json]
+    python benchmarks/defense_fpr.py [--photos N] [--json out.json] [--defense SPEC ...]
 """
 
 from __future__ import annotations
@@ -88,22 +88,24 @@ def _array(im: Image.Image) -> FloatArray:
 SPECS = ("blacklight:window=50,hash=mix64", "blacklight:window=50", "piha", "stateful")
 
 
-def _detectors() -> dict[str, Detector]:
+def _detectors(specs: tuple[str, ...] = SPECS) -> dict[str, Detector]:
     out = {}
-    for spec in SPECS:
+    for spec in specs:
         det = build(parse_spec(spec))
         assert isinstance(det, Detector), spec
         out[spec] = det
     return out
 
 
-def measure(limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+def measure(
+    limit: int | None = None, seed: int = 0, specs: tuple[str, ...] = SPECS
+) -> dict[str, Any]:
     """Each detector's flagged share of the benign stream, overall and by variation."""
     rng = np.random.default_rng(seed)
     stream = [(kind, _array(v)) for im in _photos(limit) for kind, v in _variants(im, rng)]
     n_photos = sum(k == "original" for k, _ in stream)
     out: dict[str, Any] = {"queries": len(stream), "photos": n_photos, "detectors": {}}
-    for name, det in _detectors().items():
+    for name, det in _detectors(specs).items():
         t0 = time.perf_counter()
         flagged: Counter[str] = Counter()
         for i, (kind, x) in enumerate(stream):
@@ -130,8 +132,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=None, help="at most this many photos")
     ap.add_argument("--json", default=None, help="write the figures here too")
+    ap.add_argument(
+        "--defense", action="append", default=None, help=f"a detector spec (default: {SPECS})"
+    )
     args = ap.parse_args()
-    res = measure(args.photos)
+    res = measure(args.photos, specs=tuple(args.defense or SPECS))
     print(f"{res['queries']} benign queries ({res['photos']} photos x 8)")
     for name, d in res["detectors"].items():
         print(
