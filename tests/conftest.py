@@ -182,3 +182,14 @@ def tiny_rgb() -> CallableClassifier:
     from defense_support import tiny_rgb as make
 
     return make()
+
+
+@pytest.fixture
+def astronaut() -> str:
+    """scikit-image's astronaut photo (a skip where it is not installed)."""
+    from bbattack.images import bundled_photos
+
+    found = bundled_photos()
+    if "astronaut" not in found:
+        pytest.skip("scikit-image's astronaut photo is not installed")
+    return str(found["astronaut"])

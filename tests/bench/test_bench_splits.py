@@ -93,3 +93,13 @@ def test_a_split_changes_the_hash_only_where_used() -> None:
     assert plain.digest() != split.digest()
     # Grids from before the field keep theirs (see test_bench_digest for stored values).
     assert load_config(BENCHMARKS / "table1.toml")[0].digest() == "d989688b635a98e6"
+
+
+def test_a_limited_split_takes_its_sets_in_turn(tmp_path: Path) -> None:
+    cfg = parse_config(_grid({"split": "tuning", "limit": 4}))
+    images = collect_images(cfg, tmp_path, (8, 8))
+    probs = np.full((len(images), 1000), 1e-4)
+    for i, im in enumerate(images):
+        probs[i, im.label if im.label is not None else 5] = 0.9  # every photo qualifies
+    kept, _ = select_images(cfg, images, probs)
+    assert [im.name for im in kept] == ["foolbox-00", "aib-050", "foolbox-01", "aib-051"]

@@ -79,7 +79,21 @@ def test_benign_rates_match_rows_by_their_defence(tmp_path: Path) -> None:
     assert defense_cells([row])[0][-1] == "1.68%"
 
 
-@pytest.mark.parametrize(("text", "message"), [("{", "not JSON"), ("[]", "not the JSON")])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not JSON"),
+        ("[]", "not the JSON"),
+        ("{}", "no 'detectors'"),
+        ('{"detectors": [1]}', "no 'detectors'"),
+        ('{"detectors": {"b": {"spec": "blacklight"}}}', "numeric"),
+        (
+            '{"detectors": {"b": {"spec": "blacklight", "fpr_without_resubmissions": "x"}}}',
+            "numeric",
+        ),
+        ('{"detectors": {"b": {"spec": "shield", "fpr_without_resubmissions": 0.1}}}', "'b'"),
+    ],
+)
 def test_a_bad_benign_file_is_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "fpr.json"
     path.write_text(text)

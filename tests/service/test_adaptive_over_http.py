@@ -17,7 +17,6 @@ from wire_support import colour_classifier
 
 from bbattack.cli import main
 from bbattack.defenses import Blacklight
-from bbattack.images import bundled_photos
 from bbattack.service import create_app
 from bbattack.service.runner import serve_in_thread
 
@@ -27,18 +26,10 @@ KEY = "hf_defended_0001"
 EPS = "0.1"
 
 
-@pytest.fixture
-def photo() -> str:
-    found = bundled_photos()
-    if "astronaut" not in found:
-        pytest.skip("scikit-image's astronaut photo is not installed")
-    return str(found["astronaut"])
-
-
-def _attack(url: str, photo: str, name: str, out: Path, journal: Path) -> int:
+def _attack(url: str, astronaut: str, name: str, out: Path, journal: Path) -> int:
     return main(
         [
-            *["attack", photo, "--endpoint", f"{url}/models/colour", "--schema", "hf"],
+            *["attack", astronaut, "--endpoint", f"{url}/models/colour", "--schema", "hf"],
             *["--api-key", KEY, "--threat", "ql", "--max-results", "1000", "--untargeted"],
             *["--eps", EPS, "--attack", name, "--max-queries", "300"],
             *["--journal", str(journal), "--out", str(out)],
@@ -61,7 +52,7 @@ def _result(out: Path) -> dict[str, Any]:
 
 
 def test_plain_square_is_refused_then_adaptive_square_gets_through_billed_as_paid(
-    photo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    astronaut: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     blacklight = Blacklight(hash="mix64", window=50)  # the fast hash, as the other tests
     app = create_app(colour_classifier(), api_keys=[KEY], schema="hf", defenses=[blacklight])
@@ -69,10 +60,10 @@ def test_plain_square_is_refused_then_adaptive_square_gets_through_billed_as_pai
     # is answered from the first run's row, free, instead of being refused.
     journal = tmp_path / "queries.sqlite"
     with serve_in_thread(app) as url:
-        assert _attack(url, photo, "square", tmp_path / "plain", journal) == 3
+        assert _attack(url, astronaut, "square", tmp_path / "plain", journal) == 3
         assert "(rejected)" in capsys.readouterr().err
         billed_plain = int(app.state.usage[KEY])
-        rc = _attack(url, photo, "adaptive-square", tmp_path / "adaptive", journal)
+        rc = _attack(url, astronaut, "adaptive-square", tmp_path / "adaptive", journal)
         assert rc == 0, capsys.readouterr().err
         billed_adaptive = int(app.state.usage[KEY]) - billed_plain
     plain, adaptive = _result(tmp_path / "plain"), _result(tmp_path / "adaptive")

@@ -20,7 +20,6 @@ from wire_support import KEYS, Served, call, colour_classifier, serving
 from bbattack.cli import main
 from bbattack.defenses import Blacklight
 from bbattack.errors import KeyBanned, QueryRejected
-from bbattack.images import bundled_photos
 from bbattack.oracle import Journal, Oracle, QueryKind, TopK
 from bbattack.remote import HttpLabelTarget
 from bbattack.service import create_app
@@ -164,16 +163,8 @@ def test_a_remote_refusal_reaches_the_attack_as_query_rejected_and_the_run_goes_
     assert (stats.paid, stats.refused, stats.last_seq) == (2, 1, 3)
 
 
-@pytest.fixture
-def photo() -> str:
-    found = bundled_photos()
-    if "astronaut" not in found:
-        pytest.skip("scikit-image's astronaut photo is not installed")
-    return str(found["astronaut"])
-
-
 def test_a_plain_attack_is_rejected_within_a_few_dozen_queries_and_billed_as_paid(
-    photo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    astronaut: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key = "defended-key-0001"
     app = create_app(colour_classifier(), api_keys=[key], defenses=[_fast()])
@@ -181,7 +172,7 @@ def test_a_plain_attack_is_rejected_within_a_few_dozen_queries_and_billed_as_pai
     with serve_in_thread(app) as url:
         rc = main(
             [
-                *["attack", photo, "--endpoint", url, "--api-key", key, "--out", str(out)],
+                *["attack", astronaut, "--endpoint", url, "--api-key", key, "--out", str(out)],
                 *["--untargeted", "--threat", "lo", "--attack", "rays", "--eps", "0.01"],
                 *["--max-queries", "300"],
             ]

@@ -21,16 +21,8 @@ from bbattack.targets.every_class import EveryClassTarget
 HF_PATH = "/models/colour"
 
 
-@pytest.fixture
-def photo() -> str:
-    found = bundled_photos()
-    if "astronaut" not in found:
-        pytest.skip("scikit-image's astronaut photo is not installed")
-    return str(found["astronaut"])
-
-
-def test_the_score_vector_is_the_models_own_softmax_by_label(photo: str) -> None:
-    x = load_image(photo)[None]
+def test_the_score_vector_is_the_models_own_softmax_by_label(astronaut: str) -> None:
+    x = load_image(astronaut)[None]
     model = colour_classifier()
     names = [c.name for c in model.class_names.classes] if model.class_names else []
     with serving("hf") as s, HttpLabelTarget(
@@ -56,11 +48,11 @@ def test_the_score_vector_is_the_models_own_softmax_by_label(photo: str) -> None
 
 @pytest.mark.parametrize("schema", ["gcv", "rekognition", "azure", "clarifai"])
 def test_ql_is_refused_where_the_api_cannot_list_every_class(
-    schema: str, photo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    schema: str, astronaut: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
     with serving(schema) as s:
-        argv = ["attack", photo, "--endpoint", s.url, "--schema", schema]
+        argv = ["attack", astronaut, "--endpoint", s.url, "--schema", schema]
         argv += ["--api-key", KEYS[schema][0], "--threat", "ql", "--untargeted"]
         assert main([*argv, "--out", str(out)]) == 2
         assert s.usage(billed_key(schema)) == 0
@@ -79,12 +71,26 @@ def test_json_schema_is_refused_too(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "cannot list every class" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("given", [[], ["--max-results", "1"]])
+def test_ql_over_hf_needs_the_number_of_classes_before_any_query(
+    given: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No server listens on port 9: the refusal comes before any connection.
+    argv = ["attack", str(bundled_photos().get("astronaut", "x.png")), "--threat", "ql"]
+    argv += ["--endpoint", "http://127.0.0.1:9/m", "--schema", "hf", "--api-key", "k"]
+    assert main([*argv, "--untargeted", *given, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "give --max-results N" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_answer_that_leaves_classes_out_stops_the_run_billed(
-    photo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    astronaut: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
     with serving("hf") as s:
-        argv = ["attack", photo, "--endpoint", s.url + HF_PATH, "--schema", "hf"]
+        argv = ["attack", astronaut, "--endpoint", s.url + HF_PATH, "--schema", "hf"]
         argv += ["--api-key", KEYS["hf"][0], "--threat", "ql", "--untargeted"]
         argv += ["--max-results", "10", "--out", str(out)]  # the model has 1,000 classes
         assert main(argv) == 3

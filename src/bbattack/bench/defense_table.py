@@ -72,28 +72,31 @@ def _first_detection(c: Case) -> int | None:
     return min(found) if found else None
 
 
-def _row_key(c: Case) -> tuple[str, str, str]:
+def _row_key(c: Case, target: str | None) -> tuple[str, str, str]:
     norm = c.get("norm") or "linf"
     goal = "untargeted" if int(c.get("target_id", 0)) < 0 else "targeted"
     # The attack as the report's other tables name it, its other parameters included.
     p = c.get("params") if isinstance(c.get("params"), dict) else {}
     rest = {k: v for k, v in (p or {}).items() if k != "defense"}
-    attack = str(with_surrogate_labels([{**c, "params": rest}])[0]["attack"])
+    attack = str(with_surrogate_labels([{**c, "params": rest}], target)[0]["attack"])
     return (defense_label(_stack(c)), attack, _threat_label(c["threat"], c["k"], norm, goal))
 
 
 def defense_rows(
-    cases: Iterable[Case], benign: Mapping[str, float] | None = None
+    cases: Iterable[Case],
+    benign: Mapping[str, float] | None = None,
+    target: str | None = None,
 ) -> list[DefenseRow]:
     """One row per (defence, attack, threat model) over finished defended cases; nothing
     when the grid has no defence. ``cases`` as the database gives them (attack names not yet
-    labelled). ``benign``: flagged share of benign traffic per stack."""
+    labelled). ``benign``: flagged share of benign traffic per stack; ``target``: the target
+    model, for the "same family" mark of surrogates."""
     done = [c for c in cases if c.get("success") is not None]
     plain = {_pair_key(c): c for c in done if not _stack(c)}
     groups: dict[tuple[str, str, str], list[Case]] = defaultdict(list)
     for c in done:
         if _stack(c):
-            groups[_row_key(c)].append(c)
+            groups[_row_key(c, target)].append(c)
     fpr = {defense_label(json.loads(k)): v for k, v in (benign or {}).items()}
     return [_row(key, cs, plain, fpr.get(key[0])) for key, cs in sorted(groups.items())]
 
@@ -128,16 +131,30 @@ def _row(
     )
 
 
-def benign_rates(raw: Mapping[str, Any]) -> dict[str, float]:
+def benign_rates(raw: Mapping[str, Any], source: str = "benign") -> dict[str, float]:
     """``benchmarks/defense_fpr.py --json``'s figures as {stack JSON: flagged share}: each
-    detector's ``spec`` spelled as a grid's defence entry."""
+    detector's ``spec`` spelled as a grid's defence entry. A file of another shape is a
+    UserInputError naming ``source``."""
+    from ..errors import UserInputError
     from .config import defense_stack
 
+    detectors = raw.get("detectors")
+    if not isinstance(detectors, dict) or not detectors:
+        raise UserInputError(f"{source}: no 'detectors' table (benchmarks/defense_fpr.py --json)")
     out = {}
-    for d in (raw.get("detectors") or {}).values():
-        if isinstance(d, dict) and isinstance(d.get("spec"), str):
-            key = json.dumps(defense_stack(d["spec"]), sort_keys=True)
-            out[key] = float(d["fpr_without_resubmissions"])
+    for name, d in detectors.items():
+        rate = d.get("fpr_without_resubmissions") if isinstance(d, dict) else None
+        spec = d.get("spec") if isinstance(d, dict) else None
+        if not isinstance(spec, str) or not isinstance(rate, int | float) or isinstance(rate, bool):
+            raise UserInputError(
+                f"{source}: detector {name!r} needs a 'spec' and a numeric "
+                "'fpr_without_resubmissions'"
+            )
+        try:
+            key = json.dumps(defense_stack(spec), sort_keys=True)
+        except UserInputError as e:
+            raise UserInputError(f"{source}: detector {name!r}: {e}") from None
+        out[key] = float(rate)
     return out
 
 

@@ -140,11 +140,21 @@ def select_images(
         if cfg.images.split is not None:
             report[set_name]["split"] = cfg.images.split
     out = [im for im, k in zip(images, keep.tolist(), strict=True) if k]
+    if cfg.images.split is not None:
+        out = _interleaved(out, sets)
     if cfg.images.limit:
         out = out[: cfg.images.limit]
     for set_name in sets:
         report[set_name]["used"] = sum(im.set == set_name for im in out)
     return out, report
+
+
+def _interleaved(images: list[SourceImage], sets: list[str]) -> list[SourceImage]:
+    # A split's sets take turns, so that its first N photos hold each set's kind of photo
+    # (file order would give the tuning split's first 17 all to foolbox).
+    rows = [[im for im in images if im.set == s] for s in sets]
+    rest = [im for im in images if im.set not in sets]
+    return [im for turn in itertools.zip_longest(*rows) for im in turn if im is not None] + rest
 
 
 def _rng(seed: int, image: str, t: int) -> np.random.Generator:

@@ -167,7 +167,7 @@ def render_html(db: BenchDB, samples: int = 8, benign: Mapping[str, float] | Non
         case_numeric=_CASE_NUMERIC,
         case_rows=[list(zip(CASE_COLUMNS, _case_cells(c), strict=True)) for c in cases],
         defense_header=DEFENSE_HEADER,
-        defense_rows=defense_cells(defense_rows(raw, benign)),
+        defense_rows=defense_cells(defense_rows(raw, benign, db.meta().get("model"))),
         defense_note=DEFENSE_NOTE,
     )
 
@@ -224,8 +224,10 @@ def _md_peers(cases: Sequence[Case]) -> list[str]:
     ]
 
 
-def _md_defenses(cases: Sequence[Case], benign: Mapping[str, float] | None) -> list[str]:
-    rows = defense_rows(cases, benign)
+def _md_defenses(
+    cases: Sequence[Case], benign: Mapping[str, float] | None, target: str | None
+) -> list[str]:
+    rows = defense_rows(cases, benign, target)
     if not rows:
         return []
     body = [[_md(v) for v in r] for r in defense_cells(rows)]
@@ -277,7 +279,7 @@ def render_markdown(db: BenchDB, benign: Mapping[str, float] | None = None) -> s
         f"only. Rows in italics are the paper's, not ours: {_md(_PAPER_NOTE)}",
         "",
         *_md_peers(cases),
-        *_md_defenses(raw, benign),
+        *_md_defenses(raw, benign, db.meta().get("model")),
         "#### All finished cases",
         "",
         _md_table(
@@ -332,4 +334,4 @@ def _benign(path: Path) -> dict[str, float]:
         raise UserInputError(f"{path}: not JSON ({e})") from None
     if not isinstance(raw, dict):
         raise UserInputError(f"{path}: not the JSON of benchmarks/defense_fpr.py")
-    return benign_rates(raw)
+    return benign_rates(raw, str(path))

@@ -113,10 +113,10 @@ JournalPath = Annotated[
 ]
 DryRun = Annotated[bool, typer.Option(help="print the expected queries and cost, send nothing")]
 MaxResults = Annotated[
-    int,
+    int | None,
     typer.Option(
-        help="labels asked of the label API per image (maxResults); --threat ql: its number "
-        "of classes (--schema hf's top_k)"
+        help="labels asked of the label API per image (maxResults; default 10); --threat ql: "
+        "its number of classes, required (--schema hf's top_k)"
     ),
 ]
 ModelName = Annotated[

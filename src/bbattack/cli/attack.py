@@ -187,9 +187,12 @@ def _tell(
                 if price is not None
                 else "not priced per image (give --price-per-1000 for a cost)"
             )
+            lost = rem.get("lost_billed") or 0
             out.print(
                 f"paid queries: {rem['paid_queries']:,} (journal hits: "
-                f"{rem['cached_queries']:,}); {cost}; {rem['retries']:,} retries",
+                f"{rem['cached_queries']:,}"
+                + (f"; billed but lost: {lost:,}" if lost else "")
+                + f"); {cost}; {rem['retries']:,} retries",
                 highlight=False,
             )
     if r.stop_reason in TARGET_DOWN_REASONS:
@@ -229,7 +232,7 @@ def attack(
     price_per_1000: flags.PricePer1000 = None,
     journal: flags.JournalPath = None,
     dry_run: flags.DryRun = False,
-    max_results: flags.MaxResults = 10,
+    max_results: flags.MaxResults = None,
     labels_path: LabelsPathOpt = None,
     scores_path: ScoresPathOpt = None,
     ancestors: AncestorsOpt = False,
@@ -309,7 +312,7 @@ def _remote(
     price_per_1000: float | None,
     journal: Path | None,
     dry_run: bool,
-    max_results: int,
+    max_results: int | None,
     schema: str,
     labels_path: str | None,
     scores_path: str | None,
@@ -320,20 +323,27 @@ def _remote(
     that only means something for a label API, given without one, is refused."""
     ep = endpoint or os.environ.get("BBATTACK_ENDPOINT") or None
     if ep is not None:
-        return remote_options(
+        opts = remote_options(
             endpoint=ep,
             api_key=api_key or os.environ.get("BBATTACK_API_KEY") or None,
             max_cost=max_cost,
             price_per_1000=price_per_1000,
             journal=journal,
             dry_run=dry_run,
-            max_results=max_results,
+            max_results=10 if max_results is None else max_results,
             schema=schema,
             labels_path=labels_path,
             scores_path=scores_path,
             ancestors=ancestors,
             every_class=every_class,
         )
+        if every_class and (max_results is None or max_results < 2):
+            # Too few slots costs a billed query before the run can tell: refused first.
+            raise fail(
+                "--threat ql over --endpoint: give --max-results N, the API's number of "
+                "classes (1000 for an ImageNet model)"
+            )
+        return opts
     if dry_run or journal is not None or max_cost is not None or api_key is not None:
         raise fail("--dry-run, --journal, --max-cost and --api-key need --endpoint")
     if schema != "gcv" or labels_path or scores_path or ancestors:

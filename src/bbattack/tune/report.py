@@ -32,6 +32,7 @@ class TrialRow:
     params: dict[str, Any]
     retry_of: int | None
     grid: str | None
+    defaults: bool = False  # the attack's defaults at the time of the search
 
     def flat(self, knobs: list[str]) -> dict[str, Any]:
         base = {k: v for k, v in self.__dict__.items() if k != "params"}
@@ -55,18 +56,19 @@ def trial_rows(study: Any) -> list[TrialRow]:
                 params=dict(t.params),
                 retry_of=a.get("retry_of"),
                 grid=a.get("grid"),
+                defaults=bool(a.get("defaults", False)),
             )
         )
     return rows
 
 
 def best_row(rows: list[TrialRow]) -> TrialRow | None:
-    """The lowest median; ties (common: medians sit on a few values) go to more successes,
-    then the lower mean, then the earlier trial."""
+    """The lowest median; ties (common: medians sit on a few values) go to the lower mean,
+    then the earlier trial: the order the sampler minimises (``Score.objective``)."""
     done = [r for r in rows if r.score is not None]
     if not done:
         return None
-    return min(done, key=lambda r: (r.score, -(r.successes or 0), r.mean or 0.0, r.number))
+    return min(done, key=lambda r: (r.score, r.mean or 0.0, r.number))
 
 
 def _best_toml(spec: TuneSpec, best: TrialRow, n: int, command: str) -> str:
@@ -87,6 +89,7 @@ def _csv(rows: list[TrialRow], knobs: list[str]) -> str:
     buf = io.StringIO()
     fields = [
         "number", "state", "score", "mean", "successes", "cases", *knobs, "retry_of", "grid",
+        "defaults",
     ]  # fmt: skip
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()

@@ -89,7 +89,8 @@ def _requeue_cut_off(optuna: ModuleType, study: Any) -> list[int]:
     cut = study.get_trials(deepcopy=False, states=(running,))
     for t in cut:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        keep = {k: v for k, v in t.user_attrs.items() if k == "defaults"}
+        study.enqueue_trial(dict(t.params), user_attrs={**keep, "retry_of": t.number})
     return [t.number for t in cut]
 
 

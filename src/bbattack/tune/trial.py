@@ -101,7 +101,8 @@ def grid_data(spec: TuneSpec, params: dict[str, Any]) -> dict[str, Any]:
 
 # A grid field's error, said with the tune option that sets it.
 _FLAGS = {"budget": "--budget", "goal": "--goal", "threat": "--threat", "norm": "--norm",
-          "eps": "--eps", "k": "--k", "surrogates": "--surrogate", "name": "ATTACK"}  # fmt: skip
+          "eps": "--eps", "k": "--k", "surrogates": "--surrogate", "name": "ATTACK",
+          "limit": "--limit", "min_confidence": "--min-confidence"}  # fmt: skip
 
 
 def check(spec: TuneSpec) -> None:
@@ -109,7 +110,7 @@ def check(spec: TuneSpec) -> None:
     try:
         parse_config(grid_data(spec, {}))
     except UserInputError as e:
-        m = re.match(r"attacks\[0\]\.(\w+)(\S*): ", str(e))
+        m = re.match(r"(?:attacks\[0\]|images)\.(\w+)(\S*): ", str(e))
         if m is None or m.group(1) not in _FLAGS:
             raise
         raise UserInputError(f"{_FLAGS[m.group(1)]}: {str(e)[m.end() :]}") from None
