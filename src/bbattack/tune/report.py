@@ -105,15 +105,23 @@ def _plot(rows: list[TrialRow], spec: TuneSpec, path: Path) -> None:
     scores = [float(r.score or 0.0) for r in done]
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    ax.scatter([r.number for r in done], scores, s=18, label="trial")
+    ax.scatter([r.number for r in done], scores, s=18, label="median")
+    ax.scatter([r.number for r in done], [r.mean or 0.0 for r in done], s=18, marker="x",
+               color="C2", label="mean")  # fmt: skip
     best, running = float("inf"), []
     for v in scores:
         best = min(best, v)
         running.append(best)
-    ax.step([r.number for r in done], running, where="post", color="C1", label="best so far")
-    ax.axhline(spec.budget, color="grey", lw=0.8, ls=":", label="budget")
+    ax.step([r.number for r in done], running, where="post", color="C1", label="best median")
+    for r in done:
+        if r.defaults:
+            ax.annotate("defaults", (r.number, float(r.score or 0.0)), fontsize=7,
+                        textcoords="offset points", xytext=(4, 4))  # fmt: skip
+    if any((r.successes or 0) < (r.cases or 0) for r in done):
+        ax.axhline(spec.budget, color="grey", lw=0.8, ls=":", label="budget")
+    ax.set_yscale("log")  # medians of a few queries and means of hundreds, on one axis
     ax.set_xlabel("trial")
-    ax.set_ylabel("median queries (failures at the budget)")
+    ax.set_ylabel("queries (failures at the budget)")
     ax.set_title(f"bbattack tune {spec.attack} ({spec.goal}, {spec.threat})", fontsize=10)
     ax.legend(fontsize=8)
     tmp = path.with_name(f".{path.name}.tmp")
