@@ -154,3 +154,10 @@ def test_the_public_names_come_from_the_registry() -> None:
         if not info.baseline:
             assert getattr(bbattack, info.cls.__name__) is info.cls
             assert info.cls.config_class.__name__ in bbattack.__all__
+
+
+def test_every_attack_says_where_its_defaults_were_chosen() -> None:
+    table = registry.all_attacks()
+    assert all(info.to_json()["tuned"] for info in table.values())
+    assert "tuning split, 2026-12-07" in table["square"].to_json()["tuned"]
+    assert table["ta-square"].to_json()["tuned"] == "the library's published defaults"

@@ -79,6 +79,16 @@ class AttackInfo:
     default_for: tuple[str, ...]  # threat models (ql, pi, lo) it is the default attack of
     rank: int  # listing order, and which default wins a tie: lower first
     against: tuple[str, ...] = ()  # defences it is built to get past (bbattack.defenses names)
+    tuned: str = ""  # where its defaults were chosen: the grid or search, and the date
+
+    @property
+    def tuned_on(self) -> str:
+        """Where the defaults come from, in words (a default for what is not declared)."""
+        if self.tuned:
+            return self.tuned
+        if self.baseline:
+            return "the library's published defaults"
+        return "not yet searched on the tuning split (defaults from the paper or bundled photos)"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -89,6 +99,7 @@ class AttackInfo:
         d["norms"] = list(self.norms)
         d["default_for"] = list(self.default_for)
         d["against"] = list(self.against)
+        d["tuned"] = self.tuned_on
         return d
 
 
@@ -111,11 +122,13 @@ def register(
     default_for: tuple[str, ...] = (),
     rank: int = 100,
     against: tuple[str, ...] = (),
+    tuned: str = "",
 ) -> Callable[[T], T]:
     """Class decorator: declare an attack. The class gets its ``info`` and ``name``.
 
     ``against`` names the defences (``bbattack.defenses``) the attack is built to get past:
-    an adaptive attack's declaration, read by the bench report.
+    an adaptive attack's declaration, read by the bench report. ``tuned`` says where its
+    defaults were chosen (the grid or ``bbattack tune`` search, and the date).
 
     ``rank`` orders the listing (ours, then the baselines, each by rank then name) and so
     decides which of two defaults of a threat model, or of two surrogate attacks, is picked."""
@@ -141,6 +154,7 @@ def register(
             default_for=default_for,
             rank=rank,
             against=against,
+            tuned=tuned,
         )
         _REGISTRY[name] = info
         cls.name = name

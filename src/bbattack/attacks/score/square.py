@@ -129,6 +129,9 @@ class SquareState(PlainState):
     norms=("linf", "l2"),
     budget=10_000,
     default_for=("ql",),  # the best measured score-based attack (BENCHMARKS.md, score.toml)
+    tuned="untargeted L∞: bbattack tune on the tuning split, 2026-12-07, 6 trials, defaults "
+    "kept (benchmarks/results/tune-square-untargeted); targeted: chosen on the bundled photos "
+    "(square-options.toml, score.toml), not yet searched on the tuning split",
 )
 class SquareAttack(Attack[SquareConfig]):
     """Square Attack: keep a random square-window change only if the loss goes down.
