@@ -27,7 +27,6 @@ OARS_2023 = Paper(
     arxiv="2303.06280",
 )
 _HALVINGS = 9  # the ladder reaches down to p_init / 2^9, where Square's schedule ends
-_MOST_WINDOWS = 256  # scattered windows per candidate, at most (larger ones beyond that)
 
 
 class AdaptiveSquareConfig(SquareConfig):
@@ -47,13 +46,6 @@ class AdaptiveSquareConfig(SquareConfig):
     )
     raise_after: int = Field(
         3, ge=1, description="rejected steps in a row after which the floor on p doubles"
-    )
-    scatter: bool = Field(
-        True,
-        description="L∞: where the floor on p is above Square's own window, spread the "
-        "floor's area over several windows of Square's size, each with its own place and "
-        "signs (off: one window of the floor's size, whose few whole-image sign patterns a "
-        "detector soon has all stored)",
     )
     flip_after: int = Field(
         0,
@@ -117,13 +109,6 @@ class AdaptiveSquareAttack(SquareAttack):
     * **Redraws.** A rejected step changes nothing and is redrawn at the next step (a new
       random window and signs); after ``raise_after`` rejections in a row the floor goes up a
       level (the defence's store grows as the attack goes on).
-    * **Scattered windows** (L∞, ``scatter``). Where the floor is above Square's own window,
-      one window of the floor's size is a poor move: near the top it is the whole image with
-      one sign per channel, 8 candidates a detector has all stored after their first query
-      (Lite0 at ε = 0.01 behind Blacklight: 990 of 1,000 queries refused). The floor's area
-      goes into several windows of Square's size instead, each with its own place and signs:
-      as large a move, never a stored one. Below the floor nothing changes: where nothing is
-      refused, the run is Square's, query for query.
     * **KeyBanned** ends the run with stop reason ``banned``: the key is dead.
     * **RND** (input noise): ``eot`` queries per point, their scores averaged (EOT), each
       counted. A remote target's journal answers a repeated input from its records, so EOT
@@ -238,63 +223,17 @@ class AdaptiveSquareAttack(SquareAttack):
         _, h, w = state.x.shape[1:]
         probing = own.cal_hi[rows] - own.cal_lo[rows] > 1
         level = np.where(probing, (own.cal_lo[rows] + own.cal_hi[rows]) // 2, own.floor[rows])
-        p_sq, p_floor = self._p(state, rows), self._ladder(state, rows, level)
+        p = np.maximum(self._p(state, rows), self._ladder(state, rows, level))
+        s = side(p, h, w, least=1 if self.config.norm == "linf" else 3)
         if self.config.norm == "linf":
-            cand = self._linf_steps(state, rows, own, p_sq, p_floor, h, w)
+            cand = self._linf_candidates(state, rows, own.rng, s, h, w)
         else:
-            s = side(np.maximum(p_sq, p_floor), h, w, least=3)
             cand = self._l2_candidates(state, rows, own.rng, s, h, w)
         kinds = [QueryKind.PROBE if b else QueryKind.LINE_SEARCH for b in probing]
         ok, obs = self._ask(oracle, state, rows, cand, kinds)
         self._take(oracle, state, rows, cand, ok, obs, np.zeros(len(rows), bool))
         self._calibrate(own, rows[probing], level[probing], ok[probing])
         self._adapt(own, rows[~probing], ok[~probing])
-
-    def _linf_steps(
-        self,
-        state: AttackState,
-        rows: IntArray,
-        own: AdaptiveSquareState,
-        p_sq: NDArray[np.float64],
-        p_floor: NDArray[np.float64],
-        h: int,
-        w: int,
-    ) -> FloatArray:
-        """Each row's L∞ candidate: Square's own window where the floor is below it; above,
-        the floor's area in several windows of Square's size (``scatter``) or in one."""
-        s_sq = side(p_sq, h, w)
-        k = np.ceil(p_floor * h * w / s_sq**2 - 1e-9).astype(np.int64)
-        many = (p_floor > p_sq) & (k > 1) & self.config.scatter
-        cand = np.empty((len(rows), *state.x.shape[1:]), np.float32)
-        if (~many).any():  # exactly Square's step where nothing was ever refused
-            s = side(np.maximum(p_sq, p_floor), h, w)[~many]
-            cand[~many] = self._linf_candidates(state, rows[~many], own.rng, s, h, w)
-        for j in np.flatnonzero(many):
-            n = int(min(k[j], _MOST_WINDOWS))
-            size = int(max(s_sq[j], side(p_floor[j : j + 1] / n, h, w)[0]))
-            cand[j] = self._scattered(state, int(rows[j]), own, n, size)
-        return cand
-
-    @staticmethod
-    def _scattered(
-        state: AttackState, row: int, own: AdaptiveSquareState, n: int, s: int
-    ) -> FloatArray:
-        """The row's iterate with ``n`` s×s windows redrawn, each at a random place with its
-        own random sign per channel (the last drawn wins where they overlap): a move as large
-        as the floor asks for that never repeats a stored query, spread over the image."""
-        if own.hi is None or own.lo is None:
-            raise TypeError("L∞ candidates are made of the ball's vertices; this state has none")
-        ch, h, w = state.x.shape[1:]
-        r = np.array([row])
-        u = own.rng.uniform(r, 2 * n)[0].reshape(n, 2)
-        corner = np.minimum((u * [h - s + 1, w - s + 1]).astype(np.int64), [h - s, w - s])
-        up = own.rng.signs(r, n * ch)[0].reshape(n, ch) > 0
-        which = np.full((h, w), -1, np.int64)
-        for i, (a, b) in enumerate(corner):  # at most _MOST_WINDOWS slices
-            which[a : a + s, b : b + s] = i
-        signs = up[np.maximum(which, 0)].transpose(2, 0, 1)  # (ch, h, w)
-        new = np.where(signs, own.hi[row], own.lo[row])
-        return np.asarray(np.where(which[None] >= 0, new, state.x[row]), np.float32)
 
     def _ladder(self, state: AttackState, rows: IntArray, level: IntArray) -> NDArray[np.float64]:
         """The window fraction of each row's ladder ``level`` (0 where -1: no floor)."""
