@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bbattack.bench import BenchDB
-from bbattack.bench.config import parse_config
+from bbattack.bench.config import load_config, parse_config
 from bbattack.bench.grid import case_id
 from bbattack.cli import main
 from bbattack.errors import UserInputError
@@ -134,3 +134,20 @@ def test_the_defence_is_part_of_the_case_id() -> None:
     assert case_id({"params": a.case_params(None, a.defenses()[0])}) != case_id(
         {"params": b.case_params(None)}
     )
+
+
+def test_adaptive_true_names_the_adaptive_version_and_the_same_cases(tmp_path: Path) -> None:
+    named = tmp_path / "named.toml"
+    named.write_text(GRID)
+    sugar = tmp_path / "sugar.toml"
+    sugar.write_text(GRID.replace('name = "adaptive-square"', 'name = "square"\nadaptive = true'))
+    (a, _), (b, _) = load_config(named), load_config(sugar)
+    assert b.attacks[1].name == "adaptive-square"
+    assert a.digest() == b.digest()
+
+
+def test_adaptive_true_without_an_adaptive_version_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(GRID.replace('name = "adaptive-square"', 'name = "rays"\nadaptive = true'))
+    with pytest.raises(UserInputError, match=r"attacks\[1\].*no adaptive version"):
+        load_config(cfg)

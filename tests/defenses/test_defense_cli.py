@@ -86,3 +86,31 @@ def test_the_adaptive_attack_goes_on_past_refusals_and_replays(
     assert sum(rows.values()) == doc["queries"] <= 150
     capsys.readouterr()
     assert main(["replay", str(out)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "runs"), [([], "adaptive-square"), (["--attack", "ql"], "adaptive-ql")]
+)
+def test_adaptive_runs_the_attacks_adaptive_version(
+    photo: str, tmp_path: Path, extra: list[str], runs: str
+) -> None:
+    out = tmp_path / "run"
+    main(["attack", photo, "--untargeted", "--max-queries", "120", "--out", str(out),
+          "--defense", "blacklight:hash=mix64,window=50", "--adaptive", *extra])  # fmt: skip
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["attack"] == runs
+    assert doc["queries"] <= 120
+
+
+def test_adaptive_without_an_adaptive_version_is_one_line_before_any_query(
+    photo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    rc = main(["attack", photo, "--threat", "lo", "--untargeted", "--adaptive",
+               "--out", str(tmp_path / "r")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1
+    assert "no adaptive version" in err
+    assert "square" in err
+    assert not (tmp_path / "r" / "journal.sqlite").exists()

@@ -31,6 +31,7 @@ __all__ = [
     "AttackInfo",
     "Paper",
     "Runnable",
+    "adaptive_of",
     "all_attacks",
     "build",
     "default_attack",
@@ -80,6 +81,7 @@ class AttackInfo:
     rank: int  # listing order, and which default wins a tie: lower first
     against: tuple[str, ...] = ()  # defences it is built to get past (bbattack.defenses names)
     tuned: str = ""  # where its defaults were chosen: the grid or search, and the date
+    adapts: str = ""  # the attack it is the adaptive version of (--adaptive picks it)
 
     @property
     def tuned_on(self) -> str:
@@ -123,12 +125,14 @@ def register(
     rank: int = 100,
     against: tuple[str, ...] = (),
     tuned: str = "",
+    adapts: str = "",
 ) -> Callable[[T], T]:
     """Class decorator: declare an attack. The class gets its ``info`` and ``name``.
 
     ``against`` names the defences (``bbattack.defenses``) the attack is built to get past:
     an adaptive attack's declaration, read by the bench report. ``tuned`` says where its
-    defaults were chosen (the grid or ``bbattack tune`` search, and the date).
+    defaults were chosen (the grid or ``bbattack tune`` search, and the date). ``adapts``
+    names the attack it is the adaptive version of (``--adaptive``, ``adaptive = true``).
 
     ``rank`` orders the listing (ours, then the baselines, each by rank then name) and so
     decides which of two defaults of a threat model, or of two surrogate attacks, is picked."""
@@ -155,6 +159,7 @@ def register(
             rank=rank,
             against=against,
             tuned=tuned,
+            adapts=adapts,
         )
         _REGISTRY[name] = info
         cls.name = name
@@ -266,6 +271,19 @@ def default_attack(
     defaults = [i for i in table if threat in i.default_for]
     fits = [i for i in defaults if (i.untargeted if untargeted else i.targeted)]
     return (fits or defaults)[0]
+
+
+def adaptive_of(info: AttackInfo) -> AttackInfo:
+    """The adaptive version of ``info`` (``--adaptive``): itself if it is one; refused, with
+    the attacks that have one, where there is none."""
+    if info.adapts:
+        return info
+    table = all_attacks().values()
+    found = [i for i in table if i.adapts == info.name]
+    if found:
+        return found[0]
+    have = ", ".join(sorted(i.adapts for i in table if i.adapts))
+    raise UserInputError(f"{info.name} has no adaptive version; --adaptive works with: {have}")
 
 
 def view_refusal(info: AttackInfo, view: View, norm: str | None = None) -> str | None:

@@ -26,6 +26,8 @@
     goal = ["targeted"]           # targeted and/or untargeted (one untargeted case per image)
     seeds = [0, 1]                # optional: this attack's seeds instead of the grid's
     params = { samples = 50 }     # the attack's hyperparameters (validated)
+    adaptive = true               # optional: the attack's adaptive version (square ->
+                                  #   adaptive-square, ql -> adaptive-ql), as --adaptive
 
 Every error names the field it comes from (``attacks[1].params.lr: ...``).
 """
@@ -43,6 +45,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from ..attacks import registry
@@ -110,6 +113,24 @@ class AttackSpec(_Frozen):
         "bbattack.defenses specs ('blacklight', 'piha:action=reject'), layers stacked with "
         "'+' (outermost first), 'none' for no defence",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive(cls, data: Any) -> Any:
+        """``adaptive = true`` names the attack's adaptive version: the same grid as naming it
+        (and the same cases), so it leaves no field of its own."""
+        if not isinstance(data, dict) or "adaptive" not in data:
+            return data
+        data = dict(data)
+        on = data.pop("adaptive")
+        if not isinstance(on, bool):
+            raise ValueError("adaptive must be true or false")
+        if on and isinstance(data.get("name"), str):
+            try:
+                data["name"] = registry.adaptive_of(registry.get(data["name"])).name
+            except UserInputError as e:
+                raise ValueError(str(e)) from None
+        return data
 
     @field_validator("defense")
     @classmethod

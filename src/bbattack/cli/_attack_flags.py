@@ -11,6 +11,7 @@ import typer
 from ._common import SEED_MAX, BackendOpt, Threat
 
 __all__ = [
+    "Adaptive",
     "ApiKey",
     "AsJson",
     "AttackName",
@@ -133,6 +134,13 @@ Surrogate = Annotated[
         help="local surrogate model (repeatable): a built-in name, a TorchScript file or "
         "Hugging Face directory ('net.pt?input_size=32&mean=0.5'), module:function, or "
         "all (every built-in model but the target); free, never the target"
+    ),
+]
+Adaptive = Annotated[
+    bool,
+    typer.Option(
+        help="run the attack's adaptive version, built to get past query detectors (square: "
+        "adaptive-square, ql: adaptive-ql; `bbattack attacks --json`: adapts)"
     ),
 ]
 Defense = Annotated[

@@ -70,6 +70,7 @@ class AttackJob:
     resume: bool = False  # go on with the run in out_dir, from its latest checkpoint
     checkpoint_every: str = "60s"  # steps (50) or a time (30s, 5m)
     defenses: tuple[str, ...] = ()  # --defense specs, outermost first (a local target only)
+    adaptive: bool = False  # --adaptive: the attack's adaptive version (registry.adaptive_of)
 
     @property
     def goal(self) -> Within:
@@ -85,6 +86,8 @@ def check_job(job: AttackJob) -> registry.AttackInfo:
             job.threat.value, job.untargeted, bool(job.surrogates), job.norm
         )
     )
+    if job.adaptive:
+        info = registry.adaptive_of(info)
     check_surrogates(info, job.surrogates)
     if job.model is not None:
         if job.remote is not None:

@@ -248,6 +248,7 @@ def attack(
     labels: _model_flags.Labels = None,
     outputs: _model_flags.Outputs = None,
     defense: flags.Defense = None,
+    adaptive: flags.Adaptive = False,
 ) -> None:
     """Attack one image; writes adv.png, figure.png, trace.png, result.json and trace.jsonl
     (and keeps run.json, inputs.npz, journal.sqlite and, while it runs, checkpoints/)."""
@@ -300,6 +301,7 @@ def attack(
         resume=resume is not None,
         checkpoint_every=checkpoint_every,
         defenses=tuple(defense or []),
+        adaptive=adaptive,
     )
     guard(run_attack, job=job)
 

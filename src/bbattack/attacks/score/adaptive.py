@@ -10,11 +10,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from ...errors import KeyBanned, QueryRejected
-from ...oracle import Oracle, QueryKind, ScoresObservation, frozen_array
+from ...oracle import Oracle, QueryKind, ScoresObservation
 from .._windows import side
 from ..base import AttackState, BoolArray, FloatArray, IntArray
 from ..registry import Paper, register
+from ._refusals import ask_each, ladder_search
 from .square import SquareAttack, SquareConfig, SquareState
 
 __all__ = ["OARS_2023", "AdaptiveSquareAttack", "AdaptiveSquareConfig", "AdaptiveSquareState"]
@@ -85,6 +85,7 @@ class AdaptiveSquareState(SquareState):
     norms=("linf", "l2"),
     budget=10_000,
     against=("blacklight", "piha", "stateful", "rnd", "aaa"),
+    adapts="square",
 )
 class AdaptiveSquareAttack(SquareAttack):
     """Square Attack behind a defence: calibrate the window size to what is not rejected, then
@@ -170,28 +171,8 @@ class AdaptiveSquareAttack(SquareAttack):
         """Each row's image on its own (``eot`` times, averaged): whether it was answered
         (not refused, not stale), and the answers (zeros where not). KeyBanned is raised."""
         own = self.own(state, AdaptiveSquareState)
-        eot = self.config.eot
-        ok = np.ones(len(rows), bool)
-        probs = np.zeros((len(rows), oracle.num_classes), np.float64)
-        for j, (r, kind) in enumerate(zip(rows, kinds, strict=True)):
-            for e in range(eot):
-                try:
-                    p = self.query_scores(oracle, x[j : j + 1], state.ids[r : r + 1], kind).probs[0]
-                except KeyBanned:
-                    raise
-                except QueryRejected:
-                    ok[j] = False
-                    break
-                stale = self.config.stale and e == 0 and own.answered[r]
-                if stale and np.array_equal(p, own.prev[r]):
-                    ok[j] = False  # a silent defence's stale answer; the rest of EOT is moot
-                own.prev[r], own.answered[r] = p, True
-                if not ok[j]:
-                    break
-                probs[j] += p
-        probs[~ok] = 0.0
-        own.rejected[rows[~ok]] += 1
-        return ok, ScoresObservation(frozen_array((probs / eot).astype(np.float32)))
+        c = self.config
+        return ask_each(oracle, state.ids, rows, x, kinds, own, eot=c.eot, stale=c.stale)
 
     # -- init
 
@@ -279,9 +260,7 @@ class AdaptiveSquareAttack(SquareAttack):
         own: AdaptiveSquareState, rows: IntArray, level: IntArray, ok: BoolArray
     ) -> None:
         """One step of the ladder search; a row whose search closed takes its floor."""
-        own.cal_hi[rows] = np.where(ok, level, own.cal_hi[rows])
-        own.cal_lo[rows] = np.where(ok, own.cal_lo[rows], level)
-        done = rows[own.cal_hi[rows] - own.cal_lo[rows] <= 1]
+        done = ladder_search(own.cal_lo, own.cal_hi, rows, level, ok)
         # Nothing passed (cal_hi past the top): the floor is the whole image, and redraws.
         own.floor[done] = np.minimum(own.cal_hi[done], own.top[done])
 
