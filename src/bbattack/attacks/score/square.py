@@ -287,9 +287,8 @@ class SquareAttack(Attack[SquareConfig]):
     def _linf_candidates(
         self, state: AttackState, rows: IntArray, rng: Streams, s: IntArray, h: int, w: int
     ) -> FloatArray:
-        ch = state.x.shape[1]
         rc = self._positions(state, rows, rng, s, h, w)
-        up = rng.signs(rows, ch) > 0  # (m, ch)
+        up = self._signs(state, rows, rng, rc, s)  # (m, ch)
         # Only the window's pixels change: index them rather than rewrite whole images.
         b, _, i, j = np.nonzero(window_mask(rc[:, 0], rc[:, 1], s, h, w))
         img, up_px = rows[b], up[b]
@@ -307,6 +306,12 @@ class SquareAttack(Attack[SquareConfig]):
             new[same] = np.where(up_px[same], lo[same], hi[same])
         cand[b, :, i, j] = new
         return cand.astype(np.float32, copy=False)
+
+    def _signs(
+        self, state: AttackState, rows: IntArray, rng: Streams, rc: IntArray, s: IntArray
+    ) -> NDArray[np.bool_]:
+        """(m, ch): whether each window channel goes to the ball's upper vertex (random)."""
+        return rng.signs(rows, state.x.shape[1]) > 0
 
     def _l2_candidates(
         self, state: AttackState, rows: IntArray, rng: Streams, s: IntArray, h: int, w: int

@@ -38,6 +38,7 @@ __all__ = [
     "ensemble_logp",
     "metered",
     "surrogate_classes",
+    "surrogate_gradient",
 ]
 
 FloatArray = NDArray[np.float32]
@@ -162,6 +163,38 @@ def craft(
         meter.candidates += n
         meter.seconds += time.perf_counter() - t_start
     return xt.detach().numpy().astype(np.float32), gt.numpy().astype(np.float32)
+
+
+@one_torch_thread
+def surrogate_gradient(
+    surrogates: Sequence[Surrogate],
+    weights: NDArray[np.float64],
+    x: FloatArray,
+    classes: NDArray[np.bool_],
+    targeted: NDArray[np.bool_],
+    bias: FloatArray | None = None,
+    loss: TransferLoss = "calib",
+) -> FloatArray:
+    """(N, C, H, W): the direction in which the ensemble's score of ``classes`` rises where
+    ``targeted`` (falls elsewhere) at ``x``, without input diversity: a prior for a query
+    attack's steps. Counted into the surrogate meter like :func:`craft`."""
+    import torch
+
+    if len(x) == 0:
+        return np.zeros_like(x)
+    meter, t_start = _METER.get(), time.perf_counter()
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).requires_grad_(True)
+    w = torch.from_numpy(np.asarray(weights, np.float32))
+    mask = torch.from_numpy(np.asarray(classes, bool))
+    sign = torch.from_numpy(np.where(targeted, 1.0, -1.0).astype(np.float32))
+    b = None if bias is None else torch.from_numpy(np.asarray(bias, np.float32))
+    kind = loss if loss != "calib" or b is not None else "logit"
+    obj = _objective(surrogates, xt, w, mask, kind, b)
+    (grad,) = torch.autograd.grad((sign * obj).sum(), xt)
+    if meter is not None:
+        meter.iterations += 1
+        meter.seconds += time.perf_counter() - t_start
+    return np.asarray(grad.numpy(), np.float32)
 
 
 def _objective(

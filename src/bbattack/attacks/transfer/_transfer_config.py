@@ -73,6 +73,14 @@ class TransferConfig(AttackConfig):
     p_init: float = Field(
         0.01, gt=0.0, le=1.0, description="Square's initial window after the hand-off (QL)"
     )
+    prior: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="QL hand-off (L∞): at most this share of Square's windows take their signs "
+        "from the surrogates' gradient at the iterate, as often as such windows are kept "
+        "more than random ones (0: plain Square)",
+    )
 
     def how(self, iters: int | None = None) -> Craft:
         return Craft(

@@ -23,6 +23,7 @@ from ..registry import Paper, register
 from ..score.square import SquareAttack
 from ._bases import judge_weights, propose_weights, weight_state
 from ._guided import SHRINK, START, GuidedShrink
+from ._prior_square import PriorSquare
 from ._transfer import (
     DRAWS,
     calibration,
@@ -30,6 +31,7 @@ from ._transfer import (
     craft,
     ensemble_logp,
     surrogate_classes,
+    surrogate_gradient,
 )
 from ._transfer_config import TransferConfig
 from ._transfer_state import TransferState
@@ -104,7 +106,32 @@ class TransferAttack(Attack[TransferConfig]):
 
     def _square(self) -> SquareAttack:
         c = self.config
+        if c.prior > 0 and c.norm == "linf":
+            return PriorSquare(
+                eps=c.eps, norm=c.norm, p_init=c.p_init, p_init_untargeted=0.05, prior_max=c.prior
+            )
         return SquareAttack(eps=c.eps, norm=c.norm, p_init=c.p_init, p_init_untargeted=0.05)
+
+    def _refresh_prior(self, inner: PriorSquare, state: AttackState) -> None:
+        """The surrogates' gradient at each handed-off iterate that moved since its last one
+        (free: no query)."""
+        tr = self.own(state, TransferState)
+        with self._inner(state):
+            rows = inner.stale(state)
+        if not len(rows):
+            return
+        bias = tr.bias[rows] if tr.bias is not None else None
+        g = surrogate_gradient(
+            self.surrogates(state),
+            tr.weights.trying[rows],
+            state.x[rows],
+            tr.classes[rows],
+            state.targeted[rows],
+            bias,
+            self.config.loss,
+        )
+        with self._inner(state):
+            inner.set_prior(state, rows, g)
 
     def _gfcs(self) -> GFCSAttack:
         return GFCSAttack(eps=self.config.eps, norm=self.config.norm)
@@ -345,6 +372,8 @@ class TransferAttack(Attack[TransferConfig]):
         hide = np.setdiff1d(np.flatnonzero(state.active), rows)
         state.active[hide] = False
         try:
+            if isinstance(inner, PriorSquare):
+                self._refresh_prior(inner, state)
             with self._inner(state):
                 inner.step(oracle, state)
         finally:
