@@ -107,6 +107,7 @@ def test_the_count_is_the_grid_built(tmp_path: Path) -> None:
             "attacks": [
                 {"name": "square", "budget": [50, 60], "goal": ["targeted", "untargeted"]},
                 {"name": "pi", "k": [1, 3], "budget": [70], "eps": [0.05, 0.1], "seeds": [4]},
+                {"name": "square", "budget": [80], "defense": ["none", "blacklight", "rnd"]},
             ],
         }
     )

@@ -73,7 +73,8 @@ def grid_size(cfg: BenchConfig) -> GridSize:
         views = sum(1 if t == "ql" else len(spec.k) for t in spec.threats())
         goals = sum(cfg.targets.per_image if g == "targeted" else 1 for g in spec.goal)
         seeds = len(spec.seeds if spec.seeds is not None else cfg.seeds)
-        per_budget = views * len(spec.balls()) * goals * images * seeds
+        defenses = len(spec.defenses())  # one case per entry of the defence axis
+        per_budget = views * len(spec.balls()) * goals * images * seeds * defenses
         cases += per_budget * len(spec.budget)
         queries += per_budget * sum(spec.budget)
     return GridSize(cases, queries)
