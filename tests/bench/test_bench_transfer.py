@@ -69,6 +69,18 @@ def test_a_grid_with_surrogates_runs_and_reports_them(tmp_path: Path) -> None:
     # Markdown-escaped; the other parameters are part of the row's name
     assert r"transfer \[bench\_models:tiny\_surrogate; iters=10\]" in text
     assert "| square |" in text
+    # What the guided cases cost besides queries, beside their queries; Square did no such work.
+    table = text.split("#### Surrogate work")[1].split("####")[0]
+    lines = [ln for ln in table.splitlines() if ln.startswith("| QL")]
+    assert len(lines) == 1  # one attack with surrogates, one threat model
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[1].startswith(r"transfer \[bench\_models:tiny\_surrogate")
+    assert cells[2] == "4"
+    assert cells[5].endswith(" s")  # surrogate time per candidate
+    assert float(cells[6]) >= 1  # candidates per case
+    html = tmp_path / "r.html"
+    assert main(["report", str(db_path), "-o", str(html)]) == 0
+    assert '<table id="surrogates">' in html.read_text()
 
 
 def _grid(attack: dict[str, Any], model: str = "efficientnet-lite0") -> Any:

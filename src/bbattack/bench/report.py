@@ -49,6 +49,7 @@ from .summary import (
     versus_peers,
     with_surrogate_labels,
 )
+from .surrogate_table import SURROGATE_HEADER, SURROGATE_NOTE, surrogate_cells, surrogate_rows
 
 __all__ = ["render_html", "render_markdown", "write_report"]
 
@@ -169,6 +170,9 @@ def render_html(db: BenchDB, samples: int = 8, benign: Mapping[str, float] | Non
         defense_header=DEFENSE_HEADER,
         defense_rows=defense_cells(defense_rows(raw, benign, db.meta().get("model"))),
         defense_note=DEFENSE_NOTE,
+        surrogate_header=SURROGATE_HEADER,
+        surrogate_rows=surrogate_cells(surrogate_rows(raw, db.meta().get("model"))),
+        surrogate_note=SURROGATE_NOTE,
     )
 
 
@@ -241,6 +245,21 @@ def _md_defenses(
     ]
 
 
+def _md_surrogates(cases: Sequence[Case], target: str | None) -> list[str]:
+    rows = surrogate_rows(cases, target)
+    if not rows:
+        return []
+    body = [[_md(v) for v in r] for r in surrogate_cells(rows)]
+    return [
+        "#### Surrogate work: what a surrogate-guided case costs besides queries",
+        "",
+        _md_table(SURROGATE_HEADER, body, set(range(2, len(SURROGATE_HEADER)))),
+        "",
+        _md(SURROGATE_NOTE),
+        "",
+    ]
+
+
 def render_markdown(db: BenchDB, benign: Mapping[str, float] | None = None) -> str:
     """GitHub Markdown for BENCHMARKS.md: a header line, Table 1 layout, the defences' table
     (``benign``: see :func:`~.defense_table.defense_rows`), per-case table."""
@@ -280,6 +299,7 @@ def render_markdown(db: BenchDB, benign: Mapping[str, float] | None = None) -> s
         "",
         *_md_peers(cases),
         *_md_defenses(raw, benign, db.meta().get("model")),
+        *_md_surrogates(raw, db.meta().get("model")),
         "#### All finished cases",
         "",
         _md_table(
