@@ -160,10 +160,19 @@ class Piha(Detector):
     def distance(self, bits: NDArray[np.bool_]) -> int:
         """The smallest Hamming distance to a stored hash within the threshold (bits + 1
         where there is none)."""
-        ids = np.unique(self._index.ids_of(self._chunks(bits)))
+        ids = self._index.ids_of(self._chunks(bits))
         if not len(ids):
             return self.bits + 1
-        d = np.bitwise_count(self._buf[ids - self._oldest] ^ self._pack(bits)).sum(axis=1)
+        if 32 * len(ids) >= self.stored:  # common chunks (flat hue): a mask dedupes faster
+            held = np.zeros(self.stored, bool)
+            held[ids - self._oldest] = True
+            rows: NDArray[np.integer] = np.flatnonzero(held)
+        else:
+            rows = np.unique(ids) - self._oldest
+        x = np.bitwise_count(np.take(self._buf, rows, axis=0) ^ self._pack(bits))
+        d = x[:, 0].astype(np.uint16)
+        for w in range(1, self._words):  # numpy's sum over a short last axis is much slower
+            d += x[:, w]
         return int(d.min())
 
     def flags(self, query: Query) -> BoolArray:
