@@ -92,7 +92,7 @@ def test_the_adaptive_attack_goes_on_past_refusals_and_replays(
     ("extra", "runs"), [([], "adaptive-square"), (["--attack", "ql"], "adaptive-ql")]
 )
 def test_adaptive_runs_the_attacks_adaptive_version(
-    photo: str, tmp_path: Path, extra: list[str], runs: str
+    photo: str, tmp_path: Path, extra: list[str], runs: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
     main(["attack", photo, "--untargeted", "--max-queries", "120", "--out", str(out),
@@ -100,6 +100,8 @@ def test_adaptive_runs_the_attacks_adaptive_version(
     doc = json.loads((out / "result.json").read_text())
     assert doc["attack"] == runs
     assert doc["queries"] <= 120
+    capsys.readouterr()
+    assert main(["replay", str(out)]) == 0, capsys.readouterr().err  # refusals and all
 
 
 def test_adaptive_without_an_adaptive_version_is_one_line_before_any_query(
