@@ -283,7 +283,7 @@ def adaptive_of(info: AttackInfo) -> AttackInfo:
     if found:
         return found[0]
     have = ", ".join(sorted(i.adapts for i in table if i.adapts))
-    raise UserInputError(f"{info.name} has no adaptive version; --adaptive works with: {have}")
+    raise UserInputError(f"{info.name} has no adaptive version; attacks with one: {have}")
 
 
 def view_refusal(info: AttackInfo, view: View, norm: str | None = None) -> str | None:

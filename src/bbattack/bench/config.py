@@ -129,7 +129,7 @@ class AttackSpec(_Frozen):
             try:
                 data["name"] = registry.adaptive_of(registry.get(data["name"])).name
             except UserInputError as e:
-                raise ValueError(str(e)) from None
+                raise ValueError(f"adaptive = true: {e}") from None
         return data
 
     @field_validator("defense")

@@ -170,7 +170,7 @@ class Piha(Detector):
         else:
             rows = np.unique(ids) - self._oldest
         x = np.bitwise_count(np.take(self._buf, rows, axis=0) ^ self._pack(bits))
-        d = x[:, 0].astype(np.uint16)
+        d = x[:, 0].astype(np.uint32)  # a hash may have more bits than uint16 counts
         for w in range(1, self._words):  # numpy's sum over a short last axis is much slower
             d += x[:, w]
         return int(d.min())

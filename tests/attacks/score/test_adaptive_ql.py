@@ -4,6 +4,7 @@ samples and goes on, counting every query and never passing its budget."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ import pytest
 
 from bbattack import AttackResult, CallableClassifier, Oracle, Scores
 from bbattack.attacks import registry
+from bbattack.attacks.base import BoolArray
+from bbattack.attacks.score._refusals import ask_each
 from bbattack.defenses import Blacklight, Piha, defense_block
-from bbattack.oracle import Middleware
+from bbattack.oracle import Middleware, QueryKind
 from bbattack.oracle.journal import Journal
-from support import FloatArray
+from support import FloatArray, IntArray
 
 EASY = 4  # the colour photo the toy model gives up soonest
 
@@ -95,3 +98,34 @@ def test_a_banned_key_ends_the_run(tiny_rgb: CallableClassifier, colour_photos: 
     res, oracle = _run(tiny_rgb, colour_photos, [bl])
     assert res.images[0].stop_reason == "banned"
     assert res.images[0].queries == oracle.total_queries == bl.seen
+
+
+@dataclass
+class _Seen:
+    prev: FloatArray
+    answered: BoolArray
+    rejected: IntArray
+
+
+def test_a_silent_answer_given_to_another_image_is_stale_too(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    """A silent defence answers a flagged query with the key's last unflagged answer: in a
+    batch, often another image's, which the image's own last answer would not show."""
+    oracle = Oracle(tiny_rgb, Scores(), max_queries=10, middleware=[Blacklight(action="silent")])
+    ids = oracle.register(2)
+    x = colour_photos[[0, 3]]
+    seen = _Seen(np.zeros((2, 10), np.float32), np.zeros(2, bool), np.zeros(2, np.int64))
+
+    def answered(r: int) -> bool:
+        ok, _ = ask_each(oracle, ids, np.array([r]), x[r : r + 1], [QueryKind.PROBE], seen)
+        return bool(ok[0])
+
+    assert answered(1)
+    assert answered(0)  # the key's last answer is now image 0's
+    assert not answered(1)  # a repeat, flagged: given image 0's scores
+    assert seen.rejected.tolist() == [0, 1]
+    # One image's samples in one call (as NES asks them): each refusal counted.
+    ok, _ = ask_each(oracle, ids, np.array([1, 1]), x[[1, 1]], [QueryKind.GRADIENT] * 2, seen)
+    assert not ok.any()
+    assert seen.rejected.tolist() == [0, 3]

@@ -2,8 +2,9 @@
 
 A defence refuses a whole call when it flags any image in it, so each image goes on its own:
 a refusal of one never takes down another's answer. A silent defence answers a flagged query
-with the key's previous answer; a score vector bit-identical to the image's last one, for a
-different image, does not happen by chance, so it counts as a refusal too (``stale``).
+with the key's last unflagged answer, which is the last answer some image of the run was
+given (in a batch, often another image's); a score vector bit-identical to one of those, for
+a different query, does not happen by chance, so it counts as a refusal too (``stale``).
 """
 
 from __future__ import annotations
@@ -55,15 +56,21 @@ def ask_each(
             except QueryRejected:
                 ok[j] = False
                 break
-            if stale and e == 0 and seen.answered[r] and np.array_equal(p, seen.prev[r]):
+            if stale and e == 0 and _repeats(p, seen):
                 ok[j] = False  # a silent defence's stale answer; the rest of EOT is moot
             seen.prev[r], seen.answered[r] = p, True
             if not ok[j]:
                 break
             probs[j] += p
     probs[~ok] = 0.0
-    seen.rejected[rows[~ok]] += 1
+    np.add.at(seen.rejected, rows[~ok], 1)  # a row may repeat (an image's NES samples)
     return ok, ScoresObservation(frozen_array((probs / eot).astype(np.float32)))
+
+
+def _repeats(p: FloatArray, seen: Refusals) -> bool:
+    """Whether ``p`` is bit-identical to the last answer of any image: the key's last
+    unflagged answer is always one of them (a flagged query since was given a copy of it)."""
+    return bool((seen.answered & (seen.prev == p).all(axis=1)).any())
 
 
 def ladder_search(

@@ -55,8 +55,8 @@ class AdaptiveSquareConfig(SquareConfig):
     )
     stale: bool = Field(
         True,
-        description="take an answer bit-identical to the image's previous one (a silent "
-        "defence's stale answer) as a rejection",
+        description="take an answer bit-identical to the last one any image was given (a "
+        "silent defence's stale answer) as a rejection",
     )
 
 
@@ -121,9 +121,10 @@ class AdaptiveSquareAttack(SquareAttack):
       changes, shows the success).
     * **Silent** defences (a flagged query is answered with the key's last unflagged answer)
       give no refusal, but the attacker still sees it: a score vector bit-identical to the
-      previous answer, for a different image, does not happen by chance. With ``stale`` such
-      an answer counts as a rejection (not kept, and it raises the floor). A silent defence
-      that answered fresh noise instead would leave no such trace.
+      last answer any image was given, for a different query, does not happen by chance (in a
+      batch the key's last answer is often another image's). With ``stale`` such an answer
+      counts as a rejection (not kept, and it raises the floor). A silent defence that
+      answered fresh noise instead would leave no such trace.
 
     Every query is counted under its kind: probes (``probe``), steps (``line_search``), EOT
     samples, rejected and stale queries alike. Query cost per step: ``eot`` (1 by default).

@@ -28,7 +28,7 @@ class AdaptiveQLConfig(QLConfig):
         0.25,
         gt=0.0,
         le=1.0,
-        description="the largest sampling radius the ladder reaches (sigma x 2^j up to it)",
+        description="the ladder's top sampling radius (below it: sigma x 2^j)",
     )
     calibrate: bool = Field(
         True,
@@ -40,8 +40,8 @@ class AdaptiveQLConfig(QLConfig):
     )
     stale: bool = Field(
         True,
-        description="take an answer bit-identical to the image's previous one (a silent "
-        "defence's stale answer) as a refusal",
+        description="take an answer bit-identical to the last one any image was given (a "
+        "silent defence's stale answer) as a refusal",
     )
 
 
@@ -91,8 +91,8 @@ class AdaptiveQLAttack(QLAttack):
       does); after ``raise_after`` refusals in a row the radius goes up a level. A refused
       success check leaves the iterate unchecked (it is checked again after the next step;
       the loss plateau waits for an answer). KeyBanned ends the run (``banned``). A
-      bit-identical repeat of the image's previous answer is a silent defence's stale answer
-      and counts as a refusal (``stale``).
+      bit-identical repeat of the last answer any image was given (the key's last one) is a
+      silent defence's stale answer and counts as a refusal (``stale``).
 
     Query cost per step: ``samples`` (one call each, so a refusal never takes down another
     sample) + 1 success check; a calibrating image pays 1 probe per step instead. Also: 1 for
@@ -103,7 +103,11 @@ class AdaptiveQLAttack(QLAttack):
     config: AdaptiveQLConfig
 
     def _sigma(self, level: IntArray) -> FloatArray:
-        return np.asarray(self.config.sigma * 2.0 ** level.astype(np.float64), np.float32)
+        """The ladder's radii: sigma x 2^level, the top one ``sigma_max`` itself."""
+        c = self.config
+        return np.asarray(
+            np.minimum(c.sigma * 2.0 ** level.astype(np.float64), c.sigma_max), np.float32
+        )
 
     def init(self, oracle: Oracle, state: AttackState, start: FloatArray | None) -> None:
         c = self.config

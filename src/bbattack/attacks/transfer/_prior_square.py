@@ -93,12 +93,21 @@ class PriorSquare(SquareAttack):
         up = super()._signs(state, rows, rng, rc, s)  # drawn either way: the streams align
         own = self.own(state, PriorSquareState)
         use = (rng.uniform(rows, 1)[:, 0] < self.share(state, rows)) & own.fresh[rows]
-        own.arm[rows] = use
-        own.stepping[rows] = True
         if use.any():
             _, h, w = state.x.shape[1:]
+            at = rows[use]
             mask = window_mask(rc[use, 0], rc[use, 1], s[use], h, w)
-            up[use] = (own.prior[rows[use]] * mask).sum(axis=(2, 3)) > 0
+            prior_up = (own.prior[at] * mask).sum(axis=(2, 3)) > 0
+            if own.hi is None or own.lo is None:
+                raise TypeError("prior-signed windows are L∞: this state has no vertices")
+            # A window already as the prior wants it would be flipped against the prior
+            # (Square never asks its current image again): random signs there instead.
+            prop = np.where(prior_up[:, :, None, None], own.hi[at], own.lo[at])
+            done = ((state.x[at] == prop) | ~mask).all(axis=(1, 2, 3))
+            use[np.flatnonzero(use)[done]] = False
+            up[use] = prior_up[~done]
+        own.arm[rows] = use
+        own.stepping[rows] = True
         return up
 
     def step(self, oracle: Oracle, state: AttackState) -> None:

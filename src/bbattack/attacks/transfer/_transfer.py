@@ -69,6 +69,8 @@ class SurrogateMeter:
     candidates: int = 0
     iterations: int = 0
     seconds: float = 0.0
+    gradients: int = 0  # prior gradients (:func:`surrogate_gradient`), counted apart
+    gradient_seconds: float = 0.0
     on_iteration: Callable[[SurrogateMeter, int, int], None] | None = None
 
     def per_candidate(self) -> float | None:
@@ -77,12 +79,18 @@ class SurrogateMeter:
 
     def block(self) -> dict[str, float | int]:
         """What provenance records."""
-        return {
+        out: dict[str, float | int] = {
             "candidates": self.candidates,
             "iterations": self.iterations,
             "seconds": round(self.seconds, 3),
             "seconds_per_candidate": round(self.seconds / max(self.candidates, 1), 3),
         }
+        if self.gradients:
+            out |= {
+                "gradients": self.gradients,
+                "gradient_seconds": round(self.gradient_seconds, 3),
+            }
+        return out
 
 
 # Set by whoever runs an attack and wants to see its surrogate work (CLI progress, bench).
@@ -177,7 +185,7 @@ def surrogate_gradient(
 ) -> FloatArray:
     """(N, C, H, W): the direction in which the ensemble's score of ``classes`` rises where
     ``targeted`` (falls elsewhere) at ``x``, without input diversity: a prior for a query
-    attack's steps. Counted into the surrogate meter like :func:`craft`."""
+    attack's steps. Counted into the surrogate meter apart from the crafted candidates."""
     import torch
 
     if len(x) == 0:
@@ -192,8 +200,8 @@ def surrogate_gradient(
     obj = _objective(surrogates, xt, w, mask, kind, b)
     (grad,) = torch.autograd.grad((sign * obj).sum(), xt)
     if meter is not None:
-        meter.iterations += 1
-        meter.seconds += time.perf_counter() - t_start
+        meter.gradients += len(x)
+        meter.gradient_seconds += time.perf_counter() - t_start
     return np.asarray(grad.numpy(), np.float32)
 
 
