@@ -50,14 +50,17 @@ def nes_gradient(
     sample_loss: SampleLoss,
     bounds: tuple[float, float],
     max_rows: int,
+    tile: int = 1,
 ) -> tuple[FloatArray, NDArray[np.float64]]:
     """NES over groups of images holding at most ``max_rows`` sample images in memory at once.
+    ``tile`` > 1: each sample is drawn per ``tile`` x ``tile`` block of pixels (a coarser,
+    low-frequency search space, as Bandits' tiling).
 
     Each image draws from its own stream, so the grouping never changes the result.
     """
     per = max(1, max_rows // samples)
     parts = [
-        _nes_group(state, rows[i : i + per], sigma, samples, sample_loss, bounds)
+        _nes_group(state, rows[i : i + per], sigma, samples, sample_loss, bounds, tile)
         for i in range(0, len(rows), per)
     ]
     if len(parts) == 1:
@@ -72,6 +75,7 @@ def _nes_group(
     samples: int,
     sample_loss: SampleLoss,
     bounds: tuple[float, float],
+    tile: int = 1,
 ) -> tuple[FloatArray, NDArray[np.float64]]:
     """Antithetic NES estimate of the loss gradient at ``state.x[rows]``.
 
@@ -83,10 +87,7 @@ def _nes_group(
     m = len(rows)
     shape = state.x.shape[1:]
     half = samples // 2
-    u = np.empty((m, half, *shape), dtype=np.float32)
-    # One stream per image: draws depend only on that image's own history, not on the batch.
-    for j, r in enumerate(rows):
-        torch.from_numpy(u[j]).normal_(generator=state.rngs[r])
+    u = tiled_normal(state, rows, half, tile)
     # Antithetic points x ± σu written in place: no (m, samples, D) noise copy is made.
     su = u * np.float32(sigma)
     x = state.x[rows][:, None]
@@ -107,6 +108,20 @@ def _nes_group(
     g: FloatArray = np.matmul(wd[:, None, :], u.reshape(m, half, -1))[:, 0, :]
     g /= (np.float32(sigma) * np.maximum(nvalid, 1).astype(np.float32))[:, None]
     return g.reshape(m, *shape), mean
+
+
+def tiled_normal(state: AttackState, rows: IntArray, per_row: int, tile: int = 1) -> FloatArray:
+    """(len(rows), per_row, C, H, W) standard normal draws from each row's own stream (so they
+    depend only on that image's history, not on the batch); ``tile`` > 1: one draw per
+    ``tile`` x ``tile`` block of pixels."""
+    ch, h, w = state.x.shape[1:]
+    coarse = (ch, -(-h // tile), -(-w // tile))
+    u = np.empty((len(rows), per_row, *coarse), dtype=np.float32)
+    for j, r in enumerate(rows):
+        torch.from_numpy(u[j]).normal_(generator=state.rngs[r])
+    if tile == 1:
+        return u
+    return np.repeat(np.repeat(u, tile, axis=3), tile, axis=4)[..., :h, :w].copy()
 
 
 @dataclass

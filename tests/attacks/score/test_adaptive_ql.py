@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from bbattack import AttackResult, CallableClassifier, Oracle, Scores
 from bbattack.attacks import registry
@@ -129,3 +130,24 @@ def test_a_silent_answer_given_to_another_image_is_stale_too(
     ok, _ = ask_each(oracle, ids, np.array([1, 1]), x[[1, 1]], [QueryKind.GRADIENT] * 2, seen)
     assert not ok.any()
     assert seen.rejected.tolist() == [0, 3]
+
+
+def test_tiled_samples_are_constant_on_each_tile_and_counted(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    from bbattack.attacks._nes import tiled_normal
+
+    oracle = Oracle(tiny_rgb, Scores(), max_queries=10)
+    attack = registry.build("adaptive-ql", eps=0.05, tile=8)
+    res = attack.run(oracle, colour_photos[:1], None, seed=0)
+    assert res.images[0].queries == oracle.total_queries <= 10
+
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(
+        x=colour_photos[:2], rngs=[torch.Generator().manual_seed(i) for i in range(2)]
+    )
+    u = tiled_normal(state, np.arange(2), 3, 8)  # type: ignore[arg-type]
+    assert u.shape == (2, 3, 3, 32, 32)
+    blocks = u.reshape(2, 3, 3, 4, 8, 4, 8)
+    assert np.array_equal(blocks, np.broadcast_to(blocks[:, :, :, :, :1, :, :1], blocks.shape))

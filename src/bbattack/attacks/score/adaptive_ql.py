@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from ...oracle import Oracle, QueryKind, ScoresObservation
-from .._nes import NESState, nes_gradient
+from .._nes import NESState, nes_gradient, tiled_normal
 from ..base import AttackState, BoolArray, FloatArray, IntArray
 from ..registry import register
 from ._refusals import ask_each, ladder_search
@@ -37,6 +36,13 @@ class AdaptiveQLConfig(QLConfig):
     )
     raise_after: int = Field(
         3, ge=1, description="refused samples in a row after which the radius doubles"
+    )
+    tile: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="draw each sample per tile x tile block of pixels (1: per pixel); "
+        "a perceptual hash such as PIHA's averages per-pixel samples away",
     )
     stale: bool = Field(
         True,
@@ -150,9 +156,7 @@ class AdaptiveQLAttack(QLAttack):
             return
         own = self.own(state, AdaptiveQLState)
         level = (own.cal_lo[rows] + own.cal_hi[rows]) // 2
-        u = np.empty_like(state.x[rows])
-        for j, r in enumerate(rows):
-            torch.from_numpy(u[j]).normal_(generator=state.rngs[r])
+        u = tiled_normal(state, rows, 1, self.config.tile)[:, 0]
         sig = self._sigma(level).reshape(-1, 1, 1, 1)
         lo, hi = oracle.bounds
         pts = np.clip(state.x[rows] + sig * u, lo, hi).astype(np.float32)
@@ -177,7 +181,9 @@ class AdaptiveQLAttack(QLAttack):
             return loss, ok
 
         sigma = float(self._sigma(own.level[rows])[0])
-        g, _ = nes_gradient(state, rows, sigma, c.samples, sample_loss, oracle.bounds, c.max_rows)
+        g, _ = nes_gradient(
+            state, rows, sigma, c.samples, sample_loss, oracle.bounds, c.max_rows, c.tile
+        )
         g = own.nes.momentum(rows, g, c.momentum)
         step = state.lr[rows].reshape(-1, 1, 1, 1) * np.sign(g)
         state.x[rows] = state.ball.project(
