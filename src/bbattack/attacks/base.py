@@ -92,6 +92,10 @@ class Attack(Runnable, Generic[C]):
     def step(self, oracle: Oracle, state: AttackState) -> None:
         """Advance every active image by one outer iteration, in place."""
 
+    def check_view(self, oracle: Oracle) -> None:
+        """Refuse, before any query, a config that means nothing under the oracle's view (an
+        option the run would silently ignore). Nothing by default."""
+
     def init_queries(self, start_given: bool) -> int:
         """Queries per image before the first step (the clean image; start checks)."""
         return 1
@@ -231,6 +235,7 @@ class Attack(Runnable, Generic[C]):
         (before any query): the images, targets, seeds and start images."""
         check_run(self.info, oracle, self.config.norm, request.target is None, request.success)
         check_surrogates(self.info, request.surrogates)
+        self.check_view(oracle)
         xb, tgt, seeds = run_inputs(
             oracle, request.x, request.target, request.seed, self.name, self.info.untargeted
         )

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bbattack import CallableClassifier, Oracle, Scores, TorchClassifier
+from bbattack import CallableClassifier, Labels, Oracle, Scores, TopK, TorchClassifier, View
 from bbattack.attacks.base import AttackState
 from bbattack.attacks.transfer._prior_square import PriorSquare
 from bbattack.attacks.transfer.transfer import TransferAttack
+from bbattack.errors import UserInputError
 from bbattack.surrogates import Surrogate, resolve_surrogates
 from defense_support import _W, SIZE
 from support import FloatArray, IntArray
@@ -90,3 +91,21 @@ def test_the_prior_hand_off_counts_every_query_and_a_batch_equals_single_runs(
         one = run(slice(i, i + 1))
         assert np.array_equal(batch.x_adv[i], one.x_adv[0])
         assert batch.images[i].queries == one.images[0].queries
+
+
+@pytest.mark.parametrize(
+    ("view", "norm"), [(Scores(), "l2"), (TopK(1), "linf"), (Labels(1), "linf")]
+)
+def test_a_prior_the_run_would_ignore_is_refused_before_any_query(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+    view: View,
+    norm: str,
+) -> None:
+    x, target, _ = cases
+    oracle = Oracle(digits_torch, view, max_queries=150)
+    attack = TransferAttack(eps=0.1, norm=norm, prior=0.9)
+    with pytest.raises(UserInputError, match="prior applies to the QL hand-off"):
+        attack.run(oracle, x[:1], target[:1], seed=0, surrogates=cnn)
+    assert oracle.total_queries == 0

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ...errors import UserInputError
 from ...oracle import LabelsObservation, Observation, Oracle, QueryKind
 from ...targets import Vocabulary
 from .._losses import visible_margin
@@ -94,15 +95,26 @@ class TransferAttack(Attack[TransferConfig]):
     def init_queries(self, start_given: bool) -> int:
         return 2
 
+    def check_view(self, oracle: Oracle) -> None:
+        if self.config.prior > 0 and self._handoff_kind(oracle.view.kind) != "square":
+            raise UserInputError(
+                "prior applies to the QL hand-off under L∞ only (full scores, --norm linf): "
+                "it would be ignored here"
+            )
+
     # -- the pieces
 
     def _handoff(self, oracle: Oracle, state: AttackState) -> Handoff:
-        kind = oracle.view.kind
-        if kind == "scores":
-            return "square" if self.config.norm == "linf" else "gfcs"
-        if self.config.norm != "linf":
-            return "none"
+        kind = self._handoff_kind(oracle.view.kind)
+        if kind != "labels":
+            return kind
         return "guided" if state.targeted.all() else "rays"
+
+    def _handoff_kind(self, view: str) -> Handoff | Literal["labels"]:
+        """The hand-off a view and norm lead to; under labels it also depends on the goal."""
+        if view == "scores":
+            return "square" if self.config.norm == "linf" else "gfcs"
+        return "labels" if self.config.norm == "linf" else "none"
 
     def _square(self) -> SquareAttack:
         c = self.config
