@@ -3,13 +3,14 @@ and result.json's defence block count the same queries; a resumed run resumes th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from bbattack import AttackResult, CallableClassifier, Oracle, Scores
+from bbattack import AttackResult, CallableClassifier, Oracle, Scores, TopK
 from bbattack.attacks import registry
 from bbattack.attacks.checkpoint import Checkpointer, Every
 from bbattack.defenses import (
@@ -21,8 +22,8 @@ from bbattack.defenses import (
     defense_block,
     screen,
 )
-from bbattack.errors import TARGET_DOWN_REASONS
-from bbattack.oracle import Middleware, QueryKind, ScoresObservation
+from bbattack.errors import TARGET_DOWN_REASONS, UserInputError
+from bbattack.oracle import Middleware, QueryKind, ScoresObservation, TopKObservation
 from bbattack.oracle.journal import Journal
 from support import FloatArray
 
@@ -106,6 +107,50 @@ def test_silent_answers_the_last_unflagged_answer_and_refuses_nothing(
     assert isinstance(again, ScoresObservation)
     assert np.array_equal(first.probs, again.probs)
     assert not np.array_equal(tiny_rgb(bright), first.probs)
+
+
+def _twice(
+    model: CallableClassifier, layer: Middleware, x: FloatArray, view: Any = None
+) -> tuple[Any, Any]:
+    """The answers to ``x`` and to a near-duplicate of it (flagged) through ``layer``."""
+    oracle = Oracle(model, view or Scores(), middleware=[layer])
+    ids = oracle.register(1)
+    first = oracle.query(x, ids, QueryKind.INIT)
+    bright = np.clip(x + 2 / 255, 0, 1).astype(np.float32)
+    return first, oracle.query(bright, ids, QueryKind.INIT)
+
+
+def test_silent_noise_jitters_the_stale_answer_the_same_way_every_time(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    first, again = _twice(tiny_rgb, Blacklight(action="silent", noise=0.05), colour_photos[:1])
+    assert isinstance(first, ScoresObservation)
+    assert isinstance(again, ScoresObservation)
+    assert not np.array_equal(first.probs, again.probs)  # no bit-identical trace
+    assert np.allclose(again.probs, first.probs, rtol=0.3)  # the stale answer, jittered
+    assert again.probs.sum() == pytest.approx(1.0, abs=1e-5)
+    _, replayed = _twice(tiny_rgb, Blacklight(action="silent", noise=0.05), colour_photos[:1])
+    assert np.array_equal(replayed.probs, again.probs)  # a replay is answered the same
+
+
+def test_silent_noise_re_ranks_a_top_k_answer(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    layer = Blacklight(action="silent", noise=1.0)
+    first, again = _twice(tiny_rgb, layer, colour_photos[:1], TopK(5))
+    assert isinstance(again, TopKObservation)
+    assert np.all(np.diff(again.scores[0]) <= 0)  # still ranked
+    assert set(again.labels[0]) == set(first.labels[0])
+    assert not np.array_equal(again.scores, first.scores)
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [({"noise": 0.1}, "noise needs action=silent"), ({"noise": 2.0, "action": "silent"}, "[0, 1]")],
+)
+def test_noise_is_checked(kw: dict[str, Any], why: str) -> None:
+    with pytest.raises(UserInputError, match=re.escape(why)):
+        Blacklight(**kw)
 
 
 def test_stateful_bans_the_key_and_clears_its_history(

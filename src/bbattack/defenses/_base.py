@@ -10,7 +10,11 @@ Actions (a detector's ``action`` parameter):
 * ``ban``: as ``reject``, and the key is dead from then on: every later query is refused
   with :class:`KeyBanned` (stop reason ``banned``).
 * ``silent``: the batch is answered, but each flagged image gets the last answer the key was
-  given for an image not flagged (no signal: the attack sees no change).
+  given for an image not flagged (no signal: the attack sees no change). With ``noise`` > 0
+  its scores are jittered first (each multiplied by exp(noise · z), z standard normal, then
+  re-ranked; a full score vector renormalised), so an attacker cannot spot the stale answer
+  by comparing bits. The jitter is drawn from the flagged image's position in the layer's
+  stream of queries: a resumed or replayed run is answered the same.
 
 Every refused or flagged query is charged by the oracle. A refused batch never reaches the
 target: the journal records it as refused (``refused`` rows with the error; see
@@ -36,15 +40,19 @@ __all__ = ["ACTIONS", "Action", "Detector", "KeyBanned", "QueryRejected", "check
 Action = Literal["reject", "ban", "silent"]
 ACTIONS: tuple[str, ...] = ("reject", "ban", "silent")
 BoolArray = NDArray[np.bool_]
+_NOISE_SEED = 0x51E7  # the silent jitter's stream (fixed: replays answer the same)
 
 
 class Detector(Middleware):
     """A query detector. Subclasses implement :meth:`flags` (check each image, in order, and
     update their store), and extend :meth:`params`, :meth:`snapshot` and :meth:`restore`."""
 
-    def __init__(self, action: Action) -> None:
+    def __init__(self, action: Action, noise: float = 0.0) -> None:
         check(action in ACTIONS, f"{self.name}: action must be one of {', '.join(ACTIONS)}")
+        check(0.0 <= noise <= 1.0, f"{self.name}: noise must be in [0, 1], got {noise}")
+        check(noise == 0.0 or action == "silent", f"{self.name}: noise needs action=silent")
         self.action: Action = action
+        self.noise = float(noise)
         self.seen = 0  # images this layer was asked about
         self.flagged = 0
         self.rejected = 0
@@ -60,7 +68,7 @@ class Detector(Middleware):
 
     def params(self) -> dict[str, Any]:
         """The defence's parameters (what result.json and provenance record)."""
-        return {"action": self.action}
+        return {"action": self.action, **({"noise": self.noise} if self.noise else {})}
 
     def on_ban(self, key: str) -> None:
         """A key was just banned (stateful detection clears its history)."""
@@ -112,9 +120,10 @@ class Detector(Middleware):
             return obs
         rows = split(obs)
         last = self._last.get(query.key)
+        first = self.seen - len(rows)  # the batch's first image, in this layer's stream
         for j in range(len(rows)):
             if hit[j] and last is not None:
-                rows[j] = last
+                rows[j] = _jitter(last, first + j, self.noise) if self.noise else last
             elif not hit[j] or last is None:
                 last = rows[j]
         assert last is not None
@@ -143,6 +152,21 @@ class Detector(Middleware):
         self.first_rejected_at = _opt_int(snap["first_rejected_at"])
         self.banned = {str(k) for k in snap["banned"]}
         self._last = {str(k): Answer(v["labels"], v["scores"]) for k, v in snap["last"].items()}
+
+
+def _jitter(answer: Answer, index: int, noise: float) -> Answer:
+    """``answer`` with its scores multiplied by exp(noise · z), z drawn from the image's
+    ``index`` alone; ranked rows re-ranked, a full vector renormalised. No scores: as is."""
+    if answer.scores is None:
+        return answer
+    scores = np.frombuffer(answer.scores, "<f4").astype(np.float64)
+    z = np.random.default_rng([_NOISE_SEED, index]).standard_normal(len(scores))
+    new = scores * np.exp(noise * z)
+    if answer.labels is None:  # the whole vector: probabilities again
+        return Answer(None, (new / max(new.sum(), 1e-30)).astype("<f4").tobytes())
+    order = np.argsort(-new, kind="stable")
+    labels = np.frombuffer(answer.labels, "<i8")[order]
+    return Answer(labels.astype("<i8").tobytes(), new[order].astype("<f4").tobytes())
 
 
 def check(ok: bool, message: str) -> None:

@@ -113,8 +113,9 @@ class Blacklight(Detector):
         capacity: int = 1_000_000,
         hash: Hash = "sha256",
         action: Action = "reject",
+        noise: float = 0.0,
     ) -> None:
-        super().__init__(action)
+        super().__init__(action, noise)
         check(1 <= step <= 255, f"blacklight: step must be in [1, 255], got {step}")
         check(window >= 1 and stride >= 1, "blacklight: window and stride must be >= 1")
         check(1 <= threshold <= top, f"blacklight: need 1 <= T <= S, got T={threshold}, S={top}")

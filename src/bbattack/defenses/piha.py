@@ -108,8 +108,9 @@ class Piha(Detector):
         reset: int | None = None,
         capacity: int = 1_000_000,
         action: Action = "reject",
+        noise: float = 0.0,
     ) -> None:
-        super().__init__(action)
+        super().__init__(action, noise)
         check(0.0 < threshold < 1.0, f"piha: threshold must be in (0, 1), got {threshold}")
         check(grid >= 2 and sigma >= 0, "piha: need grid >= 2 and sigma >= 0")
         check(channel in ("hue", "luma"), f"piha: channel must be hue or luma, got {channel}")

@@ -67,8 +67,9 @@ class Stateful(Detector):
         history: int = 10_000,
         seed: int = 0,
         action: Action = "ban",
+        noise: float = 0.0,
     ) -> None:
-        super().__init__(action)
+        super().__init__(action, noise)
         check(k >= 1 and dim >= 1, f"stateful: need k >= 1 and dim >= 1, got k={k}, dim={dim}")
         check(threshold > 0, f"stateful: threshold must be > 0, got {threshold}")
         check(history >= k, f"stateful: history must be >= k, got {history} < {k}")
