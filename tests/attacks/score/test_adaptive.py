@@ -211,7 +211,7 @@ def test_scattered_windows_never_ask_a_refused_image_again(
     # refused ever after; the floor's area in scattered windows is a new image every time.
     hard = np.stack([colour_photos[0]] * (EASY + 1))  # a photo neither gets past in 300
     one, spread = _Seen(), _Seen()
-    _run(tiny_rgb, hard, [one], scatter="off")
+    _run(tiny_rgb, hard, [one], scatter="off", dither=0)
     res, oracle = _run(tiny_rgb, hard, [spread], scatter="on")
     assert len(set(one.images)) < len(one.images) // 2
     assert one.rejected > 250

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from .._rand import Streams
 from ..base import BoolArray, FloatArray, IntArray
 
-__all__ = ["Scatter", "choose", "scattered", "tally"]
+__all__ = ["Scatter", "choose", "dither", "scattered", "snap", "tally"]
 
 Scatter = Literal["auto", "on", "off"]
 _EXPLORE = 0.5  # UCB's exploration weight: both moves stay in play while their rates are close
@@ -55,4 +55,32 @@ def scattered(
     signs = up[np.maximum(which, 0)].transpose(2, 0, 1)  # (ch, h, w)
     new = np.where(signs, hi, lo)
     out: NDArray[np.float32] = np.asarray(np.where(which[None] >= 0, new, x), np.float32)
+    return out
+
+
+def snap(x: FloatArray, x0: FloatArray, hi: FloatArray, lo: FloatArray) -> FloatArray:
+    """A dithered iterate back on the ball's vertices: each value at the vertex on its side of
+    the clean image ``x0`` (a dither never reaches ``x0``); values at ``x0`` stay."""
+    side = np.where(x > x0, hi, np.where(x < x0, lo, x))
+    out: FloatArray = side.astype(np.float32)
+    return out
+
+
+def dither(
+    cand: FloatArray, x0: FloatArray, hi: FloatArray, lo: FloatArray, u: NDArray[np.float64],
+    units: IntArray,
+) -> FloatArray:  # fmt: skip
+    """Each row of ``cand`` with a random half of its values (``u`` < 0.5) moved its
+    ``units``/255 towards the clean image ``x0``, inside the ball: a fresh pattern per query,
+    too small to change the model's answer much, that changes the 8-bit quantisation bin of
+    enough values for a pixel fingerprint (Blacklight's window hashes) to share few hashes
+    with any stored query."""
+    # On the 8-bit grid, as the ball's vertices are (what is queried is what is saved).
+    q, q_lo, q_hi = (np.rint(v.astype(np.float64) * 255.0) for v in (cand, lo, hi))
+    q0 = np.rint(x0.astype(np.float64) * 255.0)
+    step = units.reshape((-1,) + (1,) * (cand.ndim - 1))
+    # Never onto or past x0, so the value stays on its side (``snap`` finds its vertex).
+    size = np.minimum(step, np.maximum(np.abs(q - q0) - 1, 0))
+    toward = -np.sign(q - q0) * (u.reshape(cand.shape) < 0.5) * size
+    out: FloatArray = (np.clip(q + toward, q_lo, q_hi) / 255.0).astype(np.float32)
     return out

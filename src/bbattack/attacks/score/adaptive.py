@@ -15,7 +15,7 @@ from .._windows import side
 from ..base import AttackState, BoolArray, FloatArray, IntArray
 from ..registry import Paper, register
 from ._refusals import ask_each, ladder_search
-from ._scatter import Scatter, choose, scattered, tally
+from ._scatter import Scatter, choose, dither, scattered, snap, tally
 from .square import SquareAttack, SquareConfig, SquareState
 
 __all__ = ["OARS_2023", "AdaptiveSquareAttack", "AdaptiveSquareConfig", "AdaptiveSquareState"]
@@ -57,6 +57,15 @@ class AdaptiveSquareConfig(SquareConfig):
         "patterns a detector soon has all stored (off); auto: per image, whichever gets its "
         "candidates kept more often (UCB)",
     )
+    dither: int = Field(
+        2,
+        ge=0,
+        le=8,
+        description="L∞, once an image has met a rejection: move a fresh random half of each "
+        "candidate's values 1 8-bit level towards the clean image, raised up to this many "
+        "levels by rejections in a row (a pixel fingerprint then shares few hashes with any "
+        "stored query); 0: off",
+    )
     flip_after: int = Field(
         0,
         ge=0,
@@ -85,6 +94,7 @@ class AdaptiveSquareState(SquareState):
     rejected: IntArray  # rejections met (refused or stale), per image
     prev: FloatArray  # (N, K) the last answer, for stale detection
     answered: BoolArray  # whether ``prev`` holds one
+    grain: IntArray  # the dither in 8-bit levels (0: none yet)
     tries: IntArray  # (N, 2) steps above Square's window: one window, scattered
     kept: IntArray  # (N, 2) of which kept
 
@@ -179,6 +189,7 @@ class AdaptiveSquareAttack(SquareAttack):
             rejected=np.zeros(n, np.int64),
             prev=np.zeros((n, k), np.float32),
             answered=np.zeros(n, bool),
+            grain=np.zeros(n, np.int64),
             tries=np.zeros((n, 2), np.int64),
             kept=np.zeros((n, 2), np.int64),
         )
@@ -231,7 +242,16 @@ class AdaptiveSquareAttack(SquareAttack):
         level = np.where(probing, (own.cal_lo[rows] + own.cal_hi[rows]) // 2, own.floor[rows])
         p_sq, p_floor = self._p(state, rows), self._ladder(state, rows, level)
         if self.config.norm == "linf":
+            met = rows[(own.rejected[rows] > 0) & (own.grain[rows] == 0)]
+            own.grain[met] = min(1, self.config.dither)
+            dithered = rows[own.grain[rows] > 0]
+            kept = state.x[dithered].copy()
+            if own.hi is None or own.lo is None:
+                raise TypeError("L∞ candidates are made of the ball's vertices; none here")
+            state.x[dithered] = snap(kept, state.x0[dithered], own.hi[dithered], own.lo[dithered])
             cand, above, spread = self._linf_steps(state, rows, own, p_sq, p_floor, h, w)
+            state.x[dithered] = kept  # the iterate stays what the target answered
+            self._dither(state, rows, cand, own.grain[rows] > 0)
         else:
             s = side(np.maximum(p_sq, p_floor), h, w, least=3)
             cand = self._l2_candidates(state, rows, own.rng, s, h, w)
@@ -273,6 +293,19 @@ class AdaptiveSquareAttack(SquareAttack):
             r = int(rows[j])
             cand[j] = scattered(state.x[r], own.hi[r], own.lo[r], own.rng, r, n, size)
         return cand, above, spread
+
+    def _dither(
+        self, state: AttackState, rows: IntArray, cand: FloatArray, which: BoolArray
+    ) -> None:
+        """Dither the candidates of ``which`` rows in place (``dither`` levels; a fresh draw
+        from each image's own stream)."""
+        own = self.own(state, AdaptiveSquareState)
+        j = np.flatnonzero(which)
+        if not len(j) or own.hi is None or own.lo is None:
+            return
+        r = rows[j]
+        u = own.rng.uniform(r, int(np.prod(cand.shape[1:])))
+        cand[j] = dither(cand[j], state.x0[r], own.hi[r], own.lo[r], u, own.grain[r])
 
     def _ladder(self, state: AttackState, rows: IntArray, level: IntArray) -> NDArray[np.float64]:
         """The window fraction of each row's ladder ``level`` (0 where -1: no floor)."""
@@ -327,7 +360,11 @@ class AdaptiveSquareAttack(SquareAttack):
         direction after ``flip_after`` steps in a row without a kept window."""
         own.streak[rows] = np.where(ok, 0, own.streak[rows] + 1)
         up = rows[own.streak[rows] >= self.config.raise_after]
-        own.floor[up] = np.minimum(np.maximum(own.floor[up], 0) + 1, own.top[up])
+        # A finer dither first (it costs the loss least), then a larger window.
+        finer = (own.grain[up] > 0) & (own.grain[up] < self.config.dither)
+        own.grain[up[finer]] += 1
+        wider = up[~finer]
+        own.floor[wider] = np.minimum(np.maximum(own.floor[wider], 0) + 1, own.top[wider])
         own.streak[up] = 0
         if self.config.flip_after:
             flip = rows[own.fails[rows] >= self.config.flip_after]
