@@ -14,7 +14,9 @@ import pytest
 from bbattack import AttackResult, CallableClassifier, Oracle, Scores
 from bbattack.attacks import registry
 from bbattack.attacks.checkpoint import Checkpointer, Every
+from bbattack.attacks.score._scatter import snap
 from bbattack.defenses import Aaa, Blacklight, Rnd, defense_block
+from bbattack.images import quantize
 from bbattack.oracle import Middleware
 from bbattack.oracle.journal import Journal
 from support import FloatArray
@@ -218,3 +220,30 @@ def test_scattered_windows_never_ask_a_refused_image_again(
     # The only image asked twice is the final check of the kept iterate.
     assert len(set(spread.images)) == len(spread.images) - 1 == oracle.total_queries - 1
     assert res.images[0].lost_queries < 20
+
+
+def test_where_nothing_is_refused_the_dither_and_the_bandit_change_nothing(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    settings: list[dict[str, Any]] = [{}, {"dither": 0, "scatter": "off"}]
+    runs = [_run(tiny_rgb, colour_photos, [], budget=150, **kw)[0] for kw in settings]
+    assert [r.images[0].queries for r in runs] == [runs[0].images[0].queries] * 2
+    assert np.array_equal(runs[0].x_adv, runs[1].x_adv)
+
+
+def test_behind_blacklight_the_dither_keeps_candidates_on_the_grid_inside_the_ball(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    seen = _Seen()
+    res, oracle = _run(tiny_rgb, colour_photos, [seen])
+    x0 = colour_photos[EASY]
+    asked = np.stack([np.frombuffer(b, np.float32).reshape(x0.shape) for b in seen.images])
+    assert np.abs(asked - x0).max() <= 0.05 + 1e-6
+    off_grid = np.abs(asked.astype(np.float64) * 255 - np.rint(asked.astype(np.float64) * 255))
+    assert off_grid.max() < 1e-3  # 8-bit values: what a label API is sent
+    clean = np.broadcast_to(x0, asked.shape).astype(np.float32)
+    eps = np.full(len(asked), 0.05)
+    hi, lo = (quantize((clean + e).astype(np.float32), clean, eps) for e in (0.05, -0.05))
+    dithered = (snap(asked, clean, hi, lo) != asked).any(axis=(1, 2, 3))
+    assert dithered.sum() > 10  # after the first refusal, candidates are dithered
+    assert res.images[0].queries == oracle.total_queries == len(seen.images)

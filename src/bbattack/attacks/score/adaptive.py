@@ -142,6 +142,15 @@ class AdaptiveSquareAttack(SquareAttack):
       with ``scatter = auto`` each image keeps a tally of how often each kind of move was
       kept and picks the one with the higher upper confidence bound (UCB1). Below the floor
       nothing changes: where nothing is refused, the run is Square's, query for query.
+    * **Dither** (L∞, ``dither``; our addition, not OARS's). Blacklight hashes windows of
+      8-bit values quantised in steps of 50, so a Square step changes few of an image's
+      hashes. Once an image has met a rejection, each candidate gets a fresh random half of
+      its values moved 1 level (of 255) towards the clean image: about 1 value in 100 then
+      changes its quantisation bin, most 50-value windows change, and the candidate shares
+      fewer than T of its top hashes with any stored query, while the model barely sees it.
+      Rejections in a row raise the dither (up to ``dither`` levels) before they raise the
+      window floor. The iterate is snapped back to the vertices before each step, so dithers
+      never add up. It does nothing against PIHA or stateful detection (averages, embeddings).
     * **KeyBanned** ends the run with stop reason ``banned``: the key is dead.
     * **RND** (input noise): ``eot`` queries per point, their scores averaged (EOT), each
       counted. A remote target's journal answers a repeated input from its records, so EOT
