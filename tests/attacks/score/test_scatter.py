@@ -60,3 +60,18 @@ def test_the_bandit_prefers_the_move_that_is_kept() -> None:
     assert choose("auto", tries, kept, rows).tolist() == [False, True]
     assert choose("off", tries, kept, rows).tolist() == [False, False]
     assert choose("on", tries, kept, rows).tolist() == [True, True]
+
+
+def test_a_coarse_dither_shifts_each_block_one_way_per_channel() -> None:
+    x0, hi, lo, v, _ = _vertices(1, (2, 3, 14, 14))
+    grid, ch = 7, 3
+    u = np.random.default_rng(1).random((2, ch * 14 * 14 + ch * grid * grid))
+    fine = dither(v, x0, hi, lo, u, np.array([2, 2]), grid)
+    coarse = dither(v, x0, hi, lo, u, np.array([4, 4]), grid)
+    assert np.array_equal(fine, dither(v, x0, hi, lo, u, np.array([2, 2])))  # random below 3
+    moved = np.sign(np.rint((coarse.astype(np.float64) - v) * 255))  # (2, 3, 14, 14)
+    blocks = moved.reshape(2, ch, grid, 2, grid, 2)
+    for n, c, i, j in np.ndindex(2, ch, grid, grid):
+        ways = set(blocks[n, c, i, :, j, :].ravel().tolist()) - {0.0}
+        assert len(ways) <= 1  # one direction per block and channel
+    assert 0.1 < (moved != 0).mean() < 0.4  # about a quarter of the values

@@ -14,6 +14,7 @@ from ..base import BoolArray, FloatArray, IntArray
 __all__ = ["Scatter", "choose", "dither", "scattered", "snap", "tally"]
 
 Scatter = Literal["auto", "on", "off"]
+_FINE = 2  # dithers up to this many levels move values at random; beyond, by block
 _EXPLORE = 0.5  # UCB's exploration weight: both moves stay in play while their rates are close
 
 
@@ -68,19 +69,30 @@ def snap(x: FloatArray, x0: FloatArray, hi: FloatArray, lo: FloatArray) -> Float
 
 def dither(
     cand: FloatArray, x0: FloatArray, hi: FloatArray, lo: FloatArray, u: NDArray[np.float64],
-    units: IntArray,
+    units: IntArray, grid: int = 0,
 ) -> FloatArray:  # fmt: skip
-    """Each row of ``cand`` with a random half of its values (``u`` < 0.5) moved its
+    """Each row of ``cand`` (N, C, H, W) with a random half of its values moved its
     ``units``/255 towards the clean image ``x0``, inside the ball: a fresh pattern per query,
     too small to change the model's answer much, that changes the 8-bit quantisation bin of
     enough values for a pixel fingerprint (Blacklight's window hashes) to share few hashes
-    with any stored query."""
+    with any stored query. Rows dithered more than ``_FINE`` levels, with ``grid`` > 0: each
+    of a grid × grid of blocks also draws a direction per channel, and only values whose way
+    to ``x0`` is that direction move, so the block's mean colour shifts, which a perceptual
+    hash of block means (PIHA) sees.
+    ``u``: (N, C·H·W + C·grid²) uniforms in [0, 1)."""
+    n, ch, h, w = cand.shape
     # On the 8-bit grid, as the ball's vertices are (what is queried is what is saved).
     q, q_lo, q_hi = (np.rint(v.astype(np.float64) * 255.0) for v in (cand, lo, hi))
     q0 = np.rint(x0.astype(np.float64) * 255.0)
+    inward = -np.sign(q - q0)
+    move = u[:, : ch * h * w].reshape(cand.shape) < 0.5
+    if grid:
+        ways = np.where(u[:, ch * h * w :].reshape(n, ch, grid, grid) < 0.5, -1.0, 1.0)
+        rows, cols = np.arange(h) * grid // h, np.arange(w) * grid // w
+        step = units.reshape((-1,) + (1,) * (cand.ndim - 1))
+        move &= (step <= _FINE) | (inward == ways[:, :, rows][:, :, :, cols])
     step = units.reshape((-1,) + (1,) * (cand.ndim - 1))
     # Never onto or past x0, so the value stays on its side (``snap`` finds its vertex).
     size = np.minimum(step, np.maximum(np.abs(q - q0) - 1, 0))
-    toward = -np.sign(q - q0) * (u.reshape(cand.shape) < 0.5) * size
-    out: FloatArray = (np.clip(q + toward, q_lo, q_hi) / 255.0).astype(np.float32)
+    out: FloatArray = (np.clip(q + inward * move * size, q_lo, q_hi) / 255.0).astype(np.float32)
     return out

@@ -58,13 +58,21 @@ class AdaptiveSquareConfig(SquareConfig):
         "candidates kept more often (UCB)",
     )
     dither: int = Field(
-        2,
+        4,
         ge=0,
         le=8,
         description="L∞, once an image has met a rejection: move a fresh random half of each "
         "candidate's values 1 8-bit level towards the clean image, raised up to this many "
-        "levels by rejections in a row (a pixel fingerprint then shares few hashes with any "
-        "stored query); 0: off",
+        "levels by rejections in a row, by block beyond 2 (a pixel fingerprint, or a hash of "
+        "block means, then differs from every stored query's); 0: off",
+    )
+    dither_grid: int = Field(
+        7,
+        ge=0,
+        le=64,
+        description="the dither's blocks (grid x grid, 0: none): per block and channel only "
+        "values whose way to the clean image is a random direction move, so block means "
+        "shift (PIHA hashes hue over a 7 x 7 grid of block means)",
     )
     flip_after: int = Field(
         0,
@@ -149,8 +157,11 @@ class AdaptiveSquareAttack(SquareAttack):
       changes its quantisation bin, most 50-value windows change, and the candidate shares
       fewer than T of its top hashes with any stored query, while the model barely sees it.
       Rejections in a row raise the dither (up to ``dither`` levels) before they raise the
-      window floor. The iterate is snapped back to the vertices before each step, so dithers
-      never add up. It does nothing against PIHA or stateful detection (averages, embeddings).
+      window floor. Beyond 2 levels the dither is by block (``dither_grid``): per block and
+      channel only values whose way to the clean image is one random direction move, so the
+      block means shift, which PIHA's hash of block hues sees. The iterate is snapped back to
+      the vertices before each step, so dithers never add up. Stateful detection (an
+      embedding's nearest neighbours) is not fooled by it.
     * **KeyBanned** ends the run with stop reason ``banned``: the key is dead.
     * **RND** (input noise): ``eot`` queries per point, their scores averaged (EOT), each
       counted. A remote target's journal answers a repeated input from its records, so EOT
@@ -313,8 +324,9 @@ class AdaptiveSquareAttack(SquareAttack):
         if not len(j) or own.hi is None or own.lo is None:
             return
         r = rows[j]
-        u = own.rng.uniform(r, int(np.prod(cand.shape[1:])))
-        cand[j] = dither(cand[j], state.x0[r], own.hi[r], own.lo[r], u, own.grain[r])
+        ch, g = cand.shape[1], self.config.dither_grid
+        u = own.rng.uniform(r, int(np.prod(cand.shape[1:])) + ch * g * g)
+        cand[j] = dither(cand[j], state.x0[r], own.hi[r], own.lo[r], u, own.grain[r], g)
 
     def _ladder(self, state: AttackState, rows: IntArray, level: IntArray) -> NDArray[np.float64]:
         """The window fraction of each row's ladder ``level`` (0 where -1: no floor)."""
