@@ -85,13 +85,12 @@ def dither(
     q, q_lo, q_hi = (np.rint(v.astype(np.float64) * 255.0) for v in (cand, lo, hi))
     q0 = np.rint(x0.astype(np.float64) * 255.0)
     inward = -np.sign(q - q0)
+    step = units.reshape((-1,) + (1,) * (cand.ndim - 1))
     move = u[:, : ch * h * w].reshape(cand.shape) < 0.5
     if grid:
         ways = np.where(u[:, ch * h * w :].reshape(n, ch, grid, grid) < 0.5, -1.0, 1.0)
         rows, cols = np.arange(h) * grid // h, np.arange(w) * grid // w
-        step = units.reshape((-1,) + (1,) * (cand.ndim - 1))
         move &= (step <= _FINE) | (inward == ways[:, :, rows][:, :, :, cols])
-    step = units.reshape((-1,) + (1,) * (cand.ndim - 1))
     # Never onto or past x0, so the value stays on its side (``snap`` finds its vertex).
     size = np.minimum(step, np.maximum(np.abs(q - q0) - 1, 0))
     out: FloatArray = (np.clip(q + inward * move * size, q_lo, q_hi) / 255.0).astype(np.float32)
