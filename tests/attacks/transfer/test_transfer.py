@@ -316,7 +316,7 @@ def test_a_stuck_label_only_shrink_goes_on_with_hopskipjump_when_asked(
     kinds = []
     for stuck in ("stop", "hsj"):
         oracle = Oracle(digits_torch, Labels(1), max_queries=400)
-        res = TransferAttack(eps=0.02, give_up=2, stuck=stuck).run(
+        res = TransferAttack(eps=0.02, give_up=2, stuck=stuck, photo_start="guided").run(
             oracle, x[:4], target[:4], start=start[:4], surrogates=cnn
         )
         assert [r.queries for r in res.images] == oracle.queries().tolist()
@@ -325,6 +325,34 @@ def test_a_stuck_label_only_shrink_goes_on_with_hopskipjump_when_asked(
             assert {r.stop_reason for r in res.images} <= {"stalled", "success"}
     assert kinds[0] == [0, 0, 0, 0]
     assert max(kinds[1]) > 0  # HopSkipJump's probes
+
+
+@pytest.mark.parametrize("view", [TopK(1), Labels(1)], ids=["pi", "lo"])
+def test_from_the_start_image_the_query_attack_goes_on_unless_guided(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+    view: View,
+) -> None:
+    """No start radius (none given): every image that the rounds leave unsolved starts from
+    its start image, where PI-Square (radius probes, ``init``) or HopSkipJump (``probe``)
+    goes on, or the surrogate-guided shrink (more ``transfer`` candidates) when asked."""
+    x, target, start = cases
+    spent = {}
+    for photo_start in ("query", "guided"):
+        oracle = Oracle(digits_torch, view, max_queries=300)
+        res = TransferAttack(
+            eps=0.02, rounds=2, start_radii=(), give_up=2, photo_start=photo_start
+        ).run(oracle, x[:4], target[:4], start=start[:4], surrogates=cnn)
+        assert [r.queries for r in res.images] == oracle.queries().tolist()
+        assert all(r.queries <= 300 for r in res.images)
+        spent[photo_start] = [r.queries_by_kind for r in res.images]
+    own = "init" if view.kind == "topk" else "probe"
+    floor = 2 if own == "init" else 0  # the clean query and the start image's check
+    assert all(q["transfer"] <= 2 for q in spent["query"])  # the rounds' candidates only
+    assert max(q[own] for q in spent["query"]) > floor
+    assert max(q["transfer"] for q in spent["guided"]) > 2
+    assert max(q[own] for q in spent["guided"]) == floor
 
 
 def test_the_surrogate_work_is_metered(

@@ -104,8 +104,13 @@ class GuidedShrink:
         except StartImageError:  # no start: these images end; the others go on
             self.attack.stop(state, rows, "no_start_image")
             return
-        d = np.abs(found.astype(np.float64) - state.x0[rows]).reshape(len(rows), -1).max(1)
         tr.g[rows] = 0.0  # the momentum belonged to another image
+        if self.config.photo_start == "query":
+            # The surrogates missed the target class at every radius: across families their
+            # shrink candidates mostly miss too, and the query attack does better from the photo.
+            self.attack.from_photo(oracle, state, rows, found)
+            return
+        d = np.abs(found.astype(np.float64) - state.x0[rows]).reshape(len(rows), -1).max(1)
         state.x[rows] = found
         self._shrink_from(state, rows, found, np.ceil(d * _LEVELS - 1e-6).astype(np.int64))
 

@@ -48,6 +48,13 @@ class TransferConfig(AttackConfig):
         description="PI/LO targeted: larger L∞ radii tried in turn for a candidate that the "
         "target shows in the target class (one query each), before the bundled photos",
     )
+    photo_start: Literal["query", "guided"] = Field(
+        "query",
+        description="PI/LO targeted, when no candidate at the start radii showed the target "
+        "class and the start image (or a bundled photo) is used: the query attack from it "
+        "(PI-Square under top-k scores, HopSkipJump under labels), or the surrogate-guided "
+        "shrink",
+    )
     shrink_iters: int = Field(
         10, ge=1, le=10_000, description="surrogate iterations per shrink candidate (PI/LO)"
     )

@@ -170,6 +170,20 @@ class TransferAttack(Attack[TransferConfig]):
         with self._inner(state):
             self._pi_square().adopt(state, rows, level, margin)
 
+    def from_photo(
+        self, oracle: Oracle, state: AttackState, rows: IntArray, found: FloatArray
+    ) -> None:
+        """No candidate at the start radii showed the target class: the query attack goes on
+        from the start image ``found`` (seen in the target class): PI-Square's radius search
+        under top-k scores, HopSkipJump under labels. No queries here."""
+        self.own(state, TransferState).phase[rows] = _INNER
+        with self._inner(state):
+            if oracle.view.reveals_scores:
+                self._pi_square().begin(state, rows, found)
+            else:
+                state.xq[rows] = found
+                self._hsj().adopt(state, rows)
+
     def stuck(self, state: AttackState, rows: IntArray) -> None:
         """Label-only, the guided shrink is stuck for ``rows``: stop, or HopSkipJump from the
         last image the target showed in the target class."""
