@@ -75,9 +75,11 @@ class TransferAttack(Attack[TransferConfig]):
        best point goes on: under scores, Square (L∞, with a small first window) or GFCS
        (L2, :class:`~bbattack.attacks.transfer.gfcs.GFCSAttack`); untargeted under
        top-k or labels, RayS from the candidate's signs; targeted under top-k or labels, a
-       start at a larger radius (``start_radii``, then the given start image or a bundled
-       photo) that the target shows in the target class, then a surrogate-guided ε-shrink
-       (:class:`~bbattack.attacks.transfer._guided.GuidedShrink`).
+       candidate at a larger radius (``start_radii``) that the target shows in the target
+       class, then a surrogate-guided ε-shrink
+       (:class:`~bbattack.attacks.transfer._guided.GuidedShrink`); where no radius works,
+       the given start image or a bundled photo, from which PI-Square (top-k scores) or
+       HopSkipJump (labels) goes on (``photo_start = "query"``; or the guided shrink).
 
     Papers: MI-FGSM (Dong et al., CVPR 2018, arXiv:1710.06081), input diversity (Xie et al.,
     CVPR 2019, arXiv:1803.06978), targeted transfer with many iterations (Zhao et al.,
