@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from bbattack import CallableClassifier, Labels, Oracle, Scores
 from bbattack.attacks import registry
 from bbattack.defenses import Aaa, Rnd
-from bbattack.defenses.aaa import attract
+from bbattack.defenses.aaa import attract, unattract
 from bbattack.oracle import Forward, LabelsObservation, Query, ScoresObservation
 from support import FloatArray
 
@@ -66,6 +66,25 @@ def test_aaa_never_changes_the_top_label(logits: FloatArray, tau: float, beta: f
     out = attract(p, tau, beta)
     assert np.array_equal(out.argmax(axis=1), p.argmax(axis=1))
     assert np.allclose(out.sum(axis=1), 1, atol=1e-5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    logits=arrays(
+        np.float64, st.tuples(st.integers(1, 4), st.integers(2, 12)), elements=st.floats(-12, 12)
+    ),
+    tau=st.floats(0.5, 10),
+    beta=st.floats(0.1, 0.95),
+)
+def test_an_attacker_who_knows_tau_and_beta_undoes_aaa(
+    logits: FloatArray, tau: float, beta: float
+) -> None:
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    back = unattract(attract(p, tau, beta), tau, beta)
+    z, zb = np.log(np.maximum(p, 1e-30)), np.log(np.maximum(back, 1e-30))
+    big = p > 1e-6  # the classes whose log-probabilities float32 keeps
+    assert np.allclose(zb[big], z[big], atol=1e-3)
 
 
 def test_aaa_reverses_the_margin_trend_and_leaves_labels_alone() -> None:

@@ -23,6 +23,7 @@ answer passes unchanged (a label-only attack never sees scores, so AAA cannot to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,13 +32,35 @@ from numpy.typing import NDArray
 from ..errors import UserInputError
 from ..oracle import Forward, Middleware, Observation, Query, ScoresObservation, frozen_array
 
-__all__ = ["Aaa", "attract"]
+__all__ = ["Aaa", "attract", "unattract"]
 
 
 def attract(
     probs: NDArray[np.floating], tau: float = 4.0, beta: float = 0.8
 ) -> NDArray[np.float32]:
     """AAA's answer for probability rows (N, K): same top class, reversed margin trend."""
+    return _remargin(probs, lambda m, c: c - beta * (m - c), tau)
+
+
+def unattract(
+    probs: NDArray[np.floating], tau: float = 4.0, beta: float = 0.8
+) -> NDArray[np.float32]:
+    """The inverse of :func:`attract` for an attacker who knows ``tau`` and ``beta``: a
+    shown margin m' lies in (c - beta tau / 2, c + beta tau / 2] about its interval's
+    attractor c, the intervals never overlap (beta < 1), so ``floor(m' / tau)`` names the
+    interval and ``m = c - (m' - c) / beta`` the true margin. Every other class kept its
+    log-probability up to the normalisation, so setting the top class's back and
+    normalising again returns the model's answer (to float32 precision)."""
+    return _remargin(probs, lambda m, c: c - (m - c) / beta, tau)
+
+
+def _remargin(
+    probs: NDArray[np.floating],
+    move: Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]],
+    tau: float,
+) -> NDArray[np.float32]:
+    """Each row's top-class log-probability set to the runner-up's plus ``move(m, c)`` (m:
+    the margin, c: its interval's attractor), then normalised again."""
     p = np.asarray(probs, np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         return np.asarray(p, np.float32)
@@ -46,8 +69,7 @@ def attract(
     top = z.argmax(axis=1)
     second = np.where(np.arange(z.shape[1])[None] == top[:, None], -np.inf, z).max(axis=1)
     m = z[rows, top] - second
-    c = (np.floor(m / tau) + 0.5) * tau
-    z[rows, top] = second + (c - beta * (m - c))
+    z[rows, top] = second + move(m, (np.floor(m / tau) + 0.5) * tau)
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return np.asarray(e / e.sum(axis=1, keepdims=True), np.float32)

@@ -17,7 +17,7 @@ from bbattack.attacks.checkpoint import Checkpointer, Every
 from bbattack.attacks.score._scatter import snap
 from bbattack.defenses import Aaa, Blacklight, Rnd, defense_block
 from bbattack.images import quantize
-from bbattack.oracle import Middleware
+from bbattack.oracle import Forward, Middleware, Observation, Query, ScoresObservation
 from bbattack.oracle.journal import Journal
 from support import FloatArray
 
@@ -106,6 +106,60 @@ def test_a_flipped_search_direction_gets_past_aaa(
     flipped, _ = _run(tiny_rgb, colour_photos, [Aaa()], budget=500, flip_after=10)
     assert not plain.images[0].success
     assert flipped.images[0].success
+
+
+def test_aaa_with_known_parameters_gives_the_undefended_run(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    plain, _ = _run(tiny_rgb, colour_photos, [], budget=500)
+    undone, _ = _run(tiny_rgb, colour_photos, [Aaa(tau=4.0, beta=0.8)], budget=500, aaa_tau=4.0)
+    assert plain.images[0].success
+    assert undone.images[0].success
+    assert undone.images[0].queries == plain.images[0].queries
+    assert np.array_equal(undone.x_adv, plain.x_adv)
+
+
+class _Margin(Middleware):
+    """Answers query number ``at`` with the clean answer's top class ``margin`` (in
+    log-probability) above the runner-up: what a defence other than the one the attacker
+    assumed may show."""
+
+    name = "margin"
+
+    def __init__(self, at: int, margin: float) -> None:
+        self.at, self.margin, self.seen = at, margin, 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def handle(self, query: Query, forward: Forward) -> Observation:
+        obs = forward(query.x)
+        self.seen += len(query.x)
+        if self.seen != self.at or not isinstance(obs, ScoresObservation):
+            return obs
+        z = np.log(np.maximum(np.array(obs.probs, np.float64), 1e-30))
+        top, second = np.argsort(-z[0])[:2]
+        z[0, top] = z[0, second] + self.margin
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        return ScoresObservation((p / p.sum(axis=1, keepdims=True)).astype(np.float32))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.seen = int(snap["seen"])
+
+
+def test_with_wrong_aaa_parameters_the_goal_is_still_judged_on_the_answer_given(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    # A shown margin of 3.8 undone with tau 4, beta 0.8 is -0.25: the undone answer has
+    # another top class. The loss reads it; whether the goal holds, the answer as given.
+    res, oracle = _run(tiny_rgb, colour_photos, [_Margin(4, 3.8)], budget=300, aaa_tau=4.0)
+    r = res.images[0]
+    assert r.stop_reason != "lost_in_quantisation"
+    assert r.queries > 5  # it did not stop at the answer
+    assert r.queries == oracle.total_queries <= 300
 
 
 def test_a_silent_defence_still_shows_its_stale_answers(

@@ -8,15 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field
 
-from ...oracle import Oracle, QueryKind, ScoresObservation
+from ...defenses.aaa import unattract
+from ...oracle import Oracle, QueryKind, ScoresObservation, frozen_array
 from .._windows import side
 from ..base import AttackState, BoolArray, FloatArray, IntArray
 from ..registry import Paper, register
 from ._refusals import ask_each, ladder_search
-from ._scatter import Scatter, choose, dither, scattered, snap, tally
-from .square import SquareAttack, SquareConfig, SquareState
+from ._scatter import choose, dither, scattered, snap, tally
+from .adaptive_config import AdaptiveSquareConfig
+from .square import SquareAttack, SquareState
 
 __all__ = ["OARS_2023", "AdaptiveSquareAttack", "AdaptiveSquareConfig", "AdaptiveSquareState"]
 
@@ -29,62 +30,6 @@ OARS_2023 = Paper(
 )
 _HALVINGS = 9  # the ladder reaches down to p_init / 2^9, where Square's schedule ends
 _MOST_WINDOWS = 256  # scattered windows per candidate, at most (larger ones beyond that)
-
-
-class AdaptiveSquareConfig(SquareConfig):
-    """Square's hyperparameters, and how it answers a defence."""
-
-    eot: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="queries averaged per point (EOT against input noise such as RND; each "
-        "is counted): 1 off",
-    )
-    calibrate: bool = Field(
-        True,
-        description="search, before the first step, the smallest window fraction p whose "
-        "moves are not rejected (a few counted probes)",
-    )
-    raise_after: int = Field(
-        3, ge=1, description="rejected steps in a row after which the floor on p doubles"
-    )
-    scatter: Scatter = Field(
-        "auto",
-        description="L∞, where the floor on p is above Square's own window: spread the "
-        "floor's area over several windows of Square's size, each with its own place and "
-        "signs (on), or move one window of the floor's size, whose few whole-image sign "
-        "patterns a detector soon has all stored (off); auto: per image, whichever gets its "
-        "candidates kept more often (UCB)",
-    )
-    dither: int = Field(
-        4,
-        ge=0,
-        le=8,
-        description="L∞, once an image has met a rejection: move a fresh random half of each "
-        "candidate's values 1 8-bit level towards the clean image, raised up to this many "
-        "levels by rejections in a row, by block beyond 2 (a pixel fingerprint, or a hash of "
-        "block means, then differs from every stored query's); 0: off",
-    )
-    dither_grid: int = Field(
-        7,
-        ge=0,
-        le=64,
-        description="the dither's blocks (grid x grid, 0: none): per block and channel only "
-        "values whose way to the clean image is a random direction move, so block means "
-        "shift (PIHA hashes hue over a 7 x 7 grid of block means)",
-    )
-    flip_after: int = Field(
-        0,
-        ge=0,
-        description="steps in a row without a kept window after which the search direction "
-        "flips (against AAA's reversed loss trend); 0: never",
-    )
-    stale: bool = Field(
-        True,
-        description="take an answer bit-identical to the last one any image was given (a "
-        "silent defence's stale answer) as a rejection",
-    )
 
 
 @dataclass
@@ -170,7 +115,11 @@ class AdaptiveSquareAttack(SquareAttack):
       direction after that many steps in a row without a kept window (greedy Square stalls at
       an attractor interval's edge; flipped, it walks the true loss down within the interval,
       and the last interval's edge is the decision boundary: the label, which AAA never
-      changes, shows the success).
+      changes, shows the success). With ``aaa_tau`` (and ``aaa_beta``) the attacker knows
+      the defence's parameters, as Kerckhoffs would have it: every answer's margin is
+      mapped back to the model's (:func:`~bbattack.defenses.aaa.unattract`) before the loss,
+      and the run is Square's undefended run, query for query; the goal is judged on the
+      answer as given.
     * **Silent** defences (a flagged query is answered with the key's last unflagged answer)
       give no refusal, but the attacker still sees it: a score vector bit-identical to the
       last answer any image was given, for a different query, does not happen by chance (in a
@@ -229,6 +178,16 @@ class AdaptiveSquareAttack(SquareAttack):
         own = self.own(state, AdaptiveSquareState)
         c = self.config
         return ask_each(oracle, state.ids, rows, x, kinds, own, eot=c.eot, stale=c.stale)
+
+    def loss_of(
+        self, obs: ScoresObservation, state: AttackState, rows: IntArray
+    ) -> NDArray[np.float64]:
+        """Square's loss, of the model's answer where AAA's is undone (``aaa_tau``); the
+        goal is judged on the answer as given (AAA never changes the top label)."""
+        c = self.config
+        if c.aaa_tau is not None:
+            obs = ScoresObservation(frozen_array(unattract(obs.probs, c.aaa_tau, c.aaa_beta)))
+        return super().loss_of(obs, state, rows)
 
     # -- init
 

@@ -1,0 +1,77 @@
+"""Adaptive Square's configuration: Square's hyperparameters, and how it answers a defence
+(see :class:`~bbattack.attacks.score.adaptive.AdaptiveSquareAttack`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ._scatter import Scatter
+from .square import SquareConfig
+
+__all__ = ["AdaptiveSquareConfig"]
+
+
+class AdaptiveSquareConfig(SquareConfig):
+    """Square's hyperparameters, and how it answers a defence."""
+
+    eot: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="queries averaged per point (EOT against input noise such as RND; each "
+        "is counted): 1 off",
+    )
+    calibrate: bool = Field(
+        True,
+        description="search, before the first step, the smallest window fraction p whose "
+        "moves are not rejected (a few counted probes)",
+    )
+    raise_after: int = Field(
+        3, ge=1, description="rejected steps in a row after which the floor on p doubles"
+    )
+    scatter: Scatter = Field(
+        "auto",
+        description="L∞, where the floor on p is above Square's own window: spread the "
+        "floor's area over several windows of Square's size, each with its own place and "
+        "signs (on), or move one window of the floor's size, whose few whole-image sign "
+        "patterns a detector soon has all stored (off); auto: per image, whichever gets its "
+        "candidates kept more often (UCB)",
+    )
+    dither: int = Field(
+        4,
+        ge=0,
+        le=8,
+        description="L∞, once an image has met a rejection: move a fresh random half of each "
+        "candidate's values 1 8-bit level towards the clean image, raised up to this many "
+        "levels by rejections in a row, by block beyond 2 (a pixel fingerprint, or a hash of "
+        "block means, then differs from every stored query's); 0: off",
+    )
+    dither_grid: int = Field(
+        7,
+        ge=0,
+        le=64,
+        description="the dither's blocks (grid x grid, 0: none): per block and channel only "
+        "values whose way to the clean image is a random direction move, so block means "
+        "shift (PIHA hashes hue over a 7 x 7 grid of block means)",
+    )
+    flip_after: int = Field(
+        0,
+        ge=0,
+        description="steps in a row without a kept window after which the search direction "
+        "flips (against AAA's reversed loss trend); 0: never",
+    )
+    aaa_tau: float | None = Field(
+        None,
+        gt=0.0,
+        description="AAA's interval width tau, known to the attacker (the defence is public "
+        "and its parameters are not secrets): every answer is mapped back to the model's "
+        "before the loss is taken; None: off",
+    )
+    aaa_beta: float = Field(
+        0.8, gt=0.0, lt=1.0, description="AAA's shrink factor beta, with ``aaa_tau``"
+    )
+    stale: bool = Field(
+        True,
+        description="take an answer bit-identical to the last one any image was given (a "
+        "silent defence's stale answer) as a rejection",
+    )
