@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from bbattack import CallableClassifier, Labels, Oracle, Scores
 from bbattack.attacks import registry
 from bbattack.defenses import Aaa, Rnd
-from bbattack.defenses.aaa import attract, unattract
+from bbattack.defenses.aaa import attract, fits, unattract
 from bbattack.oracle import Forward, LabelsObservation, Query, ScoresObservation
 from support import FloatArray
 
@@ -81,10 +81,23 @@ def test_an_attacker_who_knows_tau_and_beta_undoes_aaa(
 ) -> None:
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     p = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
-    back = unattract(attract(p, tau, beta), tau, beta)
+    shown = attract(p, tau, beta)
+    assert fits(shown, tau, beta).all()  # every answer AAA gives lies in its ranges
+    back = unattract(shown, tau, beta)
     z, zb = np.log(np.maximum(p, 1e-30)), np.log(np.maximum(back, 1e-30))
     big = p > 1e-6  # the classes whose log-probabilities float32 keeps
     assert np.allclose(zb[big], z[big], atol=1e-3)
+
+
+def test_a_margin_in_the_gap_between_aaa_ranges_shows_other_settings() -> None:
+    def answer(margin: float) -> FloatArray:
+        return np.exp(np.array([[0.0, -margin, -30.0]]) - np.logaddexp(0.0, -margin))
+
+    # tau 4, beta 0.8: margins within 0.4 of a multiple of 4 never show.
+    assert not fits(answer(3.8), 4.0, 0.8)[0]
+    assert not fits(answer(0.2), 4.0, 0.8)[0]
+    assert fits(answer(2.0), 4.0, 0.8)[0]
+    assert fits(answer(3.8), 3.0, 0.8)[0]
 
 
 def test_aaa_reverses_the_margin_trend_and_leaves_labels_alone() -> None:

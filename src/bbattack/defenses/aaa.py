@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from ..errors import UserInputError
 from ..oracle import Forward, Middleware, Observation, Query, ScoresObservation, frozen_array
 
-__all__ = ["Aaa", "attract", "unattract"]
+__all__ = ["Aaa", "attract", "fits", "unattract"]
 
 
 def attract(
@@ -52,6 +52,24 @@ def unattract(
     log-probability up to the normalisation, so setting the top class's back and
     normalising again returns the model's answer (to float32 precision)."""
     return _remargin(probs, lambda m, c: c - (m - c) / beta, tau)
+
+
+def fits(
+    probs: NDArray[np.floating], tau: float = 4.0, beta: float = 0.8, tol: float = 1e-3
+) -> NDArray[np.bool_]:
+    """Whether each answer (N, K) could have come from AAA at ``tau`` and ``beta``: its
+    margin m' must lie in (c - beta tau / 2, c + beta tau / 2] about its interval's attractor,
+    so the gaps between those ranges (a fraction 1 - beta of every interval) never show. An
+    answer in a gap proves the assumed settings wrong (or AAA absent). ``tol``: in units of
+    tau, for float32 rounding."""
+    p = np.asarray(probs, np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        return np.ones(len(p), bool)
+    z = np.sort(np.log(np.maximum(p, 1e-300)), axis=1)
+    u = (z[:, -1] - z[:, -2]) / tau
+    frac = u - np.floor(u)
+    out: NDArray[np.bool_] = (frac > (1 - beta) / 2 - tol) & (frac <= (1 + beta) / 2 + tol)
+    return out
 
 
 def _remargin(

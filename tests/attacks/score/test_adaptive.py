@@ -153,13 +153,26 @@ class _Margin(Middleware):
 def test_with_wrong_aaa_parameters_the_goal_is_still_judged_on_the_answer_given(
     tiny_rgb: CallableClassifier, colour_photos: FloatArray
 ) -> None:
-    # A shown margin of 3.8 undone with tau 4, beta 0.8 is -0.25: the undone answer has
-    # another top class. The loss reads it; whether the goal holds, the answer as given.
+    # A shown margin of 3.8 undone with tau 4, beta 0.8 would be -0.25: another top class.
+    # AAA at those settings never shows 3.8 (a gap between its ranges), so the undo stops;
+    # and whether the goal holds is judged on the answer as given either way.
     res, oracle = _run(tiny_rgb, colour_photos, [_Margin(4, 3.8)], budget=300, aaa_tau=4.0)
     r = res.images[0]
     assert r.stop_reason != "lost_in_quantisation"
     assert r.queries > 5  # it did not stop at the answer
     assert r.queries == oracle.total_queries <= 300
+
+
+def test_an_answer_aaa_cannot_give_ends_the_undo_and_the_flips_take_over(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+) -> None:
+    # No AAA in front: undoing it would read every answer wrong; the first answer in a gap
+    # of AAA's ranges ends that, and the run goes on as plain adaptive Square would.
+    plain, _ = _run(tiny_rgb, colour_photos, [], budget=500)
+    wary, oracle = _run(tiny_rgb, colour_photos, [], budget=500, aaa_tau=4.0, flip_after=10)
+    assert plain.images[0].success
+    assert wary.images[0].success
+    assert wary.images[0].queries == oracle.total_queries <= 500
 
 
 def test_a_silent_defence_still_shows_its_stale_answers(

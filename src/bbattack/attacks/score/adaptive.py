@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ...defenses.aaa import unattract
+from ...defenses.aaa import fits, unattract
 from ...oracle import Oracle, QueryKind, ScoresObservation, frozen_array
 from .._windows import side
 from ..base import AttackState, BoolArray, FloatArray, IntArray
@@ -44,6 +44,7 @@ class AdaptiveSquareState(SquareState):
     streak: IntArray  # rejected steps in a row
     fails: IntArray  # steps in a row without a kept window
     direction: NDArray[np.float64]  # +1: lower the loss; -1: flipped
+    undo: BoolArray  # AAA's answers are undone (aaa_tau, until an answer contradicts it)
     rejected: IntArray  # rejections met (refused or stale), per image
     prev: FloatArray  # (N, K) the last answer, for stale detection
     answered: BoolArray  # whether ``prev`` holds one
@@ -119,7 +120,9 @@ class AdaptiveSquareAttack(SquareAttack):
       the defence's parameters, as Kerckhoffs would have it: every answer's margin is
       mapped back to the model's (:func:`~bbattack.defenses.aaa.unattract`) before the loss,
       and the run is Square's undefended run, query for query; the goal is judged on the
-      answer as given.
+      answer as given. An answer whose margin falls in a gap AAA at those settings never
+      shows (:func:`~bbattack.defenses.aaa.fits`) proves them wrong, or AAA absent: from
+      then on that image's answers are taken as given, and ``flip_after`` applies.
     * **Silent** defences (a flagged query is answered with the key's last unflagged answer)
       give no refusal, but the attacker still sees it: a score vector bit-identical to the
       last answer any image was given, for a different query, does not happen by chance (in a
@@ -155,6 +158,7 @@ class AdaptiveSquareAttack(SquareAttack):
             streak=np.zeros(n, np.int64),
             fails=np.zeros(n, np.int64),
             direction=np.ones(n),
+            undo=np.full(n, self.config.aaa_tau is not None),
             rejected=np.zeros(n, np.int64),
             prev=np.zeros((n, k), np.float32),
             answered=np.zeros(n, bool),
@@ -185,9 +189,16 @@ class AdaptiveSquareAttack(SquareAttack):
         """Square's loss, of the model's answer where AAA's is undone (``aaa_tau``); the
         goal is judged on the answer as given (AAA never changes the top label)."""
         c = self.config
-        if c.aaa_tau is not None:
-            obs = ScoresObservation(frozen_array(unattract(obs.probs, c.aaa_tau, c.aaa_beta)))
-        return super().loss_of(obs, state, rows)
+        if c.aaa_tau is None:
+            return super().loss_of(obs, state, rows)
+        own = self.own(state, AdaptiveSquareState)
+        wrong = own.undo[rows] & ~fits(obs.probs, c.aaa_tau, c.aaa_beta)
+        if wrong.any():  # the settings are not the target's: its answers as given, from now
+            own.undo[rows[wrong]] = False
+            state.loss[rows[wrong]] = np.inf  # kept in undone units: the next answer re-anchors
+        use = own.undo[rows][:, None]
+        probs = np.where(use, unattract(obs.probs, c.aaa_tau, c.aaa_beta), obs.probs)
+        return super().loss_of(ScoresObservation(frozen_array(probs)), state, rows)
 
     # -- init
 
@@ -347,6 +358,6 @@ class AdaptiveSquareAttack(SquareAttack):
         own.floor[wider] = np.minimum(np.maximum(own.floor[wider], 0) + 1, own.top[wider])
         own.streak[up] = 0
         if self.config.flip_after:
-            flip = rows[own.fails[rows] >= self.config.flip_after]
+            flip = rows[(own.fails[rows] >= self.config.flip_after) & ~own.undo[rows]]
             own.direction[flip] *= -1.0
             own.fails[flip] = 0
