@@ -91,7 +91,8 @@ def test_an_attacker_who_knows_tau_and_beta_undoes_aaa(
 
 def test_a_margin_in_the_gap_between_aaa_ranges_shows_other_settings() -> None:
     def answer(margin: float) -> FloatArray:
-        return np.exp(np.array([[0.0, -margin, -30.0]]) - np.logaddexp(0.0, -margin))
+        z = np.array([[0.0, -margin, -30.0]]) - np.logaddexp(0.0, -margin)
+        return np.asarray(np.exp(z), np.float32)
 
     # tau 4, beta 0.8: margins within 0.4 of a multiple of 4 never show.
     assert not fits(answer(3.8), 4.0, 0.8)[0]

@@ -14,8 +14,9 @@ import pytest
 from bbattack import AttackResult, CallableClassifier, Oracle, Scores
 from bbattack.attacks import registry
 from bbattack.attacks.checkpoint import Checkpointer, Every
+from bbattack.attacks.score import adaptive
 from bbattack.attacks.score._scatter import snap
-from bbattack.defenses import Aaa, Blacklight, Rnd, defense_block
+from bbattack.defenses import Aaa, Blacklight, Rnd, aaa, defense_block
 from bbattack.images import quantize
 from bbattack.oracle import Forward, Middleware, Observation, Query, ScoresObservation
 from bbattack.oracle.journal import Journal
@@ -150,13 +151,14 @@ class _Margin(Middleware):
         self.seen = int(snap["seen"])
 
 
-def test_with_wrong_aaa_parameters_the_goal_is_still_judged_on_the_answer_given(
+def test_the_goal_is_judged_on_the_answer_as_given_not_the_undone_one(
     tiny_rgb: CallableClassifier, colour_photos: FloatArray
 ) -> None:
-    # A shown margin of 3.8 undone with tau 4, beta 0.8 would be -0.25: another top class.
-    # AAA at those settings never shows 3.8 (a gap between its ranges), so the undo stops;
-    # and whether the goal holds is judged on the answer as given either way.
-    res, oracle = _run(tiny_rgb, colour_photos, [_Margin(4, 3.8)], budget=300, aaa_tau=4.0)
+    # Behind AAA (4, 0.8), query 4 is shown a margin of 3.602: within fits()'s float32
+    # tolerance of AAA's range, and undone it is -0.0025, another top class. The loss reads the
+    # undone answer; whether the goal holds, the answer as given: no success is claimed there.
+    layers: list[Middleware] = [_Margin(4, 3.602), Aaa(4.0, 0.8)]
+    res, oracle = _run(tiny_rgb, colour_photos, layers, budget=300, aaa_tau=4.0)
     r = res.images[0]
     assert r.stop_reason != "lost_in_quantisation"
     assert r.queries > 5  # it did not stop at the answer
@@ -164,14 +166,23 @@ def test_with_wrong_aaa_parameters_the_goal_is_still_judged_on_the_answer_given(
 
 
 def test_an_answer_aaa_cannot_give_ends_the_undo_and_the_flips_take_over(
-    tiny_rgb: CallableClassifier, colour_photos: FloatArray
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No AAA in front: undoing it would read every answer wrong; the first answer in a gap
     # of AAA's ranges ends that, and the run goes on as plain adaptive Square would.
+    gaps: list[int] = []
+
+    def counted(probs: FloatArray, tau: float, beta: float) -> Any:
+        out = aaa.fits(probs, tau, beta)
+        gaps.append(int((~out).sum()))
+        return out
+
+    monkeypatch.setattr(adaptive, "fits", counted)
     plain, _ = _run(tiny_rgb, colour_photos, [], budget=500)
     wary, oracle = _run(tiny_rgb, colour_photos, [], budget=500, aaa_tau=4.0, flip_after=10)
     assert plain.images[0].success
     assert wary.images[0].success
+    assert sum(gaps) >= 1  # the undo ended on an answer in a gap
     assert wary.images[0].queries == oracle.total_queries <= 500
 
 

@@ -195,7 +195,8 @@ class AdaptiveSquareAttack(SquareAttack):
         wrong = own.undo[rows] & ~fits(obs.probs, c.aaa_tau, c.aaa_beta)
         if wrong.any():  # the settings are not the target's: its answers as given, from now
             own.undo[rows[wrong]] = False
-            state.loss[rows[wrong]] = np.inf  # kept in undone units: the next answer re-anchors
+            # Its loss was kept in undone units: this answer, kept, re-anchors it (one step).
+            state.loss[rows[wrong]] = np.inf
         use = own.undo[rows][:, None]
         probs = np.where(use, unattract(obs.probs, c.aaa_tau, c.aaa_beta), obs.probs)
         return super().loss_of(ScoresObservation(frozen_array(probs)), state, rows)

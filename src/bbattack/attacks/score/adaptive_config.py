@@ -66,8 +66,9 @@ class AdaptiveSquareConfig(SquareConfig):
         description="AAA's interval width tau, known to the attacker (the defence is public "
         "and its parameters are not secrets): every answer is mapped back to the model's "
         "before the loss is taken, until an answer AAA at these settings cannot give (a "
-        "margin in the gaps between its ranges) shows them wrong; from then on that image's "
-        "answers are taken as given (and ``flip_after`` applies); None: off",
+        "margin in the gaps between its ranges) shows them wrong; that answer's candidate is "
+        "kept, and from then on that image's answers are taken as given (and ``flip_after`` "
+        "applies). With ``eot`` > 1 and input noise the averaged answers rarely fit. None: off",
     )
     aaa_beta: float = Field(
         0.8, gt=0.0, lt=1.0, description="AAA's shrink factor beta, with ``aaa_tau``"
