@@ -16,7 +16,7 @@ from bbattack.attacks import registry
 from bbattack.attacks.checkpoint import Checkpointer, Every
 from bbattack.attacks.score import adaptive
 from bbattack.attacks.score._scatter import snap
-from bbattack.defenses import Aaa, Blacklight, Rnd, aaa, defense_block
+from bbattack.defenses import Aaa, Blacklight, Piha, Rnd, aaa, defense_block
 from bbattack.images import quantize
 from bbattack.oracle import Forward, Middleware, Observation, Query, ScoresObservation
 from bbattack.oracle.journal import Journal
@@ -221,8 +221,8 @@ class _Forgetful(Blacklight):
 
 
 def _attempt(
-    model: CallableClassifier, x: FloatArray, d: Path, layer: Blacklight, kill: int | None,
-    resume: bool,
+    model: CallableClassifier, x: FloatArray, d: Path, layer: Middleware, kill: int | None,
+    resume: bool, **config: Any,
 ) -> AttackResult | None:  # fmt: skip
     journal = Journal(d / "journal.sqlite")
     journal.resume_run(1) if resume else journal.new_run()
@@ -232,7 +232,7 @@ def _attempt(
         if info.step == kill:
             raise _Killed
 
-    attack = registry.build("adaptive-square", eps=0.05)
+    attack = registry.build("adaptive-square", eps=0.05, **config)
     go = attack.resume if resume else attack.run
     try:
         return go(
@@ -270,6 +270,25 @@ def test_a_killed_run_resumes_past_its_refusals_with_the_defence_store(
     fresh = _attempt(tiny_rgb, colour_photos, c, _Forgetful(), None, True)
     assert fresh is not None
     assert fresh.images[0].model_dump(exclude=keep) != whole.images[0].model_dump(exclude=keep)
+
+
+def test_a_resumed_run_screens_with_the_keys_it_had_sent(
+    tiny_rgb: CallableClassifier, colour_photos: FloatArray, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    whole_layer, layer = Piha(), Piha()
+    whole = _attempt(tiny_rgb, colour_photos, a, whole_layer, None, False, screen="piha")
+    assert whole is not None
+    assert whole.images[0].queries > 60  # the kill below is mid-run
+    assert _attempt(tiny_rgb, colour_photos, b, Piha(), 40, False, screen="piha") is None
+    resumed = _attempt(tiny_rgb, colour_photos, b, layer, None, True, screen="piha")
+    assert resumed is not None
+    keep = {"wall_time_s"}
+    assert resumed.images[0].model_dump(exclude=keep) == whole.images[0].model_dump(exclude=keep)
+    assert np.array_equal(resumed.x_adv, whole.x_adv)
+    assert layer.counters() == whole_layer.counters()
 
 
 class _Seen(Blacklight):

@@ -4,20 +4,22 @@ Hooda, Mangaokar, Fawaz, Jha, Prakash, CCS 2023): a refusal is a signal, not a s
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import functools
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ...defenses.aaa import fits, unattract
 from ...oracle import Oracle, QueryKind, ScoresObservation, frozen_array
+from .._plain import PlainState
 from .._windows import side
 from ..base import AttackState, BoolArray, FloatArray, IntArray
 from ..registry import Paper, register
 from ._refusals import ask_each, ladder_search
 from ._scatter import choose, dither, scattered, snap, tally
-from .adaptive_config import AdaptiveSquareConfig
-from .square import SquareAttack, SquareState
+from ._screen import Screen, make_screen, remember, screen_rows
+from .adaptive_config import AdaptiveSquareConfig, AdaptiveSquareState
+from .square import SquareAttack
 
 __all__ = ["OARS_2023", "AdaptiveSquareAttack", "AdaptiveSquareConfig", "AdaptiveSquareState"]
 
@@ -30,27 +32,6 @@ OARS_2023 = Paper(
 )
 _HALVINGS = 9  # the ladder reaches down to p_init / 2^9, where Square's schedule ends
 _MOST_WINDOWS = 256  # scattered windows per candidate, at most (larger ones beyond that)
-
-
-@dataclass
-class AdaptiveSquareState(SquareState):
-    """Square's state, and per image: the calibration's ladder search, the floor on p, the
-    rejections in a row, the search direction, and the last answer (stale answers)."""
-
-    top: IntArray  # the ladder's top level: p_min * 2^top >= 1
-    cal_lo: IntArray  # the highest level known rejected (-1: none)
-    cal_hi: IntArray  # the lowest level known to pass (top + 1: none)
-    floor: IntArray  # the floor on p, as a ladder level (-1: no floor)
-    streak: IntArray  # rejected steps in a row
-    fails: IntArray  # steps in a row without a kept window
-    direction: NDArray[np.float64]  # +1: lower the loss; -1: flipped
-    undo: BoolArray  # AAA's answers are undone (aaa_tau, until an answer contradicts it)
-    rejected: IntArray  # rejections met (refused or stale), per image
-    prev: FloatArray  # (N, K) the last answer, for stale detection
-    answered: BoolArray  # whether ``prev`` holds one
-    grain: IntArray  # the dither in 8-bit levels (0: none yet)
-    tries: IntArray  # (N, 2) steps above Square's window: one window, scattered
-    kept: IntArray  # (N, 2) of which kept
 
 
 @register(
@@ -129,6 +110,12 @@ class AdaptiveSquareAttack(SquareAttack):
       batch the key's last answer is often another image's). With ``stale`` such an answer
       counts as a rejection (not kept, and it raises the floor). A silent defence that
       answered fresh noise instead would leave no such trace.
+    * **Screen** (L∞, ``screen``; ours). The attacker assumes a similarity detector and its
+      published parameters (``screen = "piha"``): it keeps that detector's key of every query
+      it sends and checks each draw against them first. A draw it would flag is not sent but
+      redrawn (up to ``screen_tries`` draws, the last sent whatever it shows), and counts as
+      a refusal that cost nothing: every ``raise_after`` of them raise the dither, then the
+      floor. Its own queries are what flag it; other clients' photos are far away.
 
     Every query is counted under its kind: probes (``probe``), steps (``line_search``), EOT
     samples, rejected and stale queries alike. Query cost per step: ``eot`` (1 by default).
@@ -139,6 +126,10 @@ class AdaptiveSquareAttack(SquareAttack):
 
     config_class = AdaptiveSquareConfig
     config: AdaptiveSquareConfig
+
+    @functools.cached_property
+    def _screen(self) -> Screen | None:
+        return None if self.config.screen is None else make_screen(self.config.screen)
 
     def init_queries(self, start_given: bool) -> int:
         return 1 + self.config.eot
@@ -165,6 +156,7 @@ class AdaptiveSquareAttack(SquareAttack):
             grain=np.zeros(n, np.int64),
             tries=np.zeros((n, 2), np.int64),
             kept=np.zeros((n, 2), np.int64),
+            held=np.zeros((0, self._screen.width if self._screen else 0), np.uint64),
         )
 
     # -- queries
@@ -181,6 +173,8 @@ class AdaptiveSquareAttack(SquareAttack):
         (not refused, not stale), and the answers (zeros where not). KeyBanned is raised."""
         own = self.own(state, AdaptiveSquareState)
         c = self.config
+        if self._screen is not None:  # the defence stores refused queries too
+            own.held = remember(self._screen, own.held, x)
         return ask_each(oracle, state.ids, rows, x, kinds, own, eot=c.eot, stale=c.stale)
 
     def loss_of(
@@ -208,6 +202,8 @@ class AdaptiveSquareAttack(SquareAttack):
         clean = self.scores(self.clean_query(oracle, state))
         own = state.own = self.prepare(oracle, state)
         own.prev[:], own.answered[:] = clean.probs, True
+        if self._screen is not None:
+            own.held = remember(self._screen, own.held, state.x0)
         live = np.flatnonzero(state.active)
         if not len(live):
             return
@@ -235,14 +231,9 @@ class AdaptiveSquareAttack(SquareAttack):
         if self.config.norm == "linf":
             met = rows[(own.rejected[rows] > 0) & (own.grain[rows] == 0)]
             own.grain[met] = min(1, self.config.dither)
-            dithered = rows[own.grain[rows] > 0]
-            kept = state.x[dithered].copy()
-            if own.hi is None or own.lo is None:
-                raise TypeError("L∞ candidates are made of the ball's vertices; none here")
-            state.x[dithered] = snap(kept, state.x0[dithered], own.hi[dithered], own.lo[dithered])
-            cand, above, spread = self._linf_steps(state, rows, own, p_sq, p_floor, h, w)
-            state.x[dithered] = kept  # the iterate stays what the target answered
-            self._dither(state, rows, cand, own.grain[rows] > 0)
+            cand, above, spread = self._linf_draw(state, rows, p_sq, p_floor)
+            if self._screen is not None:
+                self._screened(state, rows, probing, p_sq, p_floor, (cand, above, spread))
         else:
             s = side(np.maximum(p_sq, p_floor), h, w, least=3)
             cand = self._l2_candidates(state, rows, own.rng, s, h, w)
@@ -253,6 +244,59 @@ class AdaptiveSquareAttack(SquareAttack):
         tally(own.tries, own.kept, rows[above], spread[above], keep[above])
         self._calibrate(own, rows[probing], level[probing], ok[probing])
         self._adapt(own, rows[~probing], ok[~probing])
+
+    def _screened(
+        self,
+        state: AttackState,
+        rows: IntArray,
+        probing: BoolArray,
+        p_sq: NDArray[np.float64],
+        p_floor: NDArray[np.float64],
+        drawn: tuple[FloatArray, BoolArray, BoolArray],
+    ) -> None:
+        """Redraw, in place, each L∞ candidate the assumed detector would flag. A flagged
+        draw counts as a refusal that cost nothing: every ``raise_after`` of them raise the
+        row's dither a level, and past ``dither`` its floor (not while calibrating)."""
+        own = self.own(state, AdaptiveSquareState)
+        cand, above, spread = drawn
+        draws = np.zeros(len(rows), np.int64)
+
+        def redraw(j: int) -> None:
+            one, r = slice(j, j + 1), rows[j]
+            draws[j] += 1
+            if draws[j] % self.config.raise_after == 0:
+                if own.grain[r] < self.config.dither:
+                    own.grain[r] += 1
+                elif not probing[j]:
+                    own.floor[r] = min(max(own.floor[r], 0) + 1, own.top[r])
+                    p_floor[one] = self._ladder(state, rows[one], own.floor[rows[one]])
+            c, a, sp = self._linf_draw(state, rows[one], p_sq[one], p_floor[one])
+            cand[j], above[j], spread[j] = c[0], a[0], sp[0]
+
+        assert self._screen is not None
+        screen_rows(self._screen, own.held, cand, redraw, self.config.screen_tries)
+
+    def _linf_draw(
+        self,
+        state: AttackState,
+        rows: IntArray,
+        p_sq: NDArray[np.float64],
+        p_floor: NDArray[np.float64],
+    ) -> tuple[FloatArray, BoolArray, BoolArray]:
+        """Each row's L∞ candidate, dithered where the row's grain says so (a fresh draw
+        from each image's stream), with which rows were above Square's window and which of
+        those scattered (see :meth:`_linf_steps`)."""
+        own = self.own(state, AdaptiveSquareState)
+        if own.hi is None or own.lo is None:
+            raise TypeError("L∞ candidates are made of the ball's vertices; none here")
+        _, h, w = state.x.shape[1:]
+        dithered = rows[own.grain[rows] > 0]
+        kept = state.x[dithered].copy()
+        state.x[dithered] = snap(kept, state.x0[dithered], own.hi[dithered], own.lo[dithered])
+        cand, above, spread = self._linf_steps(state, rows, own, p_sq, p_floor, h, w)
+        state.x[dithered] = kept  # the iterate stays what the target answered
+        self._dither(state, rows, cand, own.grain[rows] > 0)
+        return cand, above, spread
 
     def _linf_steps(
         self,
@@ -362,3 +406,6 @@ class AdaptiveSquareAttack(SquareAttack):
             flip = rows[(own.fails[rows] >= self.config.flip_after) & ~own.undo[rows]]
             own.direction[flip] *= -1.0
             own.fails[flip] = 0
+
+# Checkpoints written before the state moved to adaptive_config name it here.
+PlainState.known["bbattack.attacks.score.adaptive.AdaptiveSquareState"] = AdaptiveSquareState

@@ -1,14 +1,20 @@
-"""Adaptive Square's configuration: Square's hyperparameters, and how it answers a defence
-(see :class:`~bbattack.attacks.score.adaptive.AdaptiveSquareAttack`)."""
+"""Adaptive Square's configuration (Square's hyperparameters, and how it answers a defence)
+and its state (see :class:`~bbattack.attacks.score.adaptive.AdaptiveSquareAttack`)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field, field_validator
+
+from ..base import BoolArray, FloatArray, IntArray
 from ._scatter import Scatter
-from .square import SquareConfig
+from ._screen import make_screen
+from .square import SquareConfig, SquareState
 
-__all__ = ["AdaptiveSquareConfig"]
+__all__ = ["AdaptiveSquareConfig", "AdaptiveSquareState"]
 
 
 class AdaptiveSquareConfig(SquareConfig):
@@ -78,3 +84,43 @@ class AdaptiveSquareConfig(SquareConfig):
         description="take an answer bit-identical to the last one any image was given (a "
         "silent defence's stale answer) as a rejection",
     )
+    screen: str | None = Field(
+        None,
+        description="L∞: a similarity detector the attacker assumes, as a defence spec "
+        "(piha, blacklight:window=50,hash=mix64; the defence is public, its parameters "
+        "published): the attack keeps that detector's key of every query it sends and "
+        "redraws, for free, a candidate it would flag (up to ``screen_tries`` draws; the "
+        "last is sent whatever it shows). None: off",
+    )
+    screen_tries: int = Field(
+        20, ge=1, le=1000, description="draws per step with ``screen``, the sent one included"
+    )
+
+    @field_validator("screen")
+    @classmethod
+    def _screen_spec(cls, v: str | None) -> str | None:
+        if v is not None:
+            make_screen(v)
+        return v
+
+
+@dataclass
+class AdaptiveSquareState(SquareState):
+    """Square's state, and per image: the calibration's ladder search, the floor on p, the
+    rejections in a row, the search direction, and the last answer (stale answers)."""
+
+    top: IntArray  # the ladder's top level: p_min * 2^top >= 1
+    cal_lo: IntArray  # the highest level known rejected (-1: none)
+    cal_hi: IntArray  # the lowest level known to pass (top + 1: none)
+    floor: IntArray  # the floor on p, as a ladder level (-1: no floor)
+    streak: IntArray  # rejected steps in a row
+    fails: IntArray  # steps in a row without a kept window
+    direction: NDArray[np.float64]  # +1: lower the loss; -1: flipped
+    undo: BoolArray  # AAA's answers are undone (aaa_tau, until an answer contradicts it)
+    rejected: IntArray  # rejections met (refused or stale), per image
+    prev: FloatArray  # (N, K) the last answer, for stale detection
+    answered: BoolArray  # whether ``prev`` holds one
+    grain: IntArray  # the dither in 8-bit levels (0: none yet)
+    tries: IntArray  # (N, 2) steps above Square's window: one window, scattered
+    kept: IntArray  # (N, 2) of which kept
+    held: NDArray[np.uint64]  # (M, width) the screen's key of every query sent (``screen``)
