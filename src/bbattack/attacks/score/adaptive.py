@@ -407,5 +407,6 @@ class AdaptiveSquareAttack(SquareAttack):
             own.direction[flip] *= -1.0
             own.fails[flip] = 0
 
+
 # Checkpoints written before the state moved to adaptive_config name it here.
 PlainState.known["bbattack.attacks.score.adaptive.AdaptiveSquareState"] = AdaptiveSquareState
