@@ -23,6 +23,16 @@ def _logits(x: FloatArray) -> FloatArray:
     return out
 
 
+def tiny_rgb_rows() -> CallableClassifier:
+    """The tiny classifier one row at a time: a row's logits do not depend on its batch."""
+    return CallableClassifier(
+        lambda x: np.concatenate([_logits(x[i : i + 1]) for i in range(len(x))]),
+        (3, SIZE, SIZE),
+        10,
+        name="tiny-rgb",
+    )
+
+
 def colour_photos() -> FloatArray | None:
     """The bundled colour photos (N, 3, 32, 32); None where fewer than 6 are installed."""
     found = bundled_photos()

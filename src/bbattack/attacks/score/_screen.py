@@ -5,9 +5,12 @@ checks each candidate against them before paying for it.
 The defence is public and its parameters are published; what the attacker cannot see is the
 store. An account-oblivious store holds other clients' queries too, but those are other
 photos, far from every candidate; what flags an attack's candidate is the attack's own
-earlier queries, and those the attacker knows. A candidate the local copy would flag is
-redrawn for free instead of being sent to be refused. Keys are plain arrays (uint64 rows), so
-they live in the attack's state: a checkpoint holds them, a resumed run screens the same.
+earlier queries of the same photo, and those the attacker knows. The screen keeps them all:
+it ignores the detector's ``reset`` and ``capacity`` (other clients' queries move those, and
+the attacker cannot see them), so after a reset it redraws more than it needs to. A
+candidate the local copy would flag is redrawn for free instead of being sent to be refused.
+Keys are plain arrays (uint64 rows), so they live in the attack's state: a checkpoint holds
+them, a resumed run screens the same.
 """
 
 from __future__ import annotations
@@ -82,26 +85,38 @@ def make_screen(spec: str) -> Screen:
 def screen_rows(
     screen: Screen,
     held: U64,
+    owner: NDArray[np.int64],
+    rows: NDArray[np.int64],
     cand: NDArray[np.floating],
     redraw: Callable[[int], None],
     tries: int,
 ) -> int:
     """Redraw (``redraw(j)`` replaces ``cand[j]`` in place) each candidate the detector would
-    flag, up to ``tries`` draws in all per row; the last draw stays whatever it shows. Rows
-    are screened against ``held`` only: the rows of one step are different photos, far apart
-    for a similarity detector. Returns the redraws made."""
+    flag, up to ``tries`` draws in all per row; the last draw stays whatever it shows. Each
+    image is screened against its own keys only (``owner``): other photos are far from it for
+    a similarity detector, and an image's run then does not depend on its batch. Returns the
+    redraws made."""
     made = 0
-    for j in range(len(cand)):
+    for j, r in enumerate(rows):
+        mine = held[owner == r]
         for _ in range(tries - 1):
-            if not screen.flags(held, screen.key(cand[j])):
+            if not screen.flags(mine, screen.key(cand[j])):
                 break
             redraw(j)
             made += 1
     return made
 
 
-def remember(screen: Screen, held: U64, x: NDArray[np.floating]) -> U64:
-    """``held`` with the keys of the images ``x`` (sent, in order) appended."""
+def remember(
+    screen: Screen,
+    held: U64,
+    owner: NDArray[np.int64],
+    x: NDArray[np.floating],
+    rows: NDArray[np.int64],
+) -> tuple[U64, NDArray[np.int64]]:
+    """``held`` and ``owner`` with the keys of the images ``x`` (sent, in order, for images
+    ``rows``) appended."""
     if not len(x):
-        return held
-    return np.concatenate([held, np.stack([screen.key(img) for img in x])])
+        return held, owner
+    keys = np.stack([screen.key(img) for img in x])
+    return np.concatenate([held, keys]), np.concatenate([owner, np.asarray(rows, np.int64)])

@@ -11,7 +11,6 @@ from numpy.typing import NDArray
 
 from ...defenses.aaa import fits, unattract
 from ...oracle import Oracle, QueryKind, ScoresObservation, frozen_array
-from .._plain import PlainState
 from .._windows import side
 from ..base import AttackState, BoolArray, FloatArray, IntArray
 from ..registry import Paper, register
@@ -157,6 +156,7 @@ class AdaptiveSquareAttack(SquareAttack):
             tries=np.zeros((n, 2), np.int64),
             kept=np.zeros((n, 2), np.int64),
             held=np.zeros((0, self._screen.width if self._screen else 0), np.uint64),
+            owner=np.zeros(0, np.int64),
         )
 
     # -- queries
@@ -174,7 +174,7 @@ class AdaptiveSquareAttack(SquareAttack):
         own = self.own(state, AdaptiveSquareState)
         c = self.config
         if self._screen is not None:  # the defence stores refused queries too
-            own.held = remember(self._screen, own.held, x)
+            own.held, own.owner = remember(self._screen, own.held, own.owner, x, rows)
         return ask_each(oracle, state.ids, rows, x, kinds, own, eot=c.eot, stale=c.stale)
 
     def loss_of(
@@ -203,7 +203,8 @@ class AdaptiveSquareAttack(SquareAttack):
         own = state.own = self.prepare(oracle, state)
         own.prev[:], own.answered[:] = clean.probs, True
         if self._screen is not None:
-            own.held = remember(self._screen, own.held, state.x0)
+            every = np.arange(len(state.x0))
+            own.held, own.owner = remember(self._screen, own.held, own.owner, state.x0, every)
         live = np.flatnonzero(state.active)
         if not len(live):
             return
@@ -274,7 +275,8 @@ class AdaptiveSquareAttack(SquareAttack):
             cand[j], above[j], spread[j] = c[0], a[0], sp[0]
 
         assert self._screen is not None
-        screen_rows(self._screen, own.held, cand, redraw, self.config.screen_tries)
+        tries = self.config.screen_tries
+        screen_rows(self._screen, own.held, own.owner, rows, cand, redraw, tries)
 
     def _linf_draw(
         self,
@@ -406,7 +408,3 @@ class AdaptiveSquareAttack(SquareAttack):
             flip = rows[(own.fails[rows] >= self.config.flip_after) & ~own.undo[rows]]
             own.direction[flip] *= -1.0
             own.fails[flip] = 0
-
-
-# Checkpoints written before the state moved to adaptive_config name it here.
-PlainState.known["bbattack.attacks.score.adaptive.AdaptiveSquareState"] = AdaptiveSquareState

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..base import BoolArray, FloatArray, IntArray
 from ._scatter import Scatter
@@ -103,6 +103,12 @@ class AdaptiveSquareConfig(SquareConfig):
             make_screen(v)
         return v
 
+    @model_validator(mode="after")
+    def _screen_linf(self) -> AdaptiveSquareConfig:
+        if self.screen is not None and self.norm != "linf":
+            raise ValueError("screen: L∞ only (its redraws are L∞ Square's windows and dither)")
+        return self
+
 
 @dataclass
 class AdaptiveSquareState(SquareState):
@@ -124,3 +130,4 @@ class AdaptiveSquareState(SquareState):
     tries: IntArray  # (N, 2) steps above Square's window: one window, scattered
     kept: IntArray  # (N, 2) of which kept
     held: NDArray[np.uint64]  # (M, width) the screen's key of every query sent (``screen``)
+    owner: IntArray  # (M,) the image each key was sent for
