@@ -18,6 +18,7 @@ from bbattack.attacks import registry
 from bbattack.attacks.transfer._transfer import SurrogateMeter, metered
 from bbattack.attacks.transfer.transfer import TransferAttack
 from bbattack.errors import UserInputError
+from bbattack.oracle import Forward, Middleware, Observation, Query
 from bbattack.surrogates import Surrogate, as_surrogate, resolve_surrogates, surrogate_block
 from support import Digits
 
@@ -378,3 +379,36 @@ def test_the_surrogate_work_is_metered(
         Oracle(digits_torch, Scores(), max_queries=50), x[:1], target[:1], surrogates=cnn
     )
     assert meter.iterations == len(seen)
+
+
+class _Record(Middleware):
+    """Keeps each query's kind and images (the test's record)."""
+
+    name = "record"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, FloatArray]] = []
+
+    def handle(self, query: Query, forward: Forward) -> Observation:
+        self.seen.append((str(query.kind), np.array(query.x)))
+        return forward(query.x)
+
+
+def test_the_rays_hand_off_starts_from_the_papers_ray_not_a_candidates_signs(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+) -> None:
+    """Untargeted under top-1 scores, the rounds' best candidate (the lowest clean score)
+    is handed to RayS; its first ray is all +1 about the clean image, as RayS's own."""
+    x, _, _ = cases
+    rec = _Record()
+    oracle = Oracle(digits_torch, TopK(1), max_queries=40, middleware=[rec])
+    res = TransferAttack(eps=0.01, rounds=2, iters=3).run(oracle, x[:1], None, surrogates=cnn)
+    assert not res.images[0].success  # a radius no candidate reaches: RayS takes over
+    kinds = [k for k, _ in rec.seen]
+    first = kinds.index("probe")
+    assert kinds[1:first] == ["transfer"] * (first - 1)
+    ray = rec.seen[first][1][0] - x[0]
+    assert (ray >= 0).all()  # +1 everywhere, clipped at the top
+    assert ray.max() > 0

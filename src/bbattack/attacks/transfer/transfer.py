@@ -74,7 +74,7 @@ class TransferAttack(Attack[TransferConfig]):
     2. When the rounds end (``rounds``, or ``patience`` rounds without visible progress), the
        best point goes on: under scores, Square (L∞, with a small first window) or GFCS
        (L2, :class:`~bbattack.attacks.transfer.gfcs.GFCSAttack`); untargeted under
-       top-k or labels, RayS from the candidate's signs; targeted under top-k or labels, a
+       top-k or labels, RayS from its own first ray; targeted under top-k or labels, a
        candidate at a larger radius (``start_radii``) that the target shows in the target
        class, then a surrogate-guided ε-shrink
        (:class:`~bbattack.attacks.transfer._guided.GuidedShrink`); where no radius works,
@@ -384,6 +384,9 @@ class TransferAttack(Attack[TransferConfig]):
         tr.phase[rows] = _INNER
         state.x[rows] = state.xq[rows] = best
         if name == "rays":
+            # RayS from the paper's ray (all +1), not the best candidate's high-frequency signs:
+            # from those it reached ε on none of 4 cross-family PI cases (transfer-x-lite0).
+            state.xq[rows] = state.x0[rows]
             with self._inner(state):
                 self._rays().adopt(state, rows)
 
