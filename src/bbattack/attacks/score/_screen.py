@@ -90,21 +90,23 @@ def screen_rows(
     cand: NDArray[np.floating],
     redraw: Callable[[int], None],
     tries: int,
-) -> int:
+) -> U64:
     """Redraw (``redraw(j)`` replaces ``cand[j]`` in place) each candidate the detector would
     flag, up to ``tries`` draws in all per row; the last draw stays whatever it shows. Each
     image is screened against its own keys only (``owner``): other photos are far from it for
     a similarity detector, and an image's run then does not depend on its batch. Returns the
-    redraws made."""
-    made = 0
+    keys of the candidates as they stand (to remember when they are sent)."""
+    keys = np.empty((len(cand), screen.width), np.uint64)
     for j, r in enumerate(rows):
         mine = held[owner == r]
+        key = screen.key(cand[j])
         for _ in range(tries - 1):
-            if not screen.flags(mine, screen.key(cand[j])):
+            if not screen.flags(mine, key):
                 break
             redraw(j)
-            made += 1
-    return made
+            key = screen.key(cand[j])
+        keys[j] = key
+    return keys
 
 
 def remember(
@@ -113,10 +115,12 @@ def remember(
     owner: NDArray[np.int64],
     x: NDArray[np.floating],
     rows: NDArray[np.int64],
+    keys: U64 | None = None,
 ) -> tuple[U64, NDArray[np.int64]]:
     """``held`` and ``owner`` with the keys of the images ``x`` (sent, in order, for images
-    ``rows``) appended."""
+    ``rows``) appended; ``keys``: theirs, where already computed."""
     if not len(x):
         return held, owner
-    keys = np.stack([screen.key(img) for img in x])
+    if keys is None:
+        keys = np.stack([screen.key(img) for img in x])
     return np.concatenate([held, keys]), np.concatenate([owner, np.asarray(rows, np.int64)])

@@ -168,13 +168,15 @@ class AdaptiveSquareAttack(SquareAttack):
         rows: IntArray,
         x: FloatArray,
         kinds: list[QueryKind],
+        keys: NDArray[np.uint64] | None = None,
     ) -> tuple[BoolArray, ScoresObservation]:
         """Each row's image on its own (``eot`` times, averaged): whether it was answered
-        (not refused, not stale), and the answers (zeros where not). KeyBanned is raised."""
+        (not refused, not stale), and the answers (zeros where not). KeyBanned is raised.
+        ``keys``: the screen's keys of ``x``, where the screen computed them."""
         own = self.own(state, AdaptiveSquareState)
         c = self.config
         if self._screen is not None:  # the defence stores refused queries too
-            own.held, own.owner = remember(self._screen, own.held, own.owner, x, rows)
+            own.held, own.owner = remember(self._screen, own.held, own.owner, x, rows, keys)
         return ask_each(oracle, state.ids, rows, x, kinds, own, eot=c.eot, stale=c.stale)
 
     def loss_of(
@@ -229,18 +231,19 @@ class AdaptiveSquareAttack(SquareAttack):
         probing = own.cal_hi[rows] - own.cal_lo[rows] > 1
         level = np.where(probing, (own.cal_lo[rows] + own.cal_hi[rows]) // 2, own.floor[rows])
         p_sq, p_floor = self._p(state, rows), self._ladder(state, rows, level)
+        keys = None
         if self.config.norm == "linf":
             met = rows[(own.rejected[rows] > 0) & (own.grain[rows] == 0)]
             own.grain[met] = min(1, self.config.dither)
             cand, above, spread = self._linf_draw(state, rows, p_sq, p_floor)
             if self._screen is not None:
-                self._screened(state, rows, probing, p_sq, p_floor, (cand, above, spread))
+                keys = self._screened(state, rows, probing, p_sq, p_floor, (cand, above, spread))
         else:
             s = side(np.maximum(p_sq, p_floor), h, w, least=3)
             cand = self._l2_candidates(state, rows, own.rng, s, h, w)
             above = spread = np.zeros(len(rows), bool)
         kinds = [QueryKind.PROBE if b else QueryKind.LINE_SEARCH for b in probing]
-        ok, obs = self._ask(oracle, state, rows, cand, kinds)
+        ok, obs = self._ask(oracle, state, rows, cand, kinds, keys)
         keep = self._take(oracle, state, rows, cand, ok, obs, np.zeros(len(rows), bool))
         tally(own.tries, own.kept, rows[above], spread[above], keep[above])
         self._calibrate(own, rows[probing], level[probing], ok[probing])
@@ -254,10 +257,11 @@ class AdaptiveSquareAttack(SquareAttack):
         p_sq: NDArray[np.float64],
         p_floor: NDArray[np.float64],
         drawn: tuple[FloatArray, BoolArray, BoolArray],
-    ) -> None:
-        """Redraw, in place, each L∞ candidate the assumed detector would flag. A flagged
-        draw counts as a refusal that cost nothing: every ``raise_after`` of them raise the
-        row's dither a level, and past ``dither`` its floor (not while calibrating)."""
+    ) -> NDArray[np.uint64]:
+        """Redraw, in place, each L∞ candidate the assumed detector would flag; the keys of
+        the candidates that stand. A flagged draw counts as a refusal that cost nothing: every
+        ``raise_after`` of them raise the row's dither a level, and past ``dither`` its floor
+        (not while calibrating)."""
         own = self.own(state, AdaptiveSquareState)
         cand, above, spread = drawn
         draws = np.zeros(len(rows), np.int64)
@@ -276,7 +280,7 @@ class AdaptiveSquareAttack(SquareAttack):
 
         assert self._screen is not None
         tries = self.config.screen_tries
-        screen_rows(self._screen, own.held, own.owner, rows, cand, redraw, tries)
+        return screen_rows(self._screen, own.held, own.owner, rows, cand, redraw, tries)
 
     def _linf_draw(
         self,
