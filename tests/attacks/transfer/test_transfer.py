@@ -33,8 +33,8 @@ def cnn(digits_cnn: TorchClassifier, digits_torch: TorchClassifier) -> list[Surr
 
 @pytest.mark.parametrize(
     ("view", "targeted"),
-    [(Scores(), True), (TopK(1), True), (Scores(), False)],
-    ids=["ql-targeted", "pi-targeted", "ql-untargeted"],
+    [(Scores(), True), (TopK(1), True), (Scores(), False), (TopK(1), False)],
+    ids=["ql-targeted", "pi-targeted", "ql-untargeted", "pi-untargeted"],
 )
 def test_the_surrogate_guided_attack_succeeds_on_most_cases(
     digits_torch: TorchClassifier,
@@ -399,12 +399,14 @@ def test_the_rays_hand_off_starts_from_the_papers_ray_not_a_candidates_signs(
     cases: tuple[FloatArray, IntArray, FloatArray],
     cnn: list[Surrogate],
 ) -> None:
-    """Untargeted under top-1 scores, the rounds' best candidate (the lowest clean score)
-    is handed to RayS; its first ray is all +1 about the clean image, as RayS's own."""
+    """Untargeted under top-1 scores with ``topk_handoff = "rays"``, the rounds' best
+    candidate (the lowest clean score) is handed to RayS; its first ray is all +1 about the
+    clean image, as RayS's own."""
     x, _, _ = cases
     rec = _Record()
     oracle = Oracle(digits_torch, TopK(1), max_queries=40, middleware=[rec])
-    res = TransferAttack(eps=0.01, rounds=2, iters=3).run(oracle, x[:1], None, surrogates=cnn)
+    attack = TransferAttack(eps=0.01, rounds=2, iters=3, topk_handoff="rays")
+    res = attack.run(oracle, x[:1], None, surrogates=cnn)
     assert not res.images[0].success  # a radius no candidate reaches: RayS takes over
     kinds = [k for k, _ in rec.seen]
     first = kinds.index("probe")
@@ -412,3 +414,24 @@ def test_the_rays_hand_off_starts_from_the_papers_ray_not_a_candidates_signs(
     ray = rec.seen[first][1][0] - x[0]
     assert (ray >= 0).all()  # +1 everywhere, clipped at the top
     assert ray.max() > 0
+
+
+def test_untargeted_under_top1_scores_the_hand_off_is_square_from_the_best_candidate(
+    digits_torch: TorchClassifier,
+    cases: tuple[FloatArray, IntArray, FloatArray],
+    cnn: list[Surrogate],
+) -> None:
+    """By default the untargeted PI hand-off is Square on the shown clean score: after the
+    candidates come Square's steps (no RayS probes), each a window's change of the iterate."""
+    x, _, _ = cases
+    rec = _Record()
+    oracle = Oracle(digits_torch, TopK(1), max_queries=40, middleware=[rec])
+    res = TransferAttack(eps=0.01, rounds=2, iters=3).run(oracle, x[:1], None, surrogates=cnn)
+    assert not res.images[0].success  # a radius no candidate reaches: Square takes over
+    kinds = [k for k, _ in rec.seen]
+    assert "probe" not in kinds
+    first = kinds.index("line_search")
+    assert kinds[1:first] == ["transfer"] * (first - 1)
+    assert kinds[first:-1] == ["line_search"] * (len(kinds) - 1 - first)
+    assert kinds[-1] == "final"
+    assert np.abs(rec.seen[first][1][0] - x[0]).max() <= 0.01 + 1e-6

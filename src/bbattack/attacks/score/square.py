@@ -257,7 +257,7 @@ class SquareAttack(Attack[SquareConfig]):
         state.x[k] = cand[keep]
         state.xq[k] = cand[keep]
         state.loss[k] = loss[keep]
-        self.record(_take(obs, keep), state, k)
+        self.record(obs, state, rows, keep)
         self.mark_success(oracle, state, rows, hit)
 
     def _p(self, state: AttackState, rows: IntArray) -> NDArray[np.float64]:
@@ -346,10 +346,6 @@ class SquareAttack(Attack[SquareConfig]):
 def _sq(a: NDArray[np.float64]) -> NDArray[np.float64]:
     """Per row and channel: the sum of squares over the pixels."""
     return np.asarray((a.reshape(a.shape[0], a.shape[1], -1) ** 2).sum(axis=2))
-
-
-def _take(obs: ScoresObservation, keep: NDArray[np.bool_]) -> ScoresObservation:
-    return ScoresObservation(obs.probs[keep])
 
 
 def _per_image_budget(oracle: Oracle, max_steps: int | None) -> int:

@@ -55,6 +55,11 @@ class TransferConfig(AttackConfig):
         "(PI-Square under top-k scores, HopSkipJump under labels), or the surrogate-guided "
         "shrink",
     )
+    topk_handoff: Literal["square", "rays"] = Field(
+        "square",
+        description="untargeted under top-k scores (PI, L∞), after the candidates: Square on "
+        "the clean class's shown score, or RayS on the labels",
+    )
     shrink_iters: int = Field(
         10, ge=1, le=10_000, description="surrogate iterations per shrink candidate (PI/LO)"
     )

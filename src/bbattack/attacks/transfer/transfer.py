@@ -17,11 +17,9 @@ from .._losses import visible_margin
 from .._plain import PlainState
 from .._rand import Streams
 from ..base import Attack, AttackState, FloatArray, IntArray
-from ..label.hsj import HopSkipJumpAttack
-from ..label.pi_square import PISquareAttack
-from ..label.rays import RaySAttack
 from ..registry import Paper, register
 from ..score.square import SquareAttack
+from . import _handoffs as handoffs
 from ._bases import judge_weights, propose_weights, weight_state
 from ._guided import SHRINK, START, GuidedShrink
 from ._prior_square import PriorSquare
@@ -49,7 +47,7 @@ TRANSFER_PAPERS = Paper(
     arxiv="1710.06081",
 )
 
-Handoff = Literal["square", "gfcs", "rays", "guided", "none"]
+Handoff = Literal["square", "topk-square", "gfcs", "rays", "guided", "none"]
 _ROUNDS, _INNER = 0, 3  # per-image phases (START and SHRINK: the guided shrink's)
 
 
@@ -74,9 +72,11 @@ class TransferAttack(Attack[TransferConfig]):
     2. When the rounds end (``rounds``, or ``patience`` rounds without visible progress), the
        best point goes on: under scores, Square (L∞, with a small first window) or GFCS
        (L2, :class:`~bbattack.attacks.transfer.gfcs.GFCSAttack`); untargeted under
-       top-k or labels, RayS from its own first ray; targeted under top-k or labels, a
-       candidate at a larger radius (``start_radii``) that the target shows in the target
-       class, then a surrogate-guided ε-shrink
+       top-k scores, Square on the clean class's shown score
+       (:class:`~bbattack.attacks.transfer._topk_square.TopKSquare`; or RayS:
+       ``topk_handoff``); untargeted under labels, RayS from its own first ray; targeted
+       under top-k or labels, a candidate at a larger radius (``start_radii``) that the
+       target shows in the target class, then a surrogate-guided ε-shrink
        (:class:`~bbattack.attacks.transfer._guided.GuidedShrink`); where no radius works,
        the given start image or a bundled photo, from which PI-Square (top-k scores) or
        HopSkipJump (labels) goes on (``photo_start = "query"``; or the guided shrink).
@@ -110,21 +110,16 @@ class TransferAttack(Attack[TransferConfig]):
         kind = self._handoff_kind(oracle.view.kind)
         if kind != "labels":
             return kind
-        return "guided" if state.targeted.all() else "rays"
+        if state.targeted.all():
+            return "guided"
+        topk = oracle.view.reveals_scores and self.config.topk_handoff == "square"
+        return "topk-square" if topk else "rays"
 
     def _handoff_kind(self, view: str) -> Handoff | Literal["labels"]:
         """The hand-off a view and norm lead to; under labels it also depends on the goal."""
         if view == "scores":
             return "square" if self.config.norm == "linf" else "gfcs"
         return "labels" if self.config.norm == "linf" else "none"
-
-    def _square(self) -> SquareAttack:
-        c = self.config
-        if c.prior > 0 and c.norm == "linf":
-            return PriorSquare(
-                eps=c.eps, norm=c.norm, p_init=c.p_init, p_init_untargeted=0.05, prior_max=c.prior
-            )
-        return SquareAttack(eps=c.eps, norm=c.norm, p_init=c.p_init, p_init_untargeted=0.05)
 
     def _refresh_prior(self, inner: PriorSquare, state: AttackState) -> None:
         """The surrogates' gradient at each handed-off iterate that moved since its last one
@@ -147,22 +142,15 @@ class TransferAttack(Attack[TransferConfig]):
         with self._inner(state):
             inner.set_prior(state, rows, g)
 
-    def _gfcs(self) -> GFCSAttack:
-        return GFCSAttack(eps=self.config.eps, norm=self.config.norm)
-
     def _scorer(self, state: AttackState) -> SquareAttack | GFCSAttack | None:
         """The score-based hand-off, whose loss the rounds track; None under other views."""
         name = self.own(state, TransferState).handoff
-        return self._square() if name == "square" else self._gfcs() if name == "gfcs" else None
-
-    def _rays(self) -> RaySAttack:
-        return RaySAttack(eps=self.config.eps)
+        if name in ("square", "topk-square"):
+            return handoffs.square(self.config, topk=name == "topk-square")
+        return handoffs.gfcs(self.config) if name == "gfcs" else None
 
     def _guided(self) -> GuidedShrink:
         return GuidedShrink(self)
-
-    def _pi_square(self) -> PISquareAttack:
-        return PISquareAttack(eps=self.config.eps)
 
     def repair(
         self, state: AttackState, rows: IntArray, level: IntArray, margin: NDArray[np.float64]
@@ -170,7 +158,7 @@ class TransferAttack(Attack[TransferConfig]):
         """The guided shrink is stuck for ``rows``: PI-Square's repairs go on from there."""
         self.own(state, TransferState).phase[rows] = _INNER
         with self._inner(state):
-            self._pi_square().adopt(state, rows, level, margin)
+            handoffs.pi_square(self.config).adopt(state, rows, level, margin)
 
     def from_photo(
         self, oracle: Oracle, state: AttackState, rows: IntArray, found: FloatArray
@@ -181,10 +169,10 @@ class TransferAttack(Attack[TransferConfig]):
         self.own(state, TransferState).phase[rows] = _INNER
         with self._inner(state):
             if oracle.view.reveals_scores:
-                self._pi_square().begin(state, rows, found)
+                handoffs.pi_square(self.config).begin(state, rows, found)
             else:
                 state.xq[rows] = found
-                self._hsj().adopt(state, rows)
+                handoffs.hsj(self.config).adopt(state, rows)
 
     def stuck(self, state: AttackState, rows: IntArray) -> None:
         """Label-only, the guided shrink is stuck for ``rows``: stop, or HopSkipJump from the
@@ -194,10 +182,7 @@ class TransferAttack(Attack[TransferConfig]):
             return
         self.own(state, TransferState).phase[rows] = _INNER
         with self._inner(state):
-            self._hsj().adopt(state, rows)
-
-    def _hsj(self) -> HopSkipJumpAttack:
-        return HopSkipJumpAttack(eps=self.config.eps)
+            handoffs.hsj(self.config).adopt(state, rows)
 
     @contextmanager
     def _inner(self, state: AttackState) -> Iterator[None]:
@@ -314,16 +299,18 @@ class TransferAttack(Attack[TransferConfig]):
         k: int,
     ) -> PlainState | None:
         """The hand-off attack's own state for every row, built before any row is handed."""
-        if handoff == "square":
-            return self._square().prepare(oracle, state)
+        c = self.config
+        if handoff in ("square", "topk-square"):
+            return handoffs.square(c, topk=handoff == "topk-square").prepare(oracle, state)
         if handoff == "gfcs":
-            return self._gfcs().prepare(state, np.where(state.targeted[:, None], targets, False), k)
+            wanted = np.where(state.targeted[:, None], targets, False)
+            return handoffs.gfcs(c).prepare(state, wanted, k)
         if handoff == "rays":
-            return self._rays().prepare(state)
+            return handoffs.rays(self.config).prepare(state)
         if handoff == "guided":
             if oracle.view.reveals_scores:
-                return self._pi_square().prepare(oracle, state)
-            return self._hsj().prepare(state)
+                return handoffs.pi_square(self.config).prepare(oracle, state)
+            return handoffs.hsj(self.config).prepare(state)
         return None
 
     # -- step
@@ -388,17 +375,17 @@ class TransferAttack(Attack[TransferConfig]):
             # from those it reached ε on none of 4 cross-family PI cases (transfer-x-lite0).
             state.xq[rows] = state.x0[rows]
             with self._inner(state):
-                self._rays().adopt(state, rows)
+                handoffs.rays(self.config).adopt(state, rows)
 
     def _inner_step(self, oracle: Oracle, state: AttackState, rows: IntArray) -> None:
         """One step of the hand-off attack for ``rows`` alone: the others are hidden from it."""
         name = self.own(state, TransferState).handoff
         inner: Attack[Any] = self._scorer(state) or (
-            self._rays()
+            handoffs.rays(self.config)
             if name == "rays"
-            else self._pi_square()
+            else handoffs.pi_square(self.config)
             if oracle.view.reveals_scores
-            else self._hsj()
+            else handoffs.hsj(self.config)
         )
         hide = np.setdiff1d(np.flatnonzero(state.active), rows)
         state.active[hide] = False
