@@ -59,7 +59,7 @@ class RaySState(PlainState):
     norms=("linf",),
     targeted=False,
     budget=10_000,
-    default_for=("lo", "pi"),  # untargeted: PI and LO are targeted
+    default_for=("lo",),  # untargeted label-only; under PI square-topk comes first
 )
 class RaySAttack(Attack[RaySConfig]):
     """RayS: the adversarial image is x0 + r·d clipped to the image range, for a sign vector d

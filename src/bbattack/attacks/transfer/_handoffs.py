@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..label.hsj import HopSkipJumpAttack
 from ..label.pi_square import PISquareAttack
 from ..label.rays import RaySAttack
+from ..label.square_topk import TopKSquare
 from ..score.square import SquareAttack
 from ._prior_square import PriorSquare
-from ._topk_square import TopKSquare
 from ._transfer_config import TransferConfig
 from .gfcs import GFCSAttack
 

@@ -73,7 +73,7 @@ class TransferAttack(Attack[TransferConfig]):
        best point goes on: under scores, Square (L∞, with a small first window) or GFCS
        (L2, :class:`~bbattack.attacks.transfer.gfcs.GFCSAttack`); untargeted under
        top-k scores, Square on the clean class's shown score
-       (:class:`~bbattack.attacks.transfer._topk_square.TopKSquare`; or RayS:
+       (:class:`~bbattack.attacks.label.square_topk.TopKSquare`; or RayS:
        ``topk_handoff``); untargeted under labels, RayS from its own first ray; targeted
        under top-k or labels, a candidate at a larger radius (``start_radii``) that the
        target shows in the target class, then a surrogate-guided ε-shrink

@@ -8,8 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bbattack import Oracle, Scores, TopK, TorchClassifier
+from bbattack.attacks.label.square_topk import TopKSquare
 from bbattack.attacks.score.square import SquareAttack
-from bbattack.attacks.transfer._topk_square import TopKSquare
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
