@@ -28,7 +28,8 @@ __all__ = ["TopKSquare"]
     targeted=False,
     budget=10_000,
     default_for=("pi",),
-    tuned="Square's untargeted defaults (square)",
+    tuned="Square's untargeted defaults (square: bbattack tune on the tuning split, "
+    "2026-12-07); measured on heldout-pi-untargeted.toml, 2026-12-08",
 )
 class TopKSquare(SquareAttack):
     """Square on the clean class's shown score: a random square-window change is kept only if
