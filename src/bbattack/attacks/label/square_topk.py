@@ -54,6 +54,3 @@ class TopKSquare(SquareAttack):
     ) -> tuple[Observation, NDArray[np.float64]]:
         obs = oracle.query(x, state.ids[rows], kind)
         return obs, self._loss(obs, state, rows)
-
-    def loss_of(self, obs: Observation, state: AttackState, rows: IntArray) -> NDArray[np.float64]:
-        return np.asarray(self._loss(obs, state, rows), np.float64)

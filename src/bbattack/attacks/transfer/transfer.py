@@ -47,7 +47,7 @@ TRANSFER_PAPERS = Paper(
     arxiv="1710.06081",
 )
 
-Handoff = Literal["square", "topk-square", "gfcs", "rays", "guided", "none"]
+Handoff = Literal["square", "square-topk", "gfcs", "rays", "guided", "none"]
 _ROUNDS, _INNER = 0, 3  # per-image phases (START and SHRINK: the guided shrink's)
 
 
@@ -113,7 +113,7 @@ class TransferAttack(Attack[TransferConfig]):
         if state.targeted.all():
             return "guided"
         topk = oracle.view.reveals_scores and self.config.topk_handoff == "square"
-        return "topk-square" if topk else "rays"
+        return "square-topk" if topk else "rays"
 
     def _handoff_kind(self, view: str) -> Handoff | Literal["labels"]:
         """The hand-off a view and norm lead to; under labels it also depends on the goal."""
@@ -145,8 +145,8 @@ class TransferAttack(Attack[TransferConfig]):
     def _scorer(self, state: AttackState) -> SquareAttack | GFCSAttack | None:
         """The score-based hand-off, whose loss the rounds track; None under other views."""
         name = self.own(state, TransferState).handoff
-        if name in ("square", "topk-square"):
-            return handoffs.square(self.config, topk=name == "topk-square")
+        if name in ("square", "square-topk"):
+            return handoffs.square(self.config, topk=name == "square-topk")
         return handoffs.gfcs(self.config) if name == "gfcs" else None
 
     def _guided(self) -> GuidedShrink:
@@ -300,8 +300,8 @@ class TransferAttack(Attack[TransferConfig]):
     ) -> PlainState | None:
         """The hand-off attack's own state for every row, built before any row is handed."""
         c = self.config
-        if handoff in ("square", "topk-square"):
-            return handoffs.square(c, topk=handoff == "topk-square").prepare(oracle, state)
+        if handoff in ("square", "square-topk"):
+            return handoffs.square(c, topk=handoff == "square-topk").prepare(oracle, state)
         if handoff == "gfcs":
             wanted = np.where(state.targeted[:, None], targets, False)
             return handoffs.gfcs(c).prepare(state, wanted, k)
